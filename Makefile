@@ -1,0 +1,54 @@
+# Two commands do all set-up: `make run` (whole pipeline on the synthetic demo cohort) and `make test`.
+# Both create .venv when it is missing. torch==2.13.0 is installed first, so nothing pulls a CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.breastseg-installed
+DEBIAN := graphviz dcm2niix
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test test-fast lint dag report ui clean system-packages
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+# Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check).
+system-packages:
+	@missing=""; for p in $(DEBIAN); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing Debian packages:$$missing (tests that need them are skipped)"; fi; \
+	fi
+
+run: $(STAMP)
+	snakemake --profile workflow/profiles/default
+	@echo "done: metrics/*.json, results/summary.html; MLflow UI: make ui"
+
+test: $(STAMP) system-packages
+	pytest -q
+	pytest -q -m slow
+
+test-fast: $(STAMP)
+	pytest -q
+
+lint: $(STAMP)
+	snakemake --lint
+
+dag: $(STAMP)
+	snakemake --dag | dot -Tsvg > dag.svg
+
+report: $(STAMP)
+	snakemake --report report.html
+
+ui: $(STAMP)
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1
+
+clean:
+	rm -rf .snakemake data/raw/demo data/interim data/processed data/splits models results metrics plots logs \
+	       mlflow.db optuna.db mlartifacts report.html

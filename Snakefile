@@ -1,0 +1,73 @@
+# breastseg workflow: synth -> convert -> prepare -> split -> tune -> train -> evaluate -> register -> report
+# Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
+import sys
+from pathlib import Path
+
+configfile: "params.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from breastseg.config import validate_params, write_effective_params
+from breastseg.data.cohort import raw_files, raw_patients
+from breastseg.errors import InputError
+
+try:
+    validate_params(config, source="config (params.yaml and --config/--configfile)")
+except InputError as exc:
+    sys.stderr.write(f"breastseg: error: {exc}\n")
+    sys.exit(1)
+
+COHORT = config["cohort"]
+ROOT = COHORT["root"]
+EXPERIMENTS = list(config["experiments"])
+DATASETS = sorted({e["dataset"] for e in config["experiments"].values()})
+# Rules read the configuration in force (params.yaml plus --config/--configfile) from one file.
+EFFECTIVE_PARAMS = write_effective_params(config, ".snakemake/breastseg/params.yaml")
+BREASTSEG = f"breastseg --params {EFFECTIVE_PARAMS}"
+
+
+GPU = 1 if config["train"].get("accelerator") in ("gpu", "cuda") else 0
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    patient=r"P[0-9a-f]{12}",
+
+
+def experiments_of(dataset):
+    return [e for e in EXPERIMENTS if config["experiments"][e]["dataset"] == dataset]
+
+
+def dataset_of(experiment):
+    return config["experiments"][experiment]["dataset"]
+
+
+def patients(dataset):
+    """Pseudonym -> raw path; for the demo cohort, only after the synth checkpoint has run."""
+    if COHORT["name"] == "demo":
+        checkpoints.synth.get()
+    return raw_patients(ROOT, dataset, COHORT.get("pseudonym_key_file"))
+
+
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/tune.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/report.smk"
+
+
+onstart:
+    shell(f"{BREASTSEG} -q tracking-init")
+
+
+rule all:
+    default_target: True
+    input:
+        expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
+        expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
+        "results/summary.html",

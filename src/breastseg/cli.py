@@ -1,0 +1,238 @@
+"""Command line: thin wrappers that parse arguments and call typed functions.
+
+Heavy libraries (torch, lightning, monai, mlflow) are imported inside the commands that need them, so
+``breastseg --help`` and the per-patient ``convert`` / ``us-maps`` / ``prepare`` jobs start fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+log = logging.getLogger("breastseg")
+
+
+def _params(args: argparse.Namespace) -> dict:
+    from .config import load_params
+
+    return load_params(args.params)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from .synth.cohort import write_cohort
+
+    options = {}
+    if args.params and Path(args.params).exists() and args.from_params:
+        options = dict(_params(args).get("synth", {}))
+        options.pop("patients", None), options.pop("seed", None)
+    summary = write_cohort(Path(args.out_dir), args.patients, args.seed, progress=not args.quiet, **options)
+    log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    if args.dce:
+        from .dicom.dce import convert_dce_patient
+
+        if not args.patient_id:
+            raise InputError(None, "--dce needs --patient-id (the pseudonym to write under)")
+        convert_dce_patient(Path(args.dicom_dir), Path(args.out_dir), patient_id=args.patient_id, on_error=args.on_error)
+    else:
+        from .dicom.convert import convert_dicom_dir
+
+        convert_dicom_dir(Path(args.dicom_dir), Path(args.out_dir), on_error=args.on_error, progress=not args.quiet)
+
+
+def cmd_us_maps(args: argparse.Namespace) -> None:
+    from .us.maps import write_us_maps
+
+    kwargs = dict(dynamic_range_db=args.dynamic_range_db, window_pulses=args.window_pulses, bins=args.bins)
+    if args.maps:
+        kwargs["maps"] = tuple(args.maps.split(","))
+    if args.patient_id:
+        kwargs["patient_id"] = args.patient_id
+    write_us_maps(Path(args.input), Path(args.out_dir), progress=not args.quiet, **kwargs)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .config import experiment
+    from .data.slices import prepare_patient
+
+    exp = experiment(_params(args), args.experiment)
+    prepare_patient(exp, Path(args.interim_dir), Path(args.out), patient_id=args.patient_id)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from .data.split import split_dataset
+
+    params = _params(args)
+    split_dataset(
+        params,
+        args.dataset,
+        [Path(p) for p in args.prepared],
+        splits_dir=Path(args.splits_dir),
+        processed_dir=Path(args.processed_dir),
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from .training.tune import tune_experiment
+
+    tune_experiment(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+                    out_json=Path(args.out), work_dir=Path(args.work_dir))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training.train import train_experiment
+
+    train_experiment(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+                     best_params=Path(args.best_params) if args.best_params else None, out_dir=Path(args.out_dir),
+                     curve_csv=Path(args.curve) if args.curve else None)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation.evaluate import evaluate_experiment
+
+    evaluate_experiment(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
+                        processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir))
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from .registry import promote_if_better
+
+    promote_if_better(_params(args), args.experiment, model_json=Path(args.model), metrics_json=Path(args.metrics),
+                      split_file=Path(args.split), processed_dir=Path(args.processed_dir), decision_json=Path(args.out))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_summary
+
+    write_summary(_params(args), [Path(p) for p in args.metrics], Path(args.out))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+
+    predict(args.model_uri, Path(args.input), Path(args.out_dir))
+
+
+def cmd_tracking_init(args: argparse.Namespace) -> None:
+    from .tracking import init_stores
+
+    init_stores(_params(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="breastseg",
+        description="Segmentation pipelines for breast imaging: BPE/FGT in DCE-MRI, masses in ultrasound "
+        "(entropy vs B-mode). Each command has --help.",
+    )
+    p.add_argument("--version", action="version", version=f"breastseg {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("--params", default="params.yaml", help="the configuration file (default: params.yaml)")
+    # The same options after the command name; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars, warnings only")
+    common.add_argument("--params", default=argparse.SUPPRESS, help="the configuration file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sp.set_defaults(func=func)
+        return sp
+
+    s = add("synth", cmd_synth, "write a synthetic cohort (DCE-MRI DICOM + ultrasound RF) in the real input formats")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+    s.add_argument("--patients", type=int, default=10, help="number of patients")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    s.add_argument("--from-params", action="store_true", help="take image sizes from the synth block of --params")
+
+    s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
+    s.add_argument("dicom_dir", metavar="DICOM_DIR")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+    s.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="stop at the first bad file, or skip it and list it in quarantine.json")
+    s.add_argument("--dce", action="store_true", help="DCE breast MRI patient folder: phases, subtraction, labels")
+    s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
+
+    s = add("us-maps", cmd_us_maps, "ultrasound RF (or B-mode) to B-mode and Shannon-entropy maps with masks")
+    s.add_argument("input", metavar="INPUT", help=".npz, OASBUD .mat, BUSI folder or DICOM US file")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+    s.add_argument("--maps", help="comma-separated maps to write (bmode,entropy)")
+    s.add_argument("--dynamic-range-db", type=float, default=50.0)
+    s.add_argument("--window-pulses", type=float, default=1.0, help="entropy window side in pulse lengths")
+    s.add_argument("--bins", type=int, default=64, help="entropy histogram bins")
+    s.add_argument("--patient-id", help="pseudonym to record instead of the input's own name")
+
+    s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
+    s.add_argument("experiment")
+    s.add_argument("interim_dir", metavar="INTERIM_DIR")
+    s.add_argument("out", metavar="OUT_NPZ")
+    s.add_argument("--patient-id", required=True)
+
+    s = add("split", cmd_split, "append-only, stratified, patient-level split and slice manifests for a dataset")
+    s.add_argument("dataset", choices=["mri", "us"])
+    s.add_argument("prepared", nargs="+", metavar="NPZ", help="prepared patient files of the dataset")
+    s.add_argument("--splits-dir", default="data/splits")
+    s.add_argument("--processed-dir", default="data/processed")
+
+    for name, func, help in [
+        ("tune", cmd_tune, "Optuna study (TPE + pruning), each trial a nested MLflow run"),
+        ("train", cmd_train, "train the final model, log it to MLflow, register it as 'challenger'"),
+        ("evaluate", cmd_evaluate, "evaluate the challenger on the test patients"),
+        ("register", cmd_register, "promote the challenger to 'champion' if it beats the champion"),
+    ]:
+        s = add(name, func, help)
+        s.add_argument("experiment")
+        s.add_argument("--split", required=True, help="data/splits/<experiment>.json")
+        s.add_argument("--processed-dir", required=True, help="folder of prepared patient .npz files")
+        if name == "tune":
+            s.add_argument("--out", required=True, help="best parameters (JSON)")
+            s.add_argument("--work-dir", required=True, help="scratch folder for trial checkpoints")
+        if name == "train":
+            s.add_argument("--best-params", help="JSON written by 'tune'")
+            s.add_argument("--out-dir", required=True, help="checkpoints and model.json")
+            s.add_argument("--curve", help="learning curve CSV (DVC plot)")
+        if name in ("evaluate", "register"):
+            s.add_argument("--model", required=True, help="model.json written by 'train'")
+            s.add_argument("--metrics", required=True, help="metrics/<experiment>.json")
+        if name == "evaluate":
+            s.add_argument("--out-dir", required=True, help="per-case table and figures")
+        if name == "register":
+            s.add_argument("--out", required=True, help="decision JSON")
+
+    s = add("report", cmd_report, "one-page HTML summary of all experiments")
+    s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")
+    s.add_argument("--out", required=True)
+
+    s = add("predict", cmd_predict, "segment prepared slices or a converted case with a logged model")
+    s.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/breastseg-bpe_mri@champion")
+    s.add_argument("input", metavar="INPUT", help="a prepared .npz (breastseg prepare)")
+    s.add_argument("out_dir", metavar="OUT_DIR")
+
+    add("tracking-init", cmd_tracking_init, "create the MLflow and Optuna databases (run once before parallel jobs)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"breastseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("breastseg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""params.yaml: loading, validation against the workflow schema, per-experiment views."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+
+
+def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> dict[str, Any]:
+    """Read and (by default) validate a params file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        params = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise InputError(p, "no such file") from None
+    except yaml.YAMLError as exc:
+        raise InputError(p, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise InputError(p, "expected a mapping at the top level")
+    if validate:
+        validate_params(params, source=p)
+    return params
+
+
+def validate_params(params: dict[str, Any], *, source: str | Path = "params.yaml", schema: Path = SCHEMA) -> None:
+    """Raise InputError with one line naming the offending key when ``params`` breaks the schema."""
+    import jsonschema
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(schema.read_text()))
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    err = errors[0]
+    key = ".".join(str(k) for k in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        key = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
+        raise InputError(source, f"unknown key '{key}'")
+    raise InputError(source, f"key '{key}': {err.message}")
+
+
+def experiment(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """One experiment's settings with the global ``train`` block merged under its own overrides."""
+    try:
+        exp = copy.deepcopy(params["experiments"][name])
+    except KeyError:
+        raise InputError("params.yaml", f"no experiment named '{name}'") from None
+    exp["name"] = name
+    exp["train"] = {**params.get("train", {}), **exp.get("train", {})}
+    exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
+    return exp
+
+
+def mlflow_uri(params: dict[str, Any]) -> str:
+    """Tracking URI: $MLFLOW_TRACKING_URI wins over params.yaml."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["mlflow_uri"]
+
+
+def params_hash(obj: Any) -> str:
+    """A short, stable hash of a JSON-able object (used to tag runs)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_effective_params(params: dict[str, Any], path: str | Path) -> str:
+    """Write the configuration in force to ``path`` (only when it changed, so its mtime means something)."""
+    import yaml
+
+    from .io import atomic_path
+
+    p = Path(path)
+    text = yaml.safe_dump(params, sort_keys=True)
+    if not p.exists() or p.read_text() != text:
+        with atomic_path(p) as tmp:
+            tmp.write_text(text)
+    return str(p)

@@ -1,0 +1,129 @@
+"""Prepare one patient for training: converted volumes / maps -> fixed-size 2-D slices in one ``.npz``.
+
+Written per patient (like nnU-Net's preprocessing), so a new patient prepares only itself. Contents:
+``image`` (N, C, S, S) float32, ``label`` (N, S, S) uint8 (255 = ignore), ``case`` (N,) study or scan key,
+``index`` (N,) slice index in the source volume (0 for ultrasound scans), ``spacing_mm`` (N, 2) in-plane
+pixel spacing after resizing, ``patient`` and ``stratum`` (scalars).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import atomic_path
+
+IGNORE = 255
+BPE_CUTOFFS = (0.25, 0.50, 0.75)
+
+
+def bpe_category(fraction: float, cutoffs: tuple[float, ...] = BPE_CUTOFFS) -> int:
+    """Four-level BPE category (0: <25 %, 1: 25-50 %, 2: 50-75 %, 3: >75 %) of a BPE/FGT fraction."""
+    return int(np.searchsorted(np.asarray(cutoffs), fraction, side="right"))
+
+
+def resize_slice(image: np.ndarray, size: int, order: int) -> np.ndarray:
+    """Resize a 2-D array to size x size (order 0: nearest, for labels; 1: linear, for images)."""
+    from scipy.ndimage import zoom
+
+    factors = (size / image.shape[0], size / image.shape[1])
+    out = zoom(image, factors, order=order, mode="nearest", grid_mode=True)
+    return out[:size, :size]
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    if not path.exists():
+        raise InputError(path, "missing (was the patient converted?)")
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img.affine
+
+
+def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
+    """Annotated slices of every study: channels (e.g. pre, sub) normalised per study by pre's 99.5th pct."""
+    manifest = interim / "patient.json"
+    if not manifest.exists():
+        raise InputError(manifest, "missing (was the patient converted?)")
+    studies = json.loads(manifest.read_text())["studies"]
+    size = exp["image_size"]
+    images, labels, cases, index, spacing = [], [], [], [], []
+    n_fgt = n_bpe = 0
+    for study in studies:
+        sdir = interim / study["key"]
+        pre, affine = _load_nifti(sdir / "pre.nii.gz")
+        lab, _ = _load_nifti(sdir / "labels.nii.gz")
+        lab = lab.astype(np.uint8)
+        scale = float(np.percentile(pre, 99.5)) or 1.0
+        vols = {}
+        for ch in exp["channels"]:
+            vol = pre if ch == "pre" else _load_nifti(sdir / f"{ch}.nii.gz")[0]
+            vols[ch] = vol.astype(np.float32) / scale
+        vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        for k in range(lab.shape[2]):
+            sl = lab[:, :, k]
+            if np.all(sl == IGNORE):
+                continue
+            images.append(np.stack([resize_slice(vols[ch][:, :, k], size, 1) for ch in exp["channels"]]))
+            labels.append(resize_slice(sl, size, 0))
+            cases.append(study["key"])
+            index.append(k)
+            spacing.append((vox[0] * sl.shape[0] / size, vox[1] * sl.shape[1] / size))
+            n_fgt += int(np.count_nonzero((sl == 1) | (sl == 2)))
+            n_bpe += int(np.count_nonzero(sl == 2))
+    fraction = n_bpe / n_fgt if n_fgt else 0.0
+    return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing,
+                stratum=f"bpe{bpe_category(fraction)}")
+
+
+def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
+    """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid."""
+    from ..us.maps import resample_to_square
+
+    size = exp["image_size"]
+    scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
+    if not scans:
+        raise InputError(interim, "no ultrasound scans (was the patient converted?)")
+    images, labels, cases, index, spacing, classes = [], [], [], [], [], []
+    for sdir in scans:
+        meta = json.loads((sdir / "meta.json").read_text())
+        mask = np.load(sdir / "mask.npy")
+        chans, new_spacing = [], None
+        for ch in exp["channels"]:
+            f = sdir / f"{ch}.npy"
+            if not f.exists():
+                raise InputError(f, f"missing: experiment '{exp['name']}' needs the {ch} map")
+            arr = np.load(f).astype(np.float32)
+            if ch == "entropy":
+                arr = arr / np.float32(np.log2(meta.get("bins", 256)))
+            img, m, new_spacing = resample_to_square(arr, mask, tuple(meta["spacing_mm"]), size)
+            chans.append(img.astype(np.float32))
+        images.append(np.stack(chans))
+        labels.append(m.astype(np.uint8))
+        cases.append(sdir.name)
+        index.append(0)
+        spacing.append(tuple(new_spacing))
+        classes.append(str(meta.get("class") or "mass"))
+    return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, stratum=sorted(classes)[0])
+
+
+def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str) -> Path:
+    """Write ``out`` (.npz) for one patient of ``exp``'s dataset."""
+    data = prepare_mri(exp, interim) if exp["dataset"] == "mri" else prepare_us(exp, interim)
+    n, size, c = len(data["images"]), exp["image_size"], len(exp["channels"])
+    with atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                image=np.asarray(data["images"], dtype=np.float32).reshape(n, c, size, size),
+                label=np.asarray(data["labels"], dtype=np.uint8).reshape(n, size, size),
+                case=np.asarray(data["cases"], dtype=str),
+                index=np.asarray(data["index"], dtype=np.int32),
+                spacing_mm=np.asarray(data["spacing"], dtype=np.float32).reshape(n, 2),
+                patient=np.asarray(patient_id),
+                stratum=np.asarray(data["stratum"]),
+            )
+    return out

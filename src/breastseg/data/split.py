@@ -1,0 +1,128 @@
+"""Patient-level, stratified, seeded and append-only splits, plus the slice manifest.
+
+A patient's subset, once written to ``data/splits/<experiment>.json``, never changes: new patients are
+added to whichever subset of their stratum is furthest below its target fraction. Experiments on the same
+dataset (entropy and B-mode ultrasound) share one assignment, so they are compared on the same patients.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import atomic_path, write_json
+
+SUBSETS = ("train", "val", "test")
+
+
+def _order_key(seed: int, patient: str) -> str:
+    return hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
+
+
+def patient_split(
+    strata: dict[str, str], fractions: dict[str, float], seed: int, existing: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Assign every patient in ``strata`` (patient -> stratum) to train/val/test.
+
+    Patients in ``existing`` keep their subset. New ones are visited in a seeded order and each goes to the
+    subset with the largest deficit against its target share, first within its stratum, then overall.
+    """
+    existing = existing or {}
+    total = sum(fractions[s] for s in SUBSETS)
+    share = {s: fractions[s] / total for s in SUBSETS}
+    assignment = dict(existing)
+    overall = Counter(assignment.values())
+    by_stratum: dict[str, Counter] = {}
+    for p, s in assignment.items():
+        by_stratum.setdefault(strata.get(p, "?"), Counter())[s] += 1
+    new = sorted((p for p in strata if p not in assignment), key=lambda p: _order_key(seed, p))
+    n_all = len(set(strata) | set(assignment))
+    for p in new:
+        stratum_counts = by_stratum.setdefault(strata[p], Counter())
+        n_stratum = sum(stratum_counts.values()) + 1
+        n_total = sum(overall.values()) + 1
+
+        def deficit(s: str) -> tuple[float, float, float]:
+            # Fill empty subsets first once the cohort is large enough to have all three.
+            empty = 1.0 if (overall[s] == 0 and share[s] > 0 and n_all >= len(SUBSETS)) else 0.0
+            return (empty, share[s] * n_stratum - stratum_counts[s], share[s] * n_total - overall[s])
+
+        best = max((s for s in SUBSETS if share[s] > 0), key=lambda s: (deficit(s), -SUBSETS.index(s)))
+        assignment[p] = best
+        stratum_counts[best] += 1
+        overall[best] += 1
+    return dict(sorted(assignment.items()))
+
+
+def read_split(path: Path) -> dict[str, dict[str, str]]:
+    """patient -> {"subset": ..., "stratum": ...} from a split file."""
+    try:
+        return json.loads(Path(path).read_text())["patients"]
+    except FileNotFoundError:
+        raise InputError(path, "no such split file") from None
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise InputError(path, f"not a breastseg split file ({exc})") from None
+
+
+def subset_patients(split_file: Path, subset: str) -> list[str]:
+    return sorted(p for p, v in read_split(split_file).items() if v["subset"] == subset)
+
+
+def split_dataset(
+    params: dict[str, Any], dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path
+) -> dict[str, str]:
+    """Update the split files and manifests of every experiment on ``dataset``."""
+    experiments = sorted(n for n, e in params["experiments"].items() if e["dataset"] == dataset)
+    if not experiments:
+        raise InputError("params.yaml", f"no experiment uses dataset '{dataset}'")
+    by_exp: dict[str, list[Path]] = {e: [] for e in experiments}
+    for f in prepared:
+        if f.parent.name in by_exp:
+            by_exp[f.parent.name].append(f)
+    strata: dict[str, str] = {}
+    for f in by_exp[experiments[0]]:
+        with np.load(f) as z:
+            strata[str(z["patient"])] = str(z["stratum"])
+    existing: dict[str, str] = {}
+    for e in experiments:
+        path = splits_dir / f"{e}.json"
+        if path.exists():
+            for p, v in read_split(path).items():
+                if existing.setdefault(p, v["subset"]) != v["subset"]:
+                    raise InputError(path, f"patient {p} is in '{v['subset']}' here but '{existing[p]}' elsewhere")
+    cfg = params["split"]
+    assignment = patient_split(strata, cfg["fractions"], cfg["seed"], existing)
+    counts = Counter(assignment.values())
+    for e in experiments:
+        write_json(splits_dir / f"{e}.json", {
+            "experiment": e,
+            "dataset": dataset,
+            "seed": cfg["seed"],
+            "fractions": cfg["fractions"],
+            "counts": {s: counts.get(s, 0) for s in SUBSETS},
+            "patients": {p: {"subset": s, "stratum": strata.get(p, "?")} for p, s in assignment.items()},
+        })
+        write_manifest(by_exp[e], assignment, strata, processed_dir / e / "manifest.csv")
+    return assignment
+
+
+def write_manifest(files: list[Path], assignment: dict[str, str], strata: dict[str, str], out: Path) -> None:
+    """One row per prepared slice: patient, case, slice index, annotated?, stratum, subset, file."""
+    rows = []
+    for f in sorted(files):
+        with np.load(f) as z:
+            patient = str(z["patient"])
+            for case, idx, lab in zip(z["case"], z["index"], z["label"]):
+                rows.append([patient, str(case), int(idx), bool(np.any(lab != 255)), strata.get(patient, ""),
+                             assignment.get(patient, ""), f.name])
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["patient", "case", "slice", "annotated", "stratum", "subset", "file"])
+            w.writerows(rows)

@@ -1,0 +1,97 @@
+"""MLflow and Optuna stores: lazy configuration, experiments, lineage tags, registry aliases."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .config import mlflow_uri, params_hash
+
+MODEL_PREFIX = "breastseg-"
+
+
+def model_name(experiment: str) -> str:
+    return f"{MODEL_PREFIX}{experiment}"
+
+
+def configure(params: dict[str, Any]) -> str:
+    """Point MLflow at the configured store; returns the URI in force."""
+    import mlflow
+
+    uri = mlflow_uri(params)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(params: dict[str, Any], name: str) -> str:
+    """The MLflow experiment for one task, created with artifacts under ``tracking.artifact_root``."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    root = params["tracking"].get("artifact_root", "mlartifacts")
+    location = root if "://" in root else Path(root).resolve().joinpath(name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={"breastseg.experiment": name})
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def init_stores(params: dict[str, Any]) -> None:
+    """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema."""
+    import optuna
+
+    configure(params)
+    for name in params["experiments"]:
+        experiment_id(params, name)
+    optuna.storages.RDBStorage(params["tracking"]["optuna_storage"])
+
+
+def git_commit() -> str:
+    """HEAD's commit, with ``-dirty`` when the working tree has changes; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def file_hash(paths: list[Path]) -> str:
+    """SHA-256 over the names and bytes of ``paths`` (sorted): the hash of an input data set."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def lineage_tags(params: dict[str, Any], exp: dict[str, Any], split_file: Path, data_files: list[Path]) -> dict[str, str]:
+    """Tags that say which code, data, split and params made a run."""
+    return {
+        "breastseg.experiment": exp["name"],
+        "breastseg.git_commit": git_commit(),
+        "breastseg.data_hash": file_hash(data_files),
+        "breastseg.split_hash": file_hash([split_file]),
+        "breastseg.params_hash": params_hash(exp),
+        "breastseg.cohort": params["cohort"]["name"],
+    }
+
+
+def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {"a.b": value} for mlflow.log_params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = v if not isinstance(v, list) else ",".join(map(str, v))
+    return out

@@ -1,0 +1,161 @@
+"""Final training: best params from the study, checkpoint/resume, MLflow logging and registration."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from .. import tracking
+from ..config import experiment
+from ..data.datamodule import SliceDataModule
+from ..data.split import read_split
+from ..io import atomic_path, write_json
+from .module import SegmentationModule
+
+log = logging.getLogger(__name__)
+CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice")
+
+
+class CurveRecorder(Callback):
+    """Writes the learning curve (one row per epoch) as CSV for DVC plots; survives a resume."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        rows = []
+        if self.path.exists():
+            with open(self.path) as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]
+        rows.append({"epoch": trainer.current_epoch, **{k: f"{float(m[k]):.6f}" for k in CURVE_COLUMNS[1:] if k in m}})
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS)
+                w.writeheader()
+                w.writerows(rows)
+
+
+def hyperparameters(exp: dict[str, Any], best_params: Path | None) -> dict[str, Any]:
+    """Training settings: the experiment's ``train`` block overridden by the study's best params."""
+    hp = dict(exp["train"])
+    if best_params and best_params.exists():
+        hp.update(json.loads(best_params.read_text())["params"])
+    return hp
+
+
+def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
+    """A Trainer configured from params: accelerator, devices, precision; deterministic on CPU."""
+    torch.set_num_threads(int(hp.get("threads", 1)))
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=hp.get("accelerator", "cpu"),
+        devices=hp.get("devices", 1),
+        precision=hp.get("precision", "32-true"),
+        deterministic=True,
+        logger=logger,
+        callbacks=callbacks,
+        gradient_clip_val=1.0,
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def train_experiment(
+    params: dict[str, Any],
+    name: str,
+    *,
+    split_file: Path,
+    processed_dir: Path,
+    best_params: Path | None,
+    out_dir: Path,
+    curve_csv: Path | None = None,
+) -> dict[str, Any]:
+    """Train ``name`` and register the model as a new version with alias ``challenger``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    exp = experiment(params, name)
+    hp = hyperparameters(exp, best_params)
+    pl.seed_everything(int(hp["seed"]), workers=True)
+    tracking.configure(params)
+    exp_id = tracking.experiment_id(params, name)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    run_file = out_dir / "run_id"
+    resume = last.exists() and run_file.exists()
+    if not resume:
+        for stale in ckpt_dir.glob("*.ckpt"):
+            stale.unlink()
+    data_files = sorted(processed_dir / f"{p}.npz" for p in read_split(split_file))
+    tags = tracking.lineage_tags(params, exp, split_file, data_files)
+    if best_params and best_params.exists():
+        tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
+    if resume:
+        run_id = run_file.read_text().strip()
+        log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
+    else:
+        run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}", tags={**tags, "breastseg.stage": "train"})
+        run_id = run.info.run_id
+        run_file.write_text(run_id + "\n")
+
+    dm = SliceDataModule(processed_dir, split_file, batch_size=int(hp["batch_size"]),
+                         num_workers=int(hp.get("num_workers", 0)), seed=int(hp["seed"]))
+    module = SegmentationModule(exp, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]),
+                                max_epochs=int(hp["max_epochs"]))
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
+    callbacks: list[Callback] = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=10),
+                                 LearningRateMonitor(logging_interval="epoch")]
+    if curve_csv:
+        callbacks.append(CurveRecorder(curve_csv))
+    trainer = make_trainer(hp, int(hp["max_epochs"]), logger, callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+
+    best_path = checkpoint.best_model_path or str(last)
+    best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=False)
+    net = best.net.eval().float().cpu()
+    sample = dm.data["val"]["image"][:2].astype(np.float32)
+    with torch.no_grad():
+        out = net(torch.from_numpy(sample)).softmax(1).numpy()
+    registered = tracking.model_name(name)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params(tracking.flat_params({"model": exp["model"], "channels": exp["channels"],
+                                                "image_size": exp["image_size"], "train": hp}))
+        mlflow.log_artifact(str(split_file), artifact_path="split")
+        mlflow.log_artifact(best_path, artifact_path="checkpoints")
+        info = mlflow.pytorch.log_model(
+            net,
+            name="model",
+            signature=infer_signature(sample, out),
+            input_example=sample,
+            serialization_format="pickle",
+            pip_requirements=["torch==2.13.0", "monai==1.6.1", "numpy"],
+            registered_model_name=registered,
+        )
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(registered, "challenger", version)
+    for k, v in tags.items():
+        client.set_model_version_tag(registered, version, k, v)
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
+              "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score, "hyperparameters": hp}
+    write_json(out_dir / "model.json", result)
+    run_file.unlink(missing_ok=True)
+    log.info("registered %s version %s as challenger (val Dice %.3f)", registered, version, best_score)
+    return result

@@ -1,0 +1,60 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+
+from breastseg.config import experiment, load_params, validate_params
+from breastseg.errors import InputError
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_are_valid(params):
+    validate_params(params)
+    assert set(params["experiments"]) == {"bpe_mri", "mass_us_entropy", "mass_us_bmode"}
+    assert params["experiments"]["bpe_mri"]["classes"] == 3
+    assert params["experiments"]["mass_us_entropy"]["classes"] == 2
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda p: p["train"].update(max_epochs="three"), "train.max_epochs"),
+        (lambda p: p["train"].update(epochs=3), "unknown key 'train.epochs'"),
+        (lambda p: p.update(extra=1), "unknown key 'extra'"),
+        (lambda p: p["experiments"]["bpe_mri"].update(classes=1), "experiments.bpe_mri.classes"),
+        (lambda p: p["experiments"]["bpe_mri"]["model"].update(name="vnet"), "experiments.bpe_mri.model.name"),
+    ],
+)
+def test_invalid_params_name_the_key(params, mutate, expected):
+    bad = copy.deepcopy(params)
+    mutate(bad)
+    with pytest.raises(InputError) as exc:
+        validate_params(bad)
+    assert expected in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_experiment_merges_train_overrides(params):
+    p = copy.deepcopy(params)
+    p["experiments"]["bpe_mri"]["train"] = {"max_epochs": 9}
+    exp = experiment(p, "bpe_mri")
+    assert exp["train"]["max_epochs"] == 9
+    assert exp["train"]["batch_size"] == params["train"]["batch_size"]
+    assert experiment(p, "mass_us_bmode")["train"]["max_epochs"] == params["train"]["max_epochs"]
+
+
+def test_missing_params_file_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_snakemake_stops_on_bad_config_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "train={'max_epochs': 'x'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if "breastseg: error" in l]
+    assert len(lines) == 1 and "train.max_epochs" in lines[0], r.stderr

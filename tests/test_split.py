@@ -1,0 +1,95 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from breastseg.data.split import patient_split, read_split, split_dataset, subset_patients
+
+FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def _strata(n, k=4):
+    return {f"P{i:012x}": f"bpe{i % k}" for i in range(n)}
+
+
+def test_no_patient_in_two_subsets_and_all_assigned():
+    strata = _strata(40)
+    split = patient_split(strata, FRACTIONS, seed=1)
+    assert set(split) == set(strata)
+    by_subset = {s: {p for p, v in split.items() if v == s} for s in ("train", "val", "test")}
+    assert not (by_subset["train"] & by_subset["val"]) and not (by_subset["train"] & by_subset["test"])
+    assert not (by_subset["val"] & by_subset["test"])
+    counts = Counter(split.values())
+    assert counts == {"train": 24, "val": 8, "test": 8}
+
+
+def test_stratified_each_stratum_in_every_subset():
+    split = patient_split(_strata(40), FRACTIONS, seed=3)
+    for stratum in ("bpe0", "bpe1", "bpe2", "bpe3"):
+        members = [v for p, v in split.items() if _strata(40)[p] == stratum]
+        assert set(members) == {"train", "val", "test"}
+
+
+def test_seeded_and_seed_matters():
+    strata = _strata(30)
+    assert patient_split(strata, FRACTIONS, 5) == patient_split(strata, FRACTIONS, 5)
+    assert patient_split(strata, FRACTIONS, 5) != patient_split(strata, FRACTIONS, 6)
+
+
+def test_append_only_existing_patients_never_move():
+    strata = _strata(20)
+    first = patient_split(strata, FRACTIONS, seed=0)
+    grown = {**strata, **{f"Q{i:012x}": "bpe0" for i in range(15)}}
+    second = patient_split(grown, FRACTIONS, seed=0, existing=first)
+    assert all(second[p] == s for p, s in first.items())
+    assert set(second) == set(grown)
+    # even a tampered-looking existing assignment is kept as written
+    odd = dict(first, **{next(iter(first)): "test"})
+    assert patient_split(grown, FRACTIONS, 0, existing=odd)[next(iter(first))] == "test"
+
+
+def test_tiny_cohort_gets_all_three_subsets():
+    split = patient_split(_strata(3, k=1), FRACTIONS, seed=0)
+    assert sorted(split.values()) == ["test", "train", "val"]
+
+
+def _prepared(tmp_path, exp, pid, stratum, n=2):
+    d = tmp_path / "processed" / exp
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / f"{pid}.npz"
+    np.savez(f, image=np.zeros((n, 1, 16, 16), np.float32), label=np.zeros((n, 16, 16), np.uint8),
+             case=np.array(["scan-1"] * n), index=np.arange(n, dtype=np.int32),
+             spacing_mm=np.ones((n, 2), np.float32), patient=np.asarray(pid), stratum=np.asarray(stratum))
+    return f
+
+
+def test_split_dataset_shares_assignment_and_writes_manifests(tmp_path, params):
+    files = [_prepared(tmp_path, e, f"P{i:012x}", "benign" if i % 2 else "malignant")
+             for e in ("mass_us_entropy", "mass_us_bmode") for i in range(10)]
+    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    a = read_split(tmp_path / "splits" / "mass_us_entropy.json")
+    b = read_split(tmp_path / "splits" / "mass_us_bmode.json")
+    assert a == b and len(a) == 10
+    manifest = (tmp_path / "processed" / "mass_us_bmode" / "manifest.csv").read_text().splitlines()
+    assert manifest[0] == "patient,case,slice,annotated,stratum,subset,file"
+    assert len(manifest) == 1 + 10 * 2
+    test = subset_patients(tmp_path / "splits" / "mass_us_entropy.json", "test")
+    assert test and all(a[p]["subset"] == "test" for p in test)
+    # a new patient arrives: nobody else moves
+    files += [_prepared(tmp_path, e, "Pffffffffffff", "benign") for e in ("mass_us_entropy", "mass_us_bmode")]
+    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    grown = read_split(tmp_path / "splits" / "mass_us_entropy.json")
+    assert len(grown) == 11 and all(grown[p]["subset"] == v["subset"] for p, v in a.items())
+
+
+def test_conflicting_split_files_are_refused(tmp_path, params):
+    files = [_prepared(tmp_path, e, f"P{i:012x}", "x") for e in ("mass_us_entropy", "mass_us_bmode") for i in range(4)]
+    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    f = tmp_path / "splits" / "mass_us_bmode.json"
+    doc = json.loads(f.read_text())
+    pid = next(iter(doc["patients"]))
+    doc["patients"][pid]["subset"] = {"train": "test", "test": "val", "val": "train"}[doc["patients"][pid]["subset"]]
+    f.write_text(json.dumps(doc))
+    with pytest.raises(Exception, match=pid):
+        split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")

@@ -1,0 +1,96 @@
+"""Tune -> train -> evaluate -> register on a tiny prepared data set, with the embedded SQLite stores."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from breastseg.data.split import split_dataset
+
+
+def _blob_case(rng, size=32, n=3):
+    yy, xx = np.mgrid[:size, :size]
+    images, labels = [], []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(4, 8)
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8)
+        img = rng.normal(0.3, 0.05, (size, size)) + 0.4 * mask
+        images.append(img[None].astype(np.float32))
+        labels.append(mask)
+    return np.stack(images), np.stack(labels)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, params):
+    monkeypatch.chdir(tmp_path)
+    p = copy.deepcopy(params)
+    for e in p["experiments"].values():
+        e["image_size"] = 32
+        e["model"]["features"] = [4, 8]
+    p["train"].update(max_epochs=2, batch_size=4, threads=1)
+    p["tune"].update(n_trials=2, max_epochs=1)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(6):
+        img, lab = _blob_case(rng)
+        for exp in ("mass_us_entropy", "mass_us_bmode"):
+            d = tmp_path / "data/processed" / exp
+            d.mkdir(parents=True, exist_ok=True)
+            f = d / f"P{i:012x}.npz"
+            np.savez(f, image=img, label=lab, case=np.array(["scan-1"] * 3), index=np.arange(3, dtype=np.int32),
+                     spacing_mm=np.ones((3, 2), np.float32), patient=np.asarray(f"P{i:012x}"),
+                     stratum=np.asarray("mass"))
+            files.append(f)
+    split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=tmp_path / "data/processed")
+    return p, tmp_path
+
+
+def test_tune_train_evaluate_register(tiny):
+    import mlflow
+
+    from breastseg.evaluation.evaluate import evaluate_experiment
+    from breastseg.registry import promote_if_better
+    from breastseg.tracking import init_stores
+    from breastseg.training.train import train_experiment
+    from breastseg.training.tune import tune_experiment
+
+    params, root = tiny
+    name = "mass_us_bmode"
+    split = root / f"data/splits/{name}.json"
+    processed = root / f"data/processed/{name}"
+    init_stores(params)
+    best = tune_experiment(params, name, split_file=split, processed_dir=processed,
+                           out_json=root / "best.json", work_dir=root / "work")
+    assert best["n_finished"] == 2 and set(best["params"]) == {"lr", "weight_decay"}
+    # a rerun completes the study instead of restarting it: nothing more to do
+    again = tune_experiment(params, name, split_file=split, processed_dir=processed,
+                            out_json=root / "best.json", work_dir=root / "work")
+    assert again["n_finished"] == 2
+
+    model = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=root / "best.json",
+                             out_dir=root / "models" / name, curve_csv=root / "curve.csv")
+    curve = (root / "curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,train_loss,val_loss,val_dice" and len(curve) == 3
+    metrics = evaluate_experiment(params, name, model_json=root / "models" / name / "model.json", split_file=split,
+                                  processed_dir=processed, metrics_json=root / "metrics.json", out_dir=root / "res")
+    assert 0.0 <= metrics["dice_mean"] <= 1.0 and metrics["n_patients"] >= 1
+    assert (root / "res" / "overlays.png").read_bytes()[:4] == b"\x89PNG"
+    decision = promote_if_better(params, name, model_json=root / "models" / name / "model.json",
+                                 metrics_json=root / "metrics.json", split_file=split, processed_dir=processed,
+                                 decision_json=root / "decision.json")
+    assert decision["promoted"] and decision["champion_before"]["version"] is None
+
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("breastseg-mass_us_bmode", "champion").version) == model["version"]
+    assert str(client.get_model_version_by_alias("breastseg-mass_us_bmode", "challenger").version) == model["version"]
+    exp_id = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([exp_id])
+    parents = [r for r in runs if r.data.tags.get("breastseg.stage") == "tune"]
+    trials = [r for r in runs if r.data.tags.get("breastseg.stage") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    assert all(t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for t in trials)
+    train_run = next(r for r in runs if r.data.tags.get("breastseg.stage") == "train")
+    for tag in ("breastseg.git_commit", "breastseg.data_hash", "breastseg.split_hash", "breastseg.params_hash"):
+        assert train_run.data.tags[tag]
+    assert "val_dice" in train_run.data.metrics
+    assert json.loads((root / "decision.json").read_text())["champion_after"] == model["version"]

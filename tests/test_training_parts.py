@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from breastseg.config import experiment
+from breastseg.evaluation.metrics import dice_per_class
+from breastseg.models.factory import build_model
+from breastseg.training.loss import MaskedDiceCELoss
+
+
+@pytest.mark.parametrize("name", ["bpe_mri", "mass_us_entropy"])
+def test_model_shapes_and_gradients(params, name):
+    exp = experiment(params, name)
+    net = build_model(exp)
+    x = torch.randn(2, len(exp["channels"]), exp["image_size"], exp["image_size"], requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, exp["classes"], exp["image_size"], exp["image_size"])
+    y.sum().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_attention_unet_has_attention_gates(params):
+    net = build_model(experiment(params, "mass_us_entropy"))
+    assert any("AttentionBlock" in type(m).__name__ for m in net.modules())
+
+
+def test_loss_ignores_unannotated_pixels():
+    torch.manual_seed(0)
+    loss = MaskedDiceCELoss(3)
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    ignored = target.clone()
+    ignored[:, :4] = 255
+    changed = ignored.clone()
+    logits2 = logits.clone()
+    logits2[:, :, :4] = torch.randn(2, 3, 4, 8) * 10  # whatever happens in ignored pixels must not matter
+    assert torch.isclose(loss(logits, ignored), loss(logits2, changed))
+    assert not torch.isclose(loss(logits, target), loss(logits2, target))
+    all_ignored = torch.full((2, 8, 8), 255)
+    assert loss(logits, all_ignored).item() == 0.0
+
+
+def test_loss_low_for_perfect_prediction():
+    target = torch.randint(0, 3, (2, 8, 8))
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert MaskedDiceCELoss(3)(perfect, target).item() < 0.01
+    assert MaskedDiceCELoss(3)(-perfect, target).item() > 1.0
+
+
+def test_dice_per_class_by_hand():
+    label = np.array([[1, 1, 0, 255], [2, 2, 0, 255]])
+    pred = np.array([[1, 0, 0, 1], [2, 2, 2, 2]])
+    d = dice_per_class(pred, label, 3)
+    assert d[0] == pytest.approx(2 * 1 / (1 + 2))          # class 1: |P∩T|=1, |P|=1 (ignored px dropped), |T|=2
+    assert d[1] == pytest.approx(2 * 2 / (3 + 2))          # class 2
+    assert np.isnan(dice_per_class(np.zeros((2, 2)), np.zeros((2, 2)), 2)[0])  # both empty: undefined
+    assert dice_per_class(np.ones((2, 2)), np.zeros((2, 2)), 2)[0] == 0.0      # empty truth, false positives

@@ -1,0 +1,17 @@
+# One-page summary of all experiments; `snakemake --report report.html` adds the workflow report.
+rule report:
+    input:
+        metrics=expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
+        decisions=expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
+    output:
+        report("results/summary.html", caption="../report/summary.rst", category="Summary"),
+    log:
+        "logs/report/summary.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/breastseg.yaml"
+    shell:
+        "{BREASTSEG} -q report {input.metrics} --out {output} > {log} 2>&1"

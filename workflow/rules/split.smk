@@ -1,0 +1,25 @@
+# Patient-level, stratified, seeded, append-only split, shared by the experiments of one dataset (so
+# entropy and B-mode ultrasound are compared on the same patients); one rule per dataset.
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"split_{_dataset}"
+        input:
+            lambda wc, ds=_dataset: [f"data/processed/{e}/{p}.npz" for e in experiments_of(ds) for p in patients(ds)],
+        output:
+            splits=expand("data/splits/{experiment}.json", experiment=experiments_of(_dataset)),
+            manifests=expand("data/processed/{experiment}/manifest.csv", experiment=experiments_of(_dataset)),
+        params:
+            dataset=_dataset,
+            split=config["split"],
+        log:
+            f"logs/split/{_dataset}.log",
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        conda:
+            "../../envs/breastseg.yaml"
+        shell:
+            "{BREASTSEG} -q split {params.dataset} {input} > {log} 2>&1"

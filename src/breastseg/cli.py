@@ -116,6 +116,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from .predict import predict
 
+    if Path(args.params).exists():  # models:/ URIs resolve against the configured registry
+        from .tracking import configure
+
+        configure(_params(args))
     predict(args.model_uri, Path(args.input), Path(args.out_dir))
 
 

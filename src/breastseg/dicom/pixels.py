@@ -1,0 +1,153 @@
+"""Read a stack's pixel data into one preallocated volume and apply the modality LUT.
+
+Native little-endian files (explicit or implicit VR) are read straight from the file into the volume's
+memory, once, at the Pixel Data offset found while parsing the header. Everything else (JPEG baseline /
+extended / lossless, JPEG-LS, JPEG 2000, RLE, deflated, big endian) is decoded by pydicom's pixel handlers
+(pylibjpeg and its plugins). The volume is Fortran-ordered ``(columns, rows, slices)``, so ``data[:, :, k]``
+is frame ``k`` transposed and nibabel writes it without another copy.
+
+Values: MONOCHROME1 stored values are inverted within the stored bit range (so higher is brighter, as for
+MONOCHROME2); then RescaleSlope/RescaleIntercept are applied per frame. The result keeps an integer type when
+every slope is 1 and every intercept an integer and the range fits (the stored type first, then int16,
+uint16, int32); otherwise it is float32.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from ..errors import InputError
+from .discover import SliceRef
+from .series import Stack
+
+
+def _raw_dtype(header) -> np.dtype:
+    bits = int(header.BitsAllocated)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+
+
+def read_stack(stack: Stack) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stack's voxel values (modality LUT applied) as ``data[col, row, slice]`` and what was done."""
+    header = stack.header
+    dtype = _raw_dtype(header)
+    n = len(stack.slices)
+    raw = np.empty(stack.shape, dtype=dtype, order="F")
+    flat = raw.reshape(-1, order="F")
+    per = stack.rows * stack.cols
+    decoded: dict[Any, np.ndarray] = {}
+    for k, s in enumerate(stack.slices):
+        if s.pixel_offset is not None and _raw_dtype(s.header) == dtype:
+            _read_native(s, flat[k * per:(k + 1) * per])
+        else:
+            frame = _decoded_frame(s, decoded)
+            if frame.shape != (stack.rows, stack.cols):
+                raise InputError(s.path, f"decoded frame has shape {frame.shape}, header says {stack.rows}x{stack.cols}")
+            raw[:, :, k] = frame.T
+    bits_stored = int(header.get("BitsStored", header.BitsAllocated) or header.BitsAllocated)
+    signed = dtype.kind == "i"
+    if bits_stored < dtype.itemsize * 8 and any(s.pixel_offset is not None for s in stack.slices):
+        _fix_unused_bits(raw, bits_stored, signed)
+    info: dict[str, Any] = {"stored_dtype": dtype.name, "bits_stored": bits_stored}
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    info["photometric"] = photometric
+    if photometric == "MONOCHROME1":
+        if signed:
+            np.subtract(-1, raw, out=raw, casting="unsafe")
+        else:
+            np.subtract((1 << bits_stored) - 1, raw, out=raw, casting="unsafe")
+        info["inverted"] = True
+    slopes = np.array([s.slope for s in stack.slices], dtype=np.float64)
+    inters = np.array([s.intercept for s in stack.slices], dtype=np.float64)
+    data = apply_modality_lut(raw, slopes, inters)
+    info["rescale_slope"] = _unique_or_list(slopes)
+    info["rescale_intercept"] = _unique_or_list(inters)
+    info["dtype"] = data.dtype.name
+    return data, info
+
+
+def _unique_or_list(v: np.ndarray):
+    u = np.unique(v)
+    return float(u[0]) if len(u) == 1 else [float(x) for x in v]
+
+
+def _read_native(s: SliceRef, out: np.ndarray) -> None:
+    offset = s.pixel_offset + (s.frame or 0) * s.frame_bytes  # type: ignore[operator]
+    with open(s.path, "rb") as fh:
+        fh.seek(offset)
+        got = fh.readinto(memoryview(out).cast("B"))
+    if got != s.frame_bytes:
+        raise InputError(s.path, f"truncated pixel data: read {got} of {s.frame_bytes} bytes")
+
+
+def _decoded_frame(s: SliceRef, cache: dict[Any, np.ndarray]) -> np.ndarray:
+    key = s.path
+    if key not in cache:
+        cache.clear()  # frames of one file are consecutive in practice; keep one decoded file in memory
+        ds = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(s.path, force=True)
+                if "PixelData" not in ds:
+                    raise InputError(s.path, "pixel data missing or unreadable")
+                arr = ds.pixel_array
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoder errors become one clear reason
+            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            name = getattr(ts, "name", str(ts) if ts else "unknown transfer syntax")
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(s.path, f"pixel data cannot be decoded ({name}): {text}") from None
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        if nframes == 1 and arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise InputError(s.path, f"unexpected decoded pixel array shape {arr.shape}")
+        cache[key] = arr
+    arr = cache[key]
+    f = s.frame or 0
+    if f >= arr.shape[0]:
+        raise InputError(s.path, f"frame {f + 1} missing from the decoded pixel data ({arr.shape[0]} frames)")
+    return arr[f]
+
+
+def _fix_unused_bits(raw: np.ndarray, bits_stored: int, signed: bool) -> None:
+    """Clear bits above BitsStored (unsigned) or sign-extend from BitsStored (signed), in place."""
+    width = raw.dtype.itemsize * 8
+    if signed:
+        shift = width - bits_stored
+        np.left_shift(raw, shift, out=raw)
+        np.right_shift(raw, shift, out=raw)
+    else:
+        np.bitwise_and(raw, (1 << bits_stored) - 1, out=raw)
+
+
+def apply_modality_lut(raw: np.ndarray, slopes: np.ndarray, inters: np.ndarray) -> np.ndarray:
+    """``raw * slope + intercept`` per slice (last axis), losslessly typed (see the module docstring)."""
+    if np.all(slopes == 1.0) and np.all(inters == np.round(inters)):
+        if raw.size == 0:
+            return raw
+        lo, hi = int(raw.min()), int(raw.max())
+        lo_out, hi_out = lo + int(inters.min()), hi + int(inters.max())
+        candidates = [raw.dtype, np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.int32)]
+        for dt in candidates:
+            info = np.iinfo(dt)
+            if info.min <= lo_out and hi_out <= info.max and info.min <= lo and hi <= info.max:
+                if np.all(inters == 0):
+                    return raw if dt == raw.dtype else raw.astype(dt, order="F")
+                out = raw.astype(dt, order="F", copy=dt != raw.dtype)
+                if np.all(inters == inters[0]):
+                    out += dt.type(int(inters[0]))
+                else:
+                    for k, b in enumerate(inters):
+                        out[:, :, k] += dt.type(int(b))
+                return out
+    out = np.empty(raw.shape, dtype=np.float32, order="F")
+    for k in range(raw.shape[2]):
+        np.multiply(raw[:, :, k], np.float32(slopes[k]), out=out[:, :, k], casting="unsafe")
+        out[:, :, k] += np.float32(inters[k])
+    return out

@@ -1,0 +1,208 @@
+"""A seeded synthetic cohort in the real input formats: DCE-MRI DICOM studies and ultrasound RF.
+
+On-disk layout written by :func:`write_cohort`::
+
+    OUT_DIR/
+      mri/<PatientID>/<study>/**.dcm        one pre- and ``mri_post_phases`` post-contrast series, hashed file
+                                            names (flat, nested or per-series folders, varying per patient)
+      mri/<PatientID>/<study>/labels.nii.gz uint8 on the pre-contrast grid: 0 background, 1 non-enhancing FGT,
+                                            2 BPE, 255 slice not annotated
+      us/<PatientID>.npz                    rf (int16, samples x lines), roi (uint8), fs, f0, pitch, c, bandwidth
+      oasbud/OASBUD.mat                     ``loadmat(...)["data"][0]``: struct array id, rf1, rf2, roi1, roi2,
+                                            birads, class (two orthogonal scans per mass)
+      truth/mri/<PatientID>.json            BPE fraction and category, relative enhancement used, series, ...
+      truth/us/<PatientID>.json             contrast (dB), scatterer densities, class, ...
+      truth/cohort.json                     the generation parameters and the patient list
+
+The same ``seed`` (and options) always produces byte-identical files: UIDs are derived from the seed, dates
+and times are drawn from it, and no writer stores the wall clock.
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import atomic_dir, write_json
+from . import mri as mri_mod
+from . import us as us_mod
+from .writers import write_mat, write_npz
+
+DEFAULTS: dict[str, Any] = {
+    "mri_matrix": 64,
+    "mri_slices": 24,
+    "mri_post_phases": 2,
+    "us_lines": 128,
+    "us_depth_mm": 20.0,
+    "annotated_fraction": 0.5,
+}
+
+_INSTITUTIONS = ("St. Elisabeth Hospital", "University Medical Centre", "Northside Breast Clinic",
+                 "Royal Infirmary", "Clinica San Marco")
+_REFERRING = ("Keller^Thomas", "Okoye^Grace", "Lindqvist^Per", "Moreno^Ana", "Weber^Klaus")
+
+
+def _identities(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
+    numbers = rng.choice(np.arange(10000, 100000), size=n, replace=False)
+    out = []
+    for num in numbers:
+        birth_year = int(rng.integers(1945, 1986))
+        study_year = int(rng.integers(2016, 2024))
+        study_date = f"{study_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+        out.append({
+            "patient_id": f"BRS-{int(num):05d}",
+            "name": f"{rng.choice(mri_mod._SURNAMES)}^{rng.choice(mri_mod._GIVEN)}",
+            "birth_date": f"{birth_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+            "age": f"{study_year - birth_year:03d}Y",
+            "study_date": study_date,
+            "accession": f"A{int(rng.integers(10**6, 10**7))}",
+            "study_id": str(int(rng.integers(1000, 9999))),
+            "institution": str(rng.choice(_INSTITUTIONS)),
+            "referring": str(rng.choice(_REFERRING)),
+        })
+    return out
+
+
+def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate and write one patient (MRI study + US scans); return what the cohort-level files need."""
+    root: Path = job["root"]
+    ident = job["identity"]
+    pid = ident["patient_id"]
+    seed, index = job["seed"], job["index"]
+    o = job["options"]
+
+    # MRI
+    rng = np.random.default_rng([seed, index, 1])
+    phantom = mri_mod.simulate_mri(rng, o["mri_matrix"], o["mri_slices"], o["mri_post_phases"],
+                                   bpe_category_target=job["bpe_category"])
+    study = f"MR_BREAST_BILAT_{ident['study_date']}"
+    study_dir = root / "mri" / pid / study
+    study_dir.mkdir(parents=True, exist_ok=True)
+    mtruth = mri_mod.write_study(study_dir, phantom, ident, rng, (seed, index, pid),
+                                 annotated_fraction=o["annotated_fraction"], rescaled=job["rescaled"],
+                                 layout=job["layout"])
+    mtruth.update({"patient_id": pid, "study_folder": study, "labels": f"mri/{pid}/{study}/labels.nii.gz"})
+    write_json(root / "truth" / "mri" / f"{pid}.json", mtruth)
+
+    # Ultrasound
+    rng = np.random.default_rng([seed, index, 2])
+    probe = us_mod.probe_for(o["us_lines"], o["us_depth_mm"])
+    scans = us_mod.simulate_patient(rng, probe, malignant=job["malignant"])
+    write_npz(root / "us" / f"{pid}.npz", {
+        "rf": scans["rf1"], "roi": scans["roi1"], "fs": np.float64(probe.fs), "f0": np.float64(probe.f0),
+        "pitch": np.float64(probe.pitch), "c": np.float64(probe.c), "bandwidth": np.float64(probe.bandwidth),
+    })
+    utruth = dict(scans["truth"], patient_id=pid, npz=f"us/{pid}.npz", npz_scan=1)
+    write_json(root / "truth" / "us" / f"{pid}.json", utruth)
+    return {
+        "patient_id": pid,
+        "dicom_files": mtruth["dicom_files"],
+        "bpe_category": mtruth["bpe_category"],
+        "us_class": utruth["class"],
+        "oasbud": {"id": pid, "rf1": scans["rf1"], "rf2": scans["rf2"], "roi1": scans["roi1"], "roi2": scans["roi2"],
+                   "birads": utruth["birads"], "class": utruth["class"]},
+    }
+
+
+def _write_oasbud(path: Path, records: list[dict[str, Any]]) -> None:
+    fields = ["id", "rf1", "rf2", "roi1", "roi2", "birads", "class"]
+    data = np.empty((1, len(records)), dtype=[(f, object) for f in fields])
+    for n, r in enumerate(records):
+        data[0, n] = (r["id"], r["rf1"], r["rf2"], r["roi1"], r["roi2"], r["birads"], np.float64(r["class"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_mat(path, {"data": data})
+
+
+def write_cohort(
+    out_dir: str | Path,
+    patients: int = 10,
+    seed: int = 0,
+    *,
+    mri_matrix: int = DEFAULTS["mri_matrix"],
+    mri_slices: int = DEFAULTS["mri_slices"],
+    mri_post_phases: int = DEFAULTS["mri_post_phases"],
+    us_lines: int = DEFAULTS["us_lines"],
+    us_depth_mm: float = DEFAULTS["us_depth_mm"],
+    annotated_fraction: float = DEFAULTS["annotated_fraction"],
+    progress: bool = True,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Write a synthetic cohort of ``patients`` patients into ``out_dir`` (replacing it) and return a summary.
+
+    Keywords (stable; ``params.yaml``'s ``synth`` block uses the same names):
+
+    * ``mri_matrix`` - in-plane matrix (columns = rows) of every MRI series (default 64).
+    * ``mri_slices`` - slices per series (default 24).
+    * ``mri_post_phases`` - post-contrast series per study, at least 2 (default 2).
+    * ``us_lines`` - RF scan lines per ultrasound frame, 0.3 mm pitch (default 128; a clinical frame has 510).
+    * ``us_depth_mm`` - imaging depth of the RF in millimetres (default 20; clinical 40).
+    * ``annotated_fraction`` - share of the MRI slices that carry labels, the rest are 255 (default 0.5).
+    * ``progress`` - show a progress bar on stderr.
+    * ``workers`` - processes generating patients in parallel (the files do not depend on it).
+
+    The cohort is built in a temporary folder beside ``out_dir`` and moved into place only when complete.
+    Same ``seed`` and options, same bytes. See the module docstring for the layout.
+    """
+    out_dir = Path(out_dir)
+    if int(patients) < 1:
+        raise InputError(None, f"--patients must be at least 1 (got {patients})")
+    if not 0.0 < float(annotated_fraction) <= 1.0:
+        raise InputError(None, f"annotated_fraction must be in (0, 1] (got {annotated_fraction})")
+    if int(mri_post_phases) < 2:
+        raise InputError(None, f"mri_post_phases must be at least 2 (got {mri_post_phases})")
+    if int(mri_matrix) < 16 or int(mri_slices) < 2:
+        raise InputError(None, f"MRI grid too small: {mri_matrix}x{mri_matrix}x{mri_slices}")
+    if int(us_lines) < 16 or not float(us_depth_mm) >= 5.0:
+        raise InputError(None, f"ultrasound frame too small: {us_lines} lines x {us_depth_mm} mm")
+    options = {"mri_matrix": int(mri_matrix), "mri_slices": int(mri_slices), "mri_post_phases": int(mri_post_phases),
+               "us_lines": int(us_lines), "us_depth_mm": float(us_depth_mm), "annotated_fraction": float(annotated_fraction)}
+    n, seed = int(patients), int(seed)
+
+    cohort_rng = np.random.default_rng([seed, 0])
+    identities = _identities(cohort_rng, n)
+    bpe_cats = [int(c) for c in np.resize(cohort_rng.permutation(4), n)]  # every category once per four patients
+    classes = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]
+    rescaled = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]  # half the studies rescaled
+    layouts = [mri_mod.LAYOUTS[c] for c in cohort_rng.permutation(np.arange(n) % len(mri_mod.LAYOUTS))]
+
+    from tqdm import tqdm
+
+    results: list[dict[str, Any]] = []
+    with atomic_dir(out_dir) as root:
+        jobs = [{"root": root, "identity": identities[i], "seed": seed, "index": i, "options": options,
+                 "bpe_category": bpe_cats[i], "malignant": classes[i], "rescaled": rescaled[i],
+                 "layout": layouts[i]} for i in range(n)]
+        bar = tqdm(total=n, desc="synth", unit="patient", file=sys.stderr, disable=not progress)
+        try:
+            if int(workers) > 1:
+                with ProcessPoolExecutor(max_workers=int(workers)) as pool:
+                    for r in pool.map(_patient_job, jobs):
+                        results.append(r)
+                        bar.update(1)
+            else:
+                for job in jobs:
+                    results.append(_patient_job(job))
+                    bar.update(1)
+        finally:
+            bar.close()
+        _write_oasbud(root / "oasbud" / "OASBUD.mat", [r.pop("oasbud") for r in results])
+        write_json(root / "truth" / "cohort.json", {
+            "seed": seed, "patients": [r["patient_id"] for r in results], "options": options,
+            "us_probe": asdict(us_mod.probe_for(us_lines, us_depth_mm)),
+        })
+
+    return {
+        "out_dir": str(out_dir),
+        "patients": n,
+        "seed": seed,
+        "dicom_files": int(sum(r["dicom_files"] for r in results)),
+        "bpe_categories": {mri_mod.BPE_CATEGORY_NAMES[k]: v for k, v in sorted(Counter(r["bpe_category"] for r in results).items())},
+        "us_classes": {("malignant" if k else "benign"): v for k, v in sorted(Counter(r["us_class"] for r in results).items())},
+        **options,
+    }

@@ -1,0 +1,278 @@
+"""Ultrasound inputs -> B-mode and entropy maps + mask on disk, and resampling for the network.
+
+Output layout of :func:`write_us_maps` (one folder per scan, written atomically)::
+
+    OUT_DIR/<scan_key>/bmode.npy     float32 in [0, 1], native resolution (samples x lines for RF)
+    OUT_DIR/<scan_key>/entropy.npy   float32, bits (RF inputs only)
+    OUT_DIR/<scan_key>/mask.npy      uint8 0/1, same shape
+    OUT_DIR/<scan_key>/meta.json     patient, scan, spacing_mm, acquisition, window, bins, ...
+    OUT_DIR/<scan_key>/preview.png   B-mode | entropy | B-mode with the mask outline, physical aspect
+
+``scan_key`` is the scan id (``scan-1``, ``scan-2`` for the two OASBUD views) when the input holds one
+patient (a per-patient ``.npz``, one OASBUD record, or a ``patients=`` selection of one), and
+``<patient>/<scan>`` when it holds several (a whole OASBUD file, a BUSI folder).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from breastseg.errors import InputError
+from breastseg.io import atomic_dir, write_json
+from breastseg.us.readers import Scan, _safe_id, read_scans
+from breastseg.us.rf import bmode_from_envelope, envelope, pulse_length_m, window_from_pulses
+
+__all__ = ["resample_to_square", "compute_maps", "write_us_maps", "preview_image", "MAP_NAMES"]
+
+MAP_NAMES = ("bmode", "entropy")
+
+
+# ------------------------------------------------------------------------------------------ resampling
+
+
+def resample_to_square(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    spacing_mm: tuple[float, float],
+    size: int,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+    """Resample to isotropic pixels and fit into ``size x size`` keeping the physical aspect ratio.
+
+    The new pixel side is ``s = max(rows * dy, cols * dx) / size`` mm, so the longer physical side fills
+    ``size`` pixels and the shorter one ``round(extent / s)`` pixels. Pixel centres are aligned (a pixel's
+    centre maps to the same physical point). The image is interpolated linearly after a Gaussian
+    anti-aliasing filter (sigma = (factor - 1) / 2 along each shrunk axis); the mask is sampled nearest, so
+    its labels are kept. The result is centred: ``top = (size - new_rows) // 2``,
+    ``left = (size - new_cols) // 2``; the margins are filled with the image's minimum (mask: 0).
+
+    Returns ``(image float32 (size, size), mask uint8 (size, size) or None, (s, s))``.
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"image must be a non-empty 2-D array, got shape {image.shape}")
+    if mask is not None and np.shape(mask) != image.shape:
+        raise ValueError(f"mask shape {np.shape(mask)} does not match image shape {image.shape}")
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    dy, dx = (float(v) for v in spacing_mm)
+    if not (dy > 0 and dx > 0 and np.isfinite(dy) and np.isfinite(dx)):
+        raise ValueError(f"spacing must be positive, got {spacing_mm!r}")
+    rows, cols = image.shape
+    s = max(rows * dy, cols * dx) / size
+    new_r = int(min(size, max(1, round(rows * dy / s))))
+    new_c = int(min(size, max(1, round(cols * dx / s))))
+    zr, zc = rows / new_r, cols / new_c  # source pixels per output pixel
+
+    sigma = (max(0.0, (zr - 1) / 2), max(0.0, (zc - 1) / 2))
+    src = ndimage.gaussian_filter(image, sigma, mode="nearest") if max(sigma) > 0 else image
+    yr = (np.arange(new_r) + 0.5) * zr - 0.5
+    xc = (np.arange(new_c) + 0.5) * zc - 0.5
+    yy, xx = np.meshgrid(yr, xc, indexing="ij")
+    small = ndimage.map_coordinates(src, [yy, xx], order=1, mode="nearest")
+
+    top, left = (size - new_r) // 2, (size - new_c) // 2
+    out = np.full((size, size), image.min(), np.float32)
+    out[top:top + new_r, left:left + new_c] = small
+    out_mask = None
+    if mask is not None:
+        iy = np.minimum((np.floor((np.arange(new_r) + 0.5) * zr)).astype(np.intp), rows - 1)
+        ix = np.minimum((np.floor((np.arange(new_c) + 0.5) * zc)).astype(np.intp), cols - 1)
+        out_mask = np.zeros((size, size), np.uint8)
+        out_mask[top:top + new_r, left:left + new_c] = np.asarray(mask)[np.ix_(iy, ix)]
+    return out, out_mask, (s, s)
+
+
+# ------------------------------------------------------------------------------------------ maps
+
+
+def compute_maps(
+    scan: Scan,
+    *,
+    maps: Sequence[str] = MAP_NAMES,
+    dynamic_range_db: float = 50.0,
+    window_pulses: float = 1.0,
+    bins: int = 64,
+    entropy_on: str = "envelope",
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Maps of one scan (always including ``bmode``, used by the preview) and its metadata."""
+    from breastseg.us.entropy import entropy_map
+
+    meta: dict[str, Any] = {
+        "patient": scan.patient,
+        "scan": scan.scan,
+        "class": scan.label_class,
+        "source_format": scan.source,
+        "source_file": Path(scan.path).name if scan.path else None,
+        "shape": list(scan.mask.shape),
+        "spacing_mm": [float(v) for v in scan.spacing_mm],
+        "spacing_known": bool(scan.spacing_known),
+        "maps": list(maps),
+        "dynamic_range_db": float(dynamic_range_db),
+        "fs": scan.fs, "f0": scan.f0, "pitch": scan.pitch, "c": scan.c, "bandwidth": scan.bandwidth,
+        "window": None, "window_pulses": None, "pulse_length_mm": None,
+        "bins": None, "entropy_on": None, "entropy_value_range": None,
+        "mask_pixels": int(scan.mask.sum()),
+    }
+    meta.update({k: v for k, v in scan.extra.items() if k not in meta})
+    out: dict[str, np.ndarray] = {}
+    if scan.rf is None:
+        if "entropy" in maps:
+            raise InputError(scan.path or scan.patient,
+                             "entropy maps need raw RF, and this input holds B-mode images only "
+                             "(ask for the bmode map alone)")
+        out["bmode"] = np.asarray(scan.bmode, np.float32)
+        return out, meta
+    env = envelope(scan.rf)
+    bm = bmode_from_envelope(env, dynamic_range_db)
+    out["bmode"] = bm.astype(np.float32)
+    if "entropy" in maps:
+        window = window_from_pulses(window_pulses, f0=scan.f0, bandwidth=scan.bandwidth, fs=scan.fs,
+                                    pitch=scan.pitch, c=scan.c)
+        if entropy_on == "envelope":
+            source, vrange = env, (float(env.min()), float(env.max()))
+        elif entropy_on == "bmode":
+            source, vrange = bm, (0.0, 1.0)
+        else:
+            raise ValueError(f"entropy_on must be 'envelope' or 'bmode', got {entropy_on!r}")
+        if vrange[1] <= vrange[0]:
+            vrange = None
+        out["entropy"] = entropy_map(source, window, bins, vrange).astype(np.float32)
+        meta.update({
+            "window": list(window), "window_pulses": float(window_pulses),
+            "pulse_length_mm": pulse_length_m(scan.f0, scan.bandwidth, scan.c) * 1e3,
+            "bins": int(bins), "entropy_on": entropy_on, "entropy_value_range": None if vrange is None else list(vrange),
+        })
+    return out, meta
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(bool)
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def preview_image(bmode: np.ndarray, entropy: np.ndarray | None, mask: np.ndarray,
+                  spacing_mm: tuple[float, float], height: int = 256):
+    """PIL image: B-mode | entropy (when given) | B-mode with the mask outline in red, physical aspect."""
+    from PIL import Image
+
+    rows, cols = mask.shape
+    aspect = (cols * spacing_mm[1]) / (rows * spacing_mm[0])
+    width = int(min(4 * height, max(16, round(height * aspect))))
+    size = (width, height)
+
+    def gray(a: np.ndarray, lo: float, hi: float) -> Image.Image:
+        scaled = np.zeros(a.shape) if hi <= lo else (np.asarray(a, np.float64) - lo) / (hi - lo)
+        return Image.fromarray((np.clip(scaled, 0, 1) * 255).astype(np.uint8)).resize(size, Image.BILINEAR)
+
+    bm = gray(bmode, 0.0, 1.0)
+    panels = [bm]
+    if entropy is not None:
+        panels.append(gray(entropy, float(np.min(entropy)), float(np.max(entropy))))
+    small_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    overlay = np.stack([np.asarray(bm)] * 3, axis=-1)
+    overlay[_outline(small_mask)] = (255, 0, 0)
+    panels.append(Image.fromarray(overlay))
+    gap = 4
+    canvas = Image.new("RGB", (len(panels) * width + (len(panels) - 1) * gap, height), (0, 0, 0))
+    for i, p in enumerate(panels):
+        canvas.paste(p.convert("RGB"), (i * (width + gap), 0))
+    return canvas
+
+
+def write_us_maps(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    maps: Sequence[str] = MAP_NAMES,
+    dynamic_range_db: float = 50.0,
+    window_pulses: float = 1.0,
+    bins: int = 64,
+    entropy_on: str = "envelope",
+    patients: Iterable[str] | None = None,
+    patient_id: str | None = None,
+    fs: float | None = None,
+    f0: float | None = None,
+    pitch: float | None = None,
+    c: float | None = None,
+    bandwidth: float | None = None,
+    progress: bool = False,
+) -> dict:
+    """Read ``input_path`` (any supported format), write maps per scan under ``out_dir``; see the module doc.
+
+    ``maps``: any of ``"bmode"``, ``"entropy"`` (entropy needs raw RF). ``bins``: histogram bins of the
+    entropy (equal width over the envelope's min..max with ``entropy_on="envelope"``, the default; over
+    [0, 1] with ``"bmode"``). ``patients``: convert only these patient ids. ``fs``, ``f0`` (Hz), ``pitch`` (m),
+    ``c`` (m/s), ``bandwidth`` (fractional): override the acquisition parameters of RF inputs.
+``patient_id``: a pseudonym recorded as the patient instead of the input's own name (the input, after the
+``patients`` selection, must hold one patient); file names are then left out of ``meta.json``.
+
+    All inputs are read and checked before anything is written; each scan folder appears atomically.
+    Returns ``{"input", "out_dir", "maps", "scans": [{"key", "patient", "scan", "class", "dir", "shape"}]}``.
+    """
+    maps = tuple(maps)
+    bad = [m for m in maps if m not in MAP_NAMES]
+    if not maps or bad:
+        raise ValueError(f"maps must be a non-empty selection of {MAP_NAMES}, got {maps!r}")
+    if not dynamic_range_db > 0:
+        raise ValueError(f"dynamic_range_db must be > 0, got {dynamic_range_db}")
+    if not window_pulses > 0:
+        raise ValueError(f"window_pulses must be > 0, got {window_pulses}")
+    if int(bins) < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if entropy_on not in ("envelope", "bmode"):
+        raise ValueError(f"entropy_on must be 'envelope' or 'bmode', got {entropy_on!r}")
+
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    scans = read_scans(input_path, fs=fs, f0=f0, pitch=pitch, c=c, bandwidth=bandwidth)
+    if patients is not None:
+        wanted = {str(p) for p in patients}
+        scans = [s for s in scans if s.patient in wanted or _safe_id(s.patient) in wanted]
+        if not scans:
+            raise InputError(input_path, f"no scans of patient(s) {', '.join(sorted(wanted))} in this input")
+    if "entropy" in maps:
+        bmode_only = [s for s in scans if s.rf is None]
+        if bmode_only:
+            s = bmode_only[0]
+            raise InputError(s.path or input_path,
+                             "entropy maps need raw RF, and this input holds B-mode images only "
+                             "(ask for the bmode map alone)")
+
+    single_patient = len({s.patient for s in scans}) == 1
+    if patient_id is not None:
+        if not single_patient:
+            raise InputError(input_path, "holds several patients; --patient-id needs one (select it with patients=)")
+        if not str(patient_id).strip():
+            raise ValueError("patient_id must not be empty")
+    written = []
+    for i, scan in enumerate(scans, 1):
+        key = scan.scan if single_patient else f"{_safe_id(scan.patient)}/{scan.scan}"
+        if progress:
+            print(f"us-maps: [{i}/{len(scans)}] {key}", file=sys.stderr, flush=True)
+        arrays, meta = compute_maps(scan, maps=maps, dynamic_range_db=dynamic_range_db,
+                                    window_pulses=window_pulses, bins=bins, entropy_on=entropy_on)
+        meta["scan_key"] = key
+        if patient_id is not None:  # pseudonymised: keep the input's own names out of the outputs
+            meta["patient"] = str(patient_id)
+            for name in ("source_file", "image", "masks", "mask"):
+                meta.pop(name, None)
+        target = out_dir / key
+        with atomic_dir(target) as tmp:
+            for name in maps:
+                np.save(tmp / f"{name}.npy", arrays[name])
+            np.save(tmp / "mask.npy", scan.mask.astype(np.uint8))
+            write_json(tmp / "meta.json", meta)
+            preview_image(arrays["bmode"], arrays.get("entropy"), scan.mask, scan.spacing_mm).save(tmp / "preview.png")
+        written.append({"key": key, "patient": meta["patient"], "scan": scan.scan, "class": scan.label_class,
+                        "dir": str(target), "shape": list(scan.mask.shape)})
+    return {"input": str(input_path), "out_dir": str(out_dir), "maps": list(maps), "scans": written}

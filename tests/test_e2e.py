@@ -1,31 +1,42 @@
 """End to end: the whole Snakemake pipeline on a tiny synthetic cohort, in a temporary copy of the repo."""
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("bpe_mri", "mass_us_entropy", "mass_us_bmode")
 
 
 def _copy_repo(dst: Path) -> Path:
+    """A git repository holding the project's files, with params.yaml shrunk by tests/e2e_config.yaml."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    for key, value in yaml.safe_load((dst / "tests" / "e2e_config.yaml").read_text()).items():
+        params[key] = value
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(["git", *cmd], cwd=dst, check=True, capture_output=True)
     return dst
 
 
+def _run(repo: Path, *cmd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+
+
 def _snakemake(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    bindir = str(Path(sys.executable).parent)
-    env = {**__import__("os").environ, "PATH": f"{bindir}:{__import__('os').environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tests/e2e_config.yaml",
-                           *args], cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+    return _run(repo, sys.executable, "-m", "snakemake", "--cores", "2", *args)
 
 
 @pytest.mark.slow
@@ -69,3 +80,13 @@ def test_pipeline_end_to_end(tmp_path):
     # Nothing left to do.
     dry = _snakemake(repo, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+
+    # DVC wraps the same pipeline: the first repro only records the lock (Snakemake has nothing to do),
+    # the second skips the stage.
+    first = _run(repo, sys.executable, "-m", "dvc", "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Nothing to be done" in first.stdout + first.stderr
+    second = _run(repo, sys.executable, "-m", "dvc", "repro")
+    assert second.returncode == 0 and "didn't change" in second.stdout, second.stdout[-2000:]
+    shown = _run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json")
+    assert "dice_mean" in shown.stdout, shown.stdout + shown.stderr

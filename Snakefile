@@ -34,6 +34,7 @@ GPU = 1 if config["train"].get("accelerator") in ("gpu", "cuda") else 0
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     patient=r"P[0-9a-f]{12}",
+    worker=r"\d+",
 
 
 def experiments_of(dataset):

@@ -20,29 +20,38 @@ def _blob_case(rng, size=32, n=3):
     return np.stack(images), np.stack(labels)
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch, params):
-    monkeypatch.chdir(tmp_path)
+def make_tiny(tmp_path, params, n_patients=6, slices=3):
+    """Six blob 'patients' prepared for both ultrasound experiments, split, in ``tmp_path``."""
     p = copy.deepcopy(params)
     for e in p["experiments"].values():
         e["image_size"] = 32
         e["model"]["features"] = [4, 8]
     p["train"].update(max_epochs=2, batch_size=4, threads=1)
     p["tune"].update(n_trials=2, max_epochs=1)
+    # Absolute store URLs: MLflow caches one database engine per URI string within a process.
+    p["tracking"].update(mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db", optuna_storage=f"sqlite:///{tmp_path}/optuna.db",
+                         artifact_root=str(tmp_path / "mlartifacts"))
     rng = np.random.default_rng(0)
     files = []
-    for i in range(6):
-        img, lab = _blob_case(rng)
+    for i in range(n_patients):
+        img, lab = _blob_case(rng, n=slices)
         for exp in ("mass_us_entropy", "mass_us_bmode"):
             d = tmp_path / "data/processed" / exp
             d.mkdir(parents=True, exist_ok=True)
             f = d / f"P{i:012x}.npz"
-            np.savez(f, image=img, label=lab, case=np.array(["scan-1"] * 3), index=np.arange(3, dtype=np.int32),
-                     spacing_mm=np.ones((3, 2), np.float32), patient=np.asarray(f"P{i:012x}"),
+            np.savez(f, image=img, label=lab, case=np.array(["scan-1"] * slices),
+                     index=np.arange(slices, dtype=np.int32),
+                     spacing_mm=np.ones((slices, 2), np.float32), patient=np.asarray(f"P{i:012x}"),
                      stratum=np.asarray("mass"))
             files.append(f)
     split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=tmp_path / "data/processed")
     return p, tmp_path
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, params):
+    monkeypatch.chdir(tmp_path)
+    return make_tiny(tmp_path, params)
 
 
 def test_tune_train_evaluate_register(tiny):
@@ -61,6 +70,7 @@ def test_tune_train_evaluate_register(tiny):
     init_stores(params)
     best = tune_experiment(params, name, split_file=split, processed_dir=processed,
                            out_json=root / "best.json", work_dir=root / "work")
+    assert json.loads((root / "work" / "worker-0.json").read_text())["trials"] == [0, 1]
     assert best["n_finished"] == 2 and set(best["params"]) == {"lr", "weight_decay"}
     # a rerun completes the study instead of restarting it: nothing more to do
     again = tune_experiment(params, name, split_file=split, processed_dir=processed,

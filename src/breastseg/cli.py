@@ -78,11 +78,25 @@ def cmd_split(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_tune(args: argparse.Namespace) -> None:
-    from .training.tune import tune_experiment
+def cmd_study(args: argparse.Namespace) -> None:
+    from .training.tune import open_study
 
-    tune_experiment(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
-                    out_json=Path(args.out), work_dir=Path(args.work_dir))
+    open_study(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+               out_json=Path(args.out))
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from .training.tune import run_worker
+
+    run_worker(_params(args), args.experiment, study_json=Path(args.study), split_file=Path(args.split),
+               processed_dir=Path(args.processed_dir), out_json=Path(args.out), work_dir=Path(args.work_dir),
+               worker=args.worker)
+
+
+def cmd_best_params(args: argparse.Namespace) -> None:
+    from .training.tune import close_study
+
+    close_study(_params(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -186,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--processed-dir", default="data/processed")
 
     for name, func, help in [
-        ("tune", cmd_tune, "Optuna study (TPE + pruning), each trial a nested MLflow run"),
+        ("study", cmd_study, "create or reopen the Optuna study and its MLflow parent run"),
+        ("tune", cmd_tune, "an Optuna worker: run trials (nested MLflow runs) until the study has tune.n_trials"),
         ("train", cmd_train, "train the final model, log it to MLflow, register it as 'challenger'"),
         ("evaluate", cmd_evaluate, "evaluate the challenger on the test patients"),
         ("register", cmd_register, "promote the challenger to 'champion' if it beats the champion"),
@@ -195,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("experiment")
         s.add_argument("--split", required=True, help="data/splits/<experiment>.json")
         s.add_argument("--processed-dir", required=True, help="folder of prepared patient .npz files")
+        if name == "study":
+            s.add_argument("--out", required=True, help="study and parent-run ids (JSON)")
         if name == "tune":
-            s.add_argument("--out", required=True, help="best parameters (JSON)")
-            s.add_argument("--work-dir", required=True, help="scratch folder for trial checkpoints")
+            s.add_argument("--study", required=True, help="JSON written by 'study'")
+            s.add_argument("--worker", type=int, default=0, help="worker number (seeds its sampler)")
+            s.add_argument("--out", required=True, help="this worker's summary (JSON)")
+            s.add_argument("--work-dir", required=True, help="scratch folder for trial logs")
         if name == "train":
             s.add_argument("--best-params", help="JSON written by 'tune'")
             s.add_argument("--out-dir", required=True, help="checkpoints and model.json")
@@ -209,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out-dir", required=True, help="per-case table and figures")
         if name == "register":
             s.add_argument("--out", required=True, help="decision JSON")
+
+    s = add("best-params", cmd_best_params, "close the study: write the best trial's parameters for 'train'")
+    s.add_argument("experiment")
+    s.add_argument("--study", required=True, help="JSON written by 'study'")
+    s.add_argument("--out", required=True, help="best parameters (JSON)")
 
     s = add("report", cmd_report, "one-page HTML summary of all experiments")
     s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")

@@ -17,11 +17,20 @@ def model_name(experiment: str) -> str:
 
 def configure(params: dict[str, Any]) -> str:
     """Point MLflow at the configured store; returns the URI in force."""
+    import os
+
     import mlflow
 
     uri = mlflow_uri(params)
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep the environment as the user left it, so that the
+    # variable keeps meaning "the user's choice" for later calls in this process.
+    if user_env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_env
     return uri
 
 

@@ -1,16 +1,42 @@
-# Optuna study per experiment (storage: tracking.optuna_storage); each trial is a nested MLflow run.
-rule tune:
+# Optuna: one study per experiment (storage: tracking.optuna_storage). `study` creates it and its MLflow parent
+# run once; tune.workers `tune` jobs (worker wildcard) share it, each trial a nested MLflow run, until it holds
+# tune.n_trials finished trials; `best_params` writes the best trial's parameters for `train`.
+TUNE_WORKERS = int(config["tune"].get("workers", 1))
+
+
+rule study:
     input:
         split="data/splits/{experiment}.json",
         manifest="data/processed/{experiment}/manifest.csv",
     output:
-        "results/{experiment}/best_params.json",
+        "results/{experiment}/tune/study.json",
+    params:
+        tune=config["tune"],
+    log:
+        "logs/tune/{experiment}/study.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/breastseg.yaml"
+    shell:
+        "{BREASTSEG} study {wildcards.experiment} --split {input.split} "
+        "--processed-dir data/processed/{wildcards.experiment} --out {output} > {log} 2>&1"
+
+
+rule tune:
+    input:
+        study="results/{experiment}/tune/study.json",
+        split="data/splits/{experiment}.json",
+    output:
+        "results/{experiment}/tune/worker-{worker}.json",
     params:
         tune=config["tune"],
         experiment=lambda wc: config["experiments"][wc.experiment],
         train=config["train"],
     log:
-        "logs/tune/{experiment}.log",
+        "logs/tune/{experiment}/worker-{worker}.log",
     threads: config["train"].get("threads", 1)
     resources:
         mem_mb=4000,
@@ -19,6 +45,24 @@ rule tune:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} tune {wildcards.experiment} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --out {output} "
+        "{BREASTSEG} tune {wildcards.experiment} --study {input.study} --worker {wildcards.worker} "
+        "--split {input.split} --processed-dir data/processed/{wildcards.experiment} --out {output} "
         "--work-dir results/{wildcards.experiment}/tune > {log} 2>&1"
+
+
+rule best_params:
+    input:
+        study="results/{experiment}/tune/study.json",
+        workers=expand("results/{{experiment}}/tune/worker-{worker}.json", worker=range(TUNE_WORKERS)),
+    output:
+        "results/{experiment}/best_params.json",
+    log:
+        "logs/tune/{experiment}/best_params.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/breastseg.yaml"
+    shell:
+        "{BREASTSEG} best-params {wildcards.experiment} --study {input.study} --out {output} > {log} 2>&1"

@@ -26,35 +26,66 @@ def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str,
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-class SliceDataset(Dataset):
-    """In-memory slices with optional flips and intensity jitter."""
+DEFAULT_AUGMENT = {"flip": True, "rotate_deg": 10.0, "intensity": 0.1}
 
-    def __init__(self, image: np.ndarray, label: np.ndarray, augment: bool = False):
+
+def rotate(x: torch.Tensor, y: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate an image (C, H, W; bilinear) and its label map (H, W; nearest, so 255 stays 255) together."""
+    import math
+
+    import torch.nn.functional as F
+
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]).unsqueeze(0)
+    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
+    xr = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    yr = F.grid_sample(y[None, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)[0, 0]
+    return xr, yr.long()
+
+
+class SliceDataset(Dataset):
+    """In-memory slices with optional augmentation: flips, small rotations, intensity jitter.
+
+    Random draws come from torch's RNG, which ``seed_everything(seed, workers=True)`` seeds per process and
+    per data-loader worker, so a run is reproducible for a given seed and number of workers.
+    """
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, augment: dict | None = None):
         self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         self.label = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
-        self.augment = augment
+        self.augment = augment or {}
 
     def __len__(self) -> int:
         return len(self.label)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.image[i], self.label[i]
-        if self.augment:  # torch's RNG: seeded per process and per worker by seed_everything(workers=True)
+        aug = self.augment
+        if aug.get("flip"):
             if torch.rand(1) < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
             if torch.rand(1) < 0.5:
                 x, y = x.flip(-2), y.flip(-2)
-            x = x * (1 + 0.1 * (torch.rand(1) - 0.5))
+        if aug.get("rotate_deg"):
+            x, y = rotate(x, y, float((torch.rand(1) * 2 - 1) * aug["rotate_deg"]))
+        if aug.get("intensity"):
+            x = x * (1 + aug["intensity"] * (2 * torch.rand(1) - 1))
         return x, y
 
 
 class SliceDataModule(pl.LightningDataModule):
     def __init__(self, processed_dir: Path, split_file: Path, batch_size: int = 8, num_workers: int = 0,
-                 seed: int = 0, augment: bool = True):
+                 seed: int = 0, augment: dict | None = None):
         super().__init__()
         self.processed_dir, self.split_file = Path(processed_dir), Path(split_file)
         self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
         self.data: dict[str, dict[str, np.ndarray]] = {}
+
+    @classmethod
+    def from_params(cls, exp: dict, processed_dir: Path, split_file: Path) -> "SliceDataModule":
+        t = exp["train"]
+        return cls(processed_dir, split_file, batch_size=int(t["batch_size"]), num_workers=int(t.get("num_workers", 0)),
+                   seed=int(t["seed"]), augment={**DEFAULT_AUGMENT, **t.get("augment", {})})
 
     def setup(self, stage: str | None = None) -> None:
         for subset in ("train", "val", "test"):
@@ -65,7 +96,7 @@ class SliceDataModule(pl.LightningDataModule):
         if not self.data["val"]:  # a tiny cohort: validate on the training slices rather than not at all
             self.data["val"] = self.data["train"]
 
-    def _loader(self, subset: str, shuffle: bool, augment: bool) -> DataLoader:
+    def _loader(self, subset: str, shuffle: bool, augment: dict | None) -> DataLoader:
         d = self.data[subset]
         ds = SliceDataset(d["image"], d["label"], augment=augment)
         g = torch.Generator().manual_seed(self.seed)
@@ -76,7 +107,7 @@ class SliceDataModule(pl.LightningDataModule):
         return self._loader("train", True, self.augment)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, False)
+        return self._loader("val", False, None)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, False)
+        return self._loader("test", False, None)

@@ -11,12 +11,13 @@ from .loss import IGNORE, MaskedDiceCELoss
 
 
 class SegmentationModule(pl.LightningModule):
-    def __init__(self, exp: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0, max_epochs: int = 10):
+    def __init__(self, exp: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0, max_epochs: int = 10,
+                 class_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.exp = exp
         self.net = build_model(exp)
-        self.loss = MaskedDiceCELoss(exp["classes"])
+        self.loss = MaskedDiceCELoss(exp["classes"], class_weights=class_weights)
         self._inter = torch.zeros(exp["classes"] - 1)
         self._denom = torch.zeros(exp["classes"] - 1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +56,50 @@ def hyperparameters(exp: dict[str, Any], best_params: Path | None) -> dict[str, 
 
 
 def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
-    """A Trainer configured from params: accelerator, devices, precision; deterministic on CPU."""
+    """A Trainer from params: accelerator, devices, strategy, num_nodes (DDP needs no code change), precision.
+
+    ``deterministic=True`` makes CPU runs bit-reproducible; on GPU some kernels (e.g. cuDNN convolutions'
+    backward, scatter-adds) may still differ in the last bits between runs and between GPU models.
+    """
     torch.set_num_threads(int(hp.get("threads", 1)))
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator=hp.get("accelerator", "cpu"),
         devices=hp.get("devices", 1),
+        strategy=hp.get("strategy", "auto"),
+        num_nodes=int(hp.get("num_nodes", 1)),
         precision=hp.get("precision", "32-true"),
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
-        gradient_clip_val=1.0,
+        gradient_clip_val=float(hp.get("gradient_clip_val", 1.0)),
         log_every_n_steps=1,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         **kwargs,
     )
+
+
+def module_kwargs(hp: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """SegmentationModule arguments from merged hyperparameters."""
+    return {"lr": float(hp["lr"]), "weight_decay": float(hp["weight_decay"]), "max_epochs": max_epochs,
+            "class_weights": hp.get("class_weights")}
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns logging (rank 0 of the job; always true without DDP)."""
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def dvc_hash(cohort_root: str | Path) -> str | None:
+    """The DVC hash of the raw cohort when it is DVC-tracked (``<root>.dvc`` beside it), else None."""
+    import yaml
+
+    meta = Path(str(cohort_root).rstrip("/") + ".dvc")
+    if not meta.exists():
+        return None
+    outs = (yaml.safe_load(meta.read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("md5") or outs[0].get("hash")
 
 
 def train_experiment(
@@ -82,6 +111,7 @@ def train_experiment(
     best_params: Path | None,
     out_dir: Path,
     curve_csv: Path | None = None,
+    extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Train ``name`` and register the model as a new version with alias ``challenger``."""
     import mlflow
@@ -103,32 +133,43 @@ def train_experiment(
             stale.unlink()
     data_files = sorted(processed_dir / f"{p}.npz" for p in read_split(split_file))
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
+    cohort_dvc = dvc_hash(params["cohort"]["root"])
+    if cohort_dvc:
+        tags["breastseg.data_hash"] = cohort_dvc
+        tags["breastseg.data_hash_source"] = "dvc"
     if best_params and best_params.exists():
         tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
-    if resume:
+    rank_zero = is_rank_zero()
+    if resume or not rank_zero:  # DDP ranks > 0 re-run this function: they join rank 0's run
         run_id = run_file.read_text().strip()
-        log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
+        if rank_zero:
+            log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:
         run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}", tags={**tags, "breastseg.stage": "train"})
         run_id = run.info.run_id
         run_file.write_text(run_id + "\n")
 
-    dm = SliceDataModule(processed_dir, split_file, batch_size=int(hp["batch_size"]),
-                         num_workers=int(hp.get("num_workers", 0)), seed=int(hp["seed"]))
-    module = SegmentationModule(exp, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]),
-                                max_epochs=int(hp["max_epochs"]))
+    dm = SliceDataModule.from_params(exp, processed_dir, split_file)
+    module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"])))
     logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
-    callbacks: list[Callback] = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=10),
-                                 LearningRateMonitor(logging_interval="epoch")]
+    callbacks: list[Callback] = [
+        checkpoint,
+        EarlyStopping(monitor="val_dice", mode="max", patience=int(hp.get("early_stopping_patience", 10))),
+        LearningRateMonitor(logging_interval="epoch"),
+        *(extra_callbacks or []),
+    ]
     if curve_csv:
         callbacks.append(CurveRecorder(curve_csv))
     trainer = make_trainer(hp, int(hp["max_epochs"]), logger, callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
 
     best_path = checkpoint.best_model_path or str(last)
     best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=False)
     net = best.net.eval().float().cpu()
+    dm.setup()
     sample = dm.data["val"]["image"][:2].astype(np.float32)
     with torch.no_grad():
         out = net(torch.from_numpy(sample)).softmax(1).numpy()

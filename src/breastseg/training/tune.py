@@ -1,21 +1,23 @@
-"""Optuna search: one study per experiment, TPE + pruning, each trial a nested MLflow run."""
+"""Optuna search: one study per experiment, TPE + pruning, each trial a nested MLflow run.
+
+Three steps, so that several workers can share one study without racing:
+``open_study`` creates the study and its MLflow parent run once; ``run_worker`` (any number of processes, on
+any machines sharing the storage) runs trials until the study holds ``tune.n_trials`` finished ones (COMPLETE
+or PRUNED, so a rerun after a crash completes the study instead of restarting it); ``close_study`` writes the
+best parameters for the ``train`` rule and closes the parent run.
+"""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import optuna
-from lightning.pytorch.loggers import MLFlowLogger
-from optuna_integration import PyTorchLightningPruningCallback
 
 from .. import tracking
 from ..config import experiment
-from ..data.datamodule import SliceDataModule
 from ..io import write_json
-from .module import SegmentationModule
-from .train import make_trainer
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -36,89 +38,156 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
 
 def make_pruner(kind: str) -> optuna.pruners.BasePruner:
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(min_resource=1)
     if kind == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def parent_run_id(exp_id: str, study_name: str, tags: dict[str, str]) -> str:
-    """The study's parent run, reused across reruns so every trial nests under one run."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    found = client.search_runs([exp_id], filter_string=f"tags.`breastseg.study` = '{study_name}'", max_results=1,
-                               order_by=["attributes.start_time ASC"])
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"study-{study_name}",
-                            tags={**tags, "breastseg.study": study_name, "breastseg.stage": "tune"})
-    return run.info.run_id
+def study_name(name: str) -> str:
+    return f"breastseg-{name}"
 
 
-def tune_experiment(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path,
-                    work_dir: Path) -> dict[str, Any]:
-    """Run trials until the study has ``tune.n_trials`` finished ones; write the best params to ``out_json``."""
+def load_study(params: dict[str, Any], name: str, seed: int) -> optuna.Study:
+    storage = optuna.storages.RDBStorage(params["tracking"]["optuna_storage"], heartbeat_interval=30, grace_period=120)
+    return optuna.create_study(
+        study_name=study_name(name), storage=storage, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"].get("pruner", "median")),
+        load_if_exists=True,
+    )
+
+
+def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path) -> dict:
+    """Create (or reopen) the study and its MLflow parent run; write their ids to ``out_json``."""
     import mlflow
 
     exp = experiment(params, name)
-    cfg = params["tune"]
-    hp0 = exp["train"]
+    study = load_study(params, name, int(exp["train"]["seed"]))
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
-    study_name = f"breastseg-{name}"
-    study = optuna.create_study(
-        study_name=study_name, storage=params["tracking"]["optuna_storage"], direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=int(hp0["seed"])), pruner=make_pruner(cfg.get("pruner", "median")),
-        load_if_exists=True,
-    )
-    data_files = sorted(processed_dir.glob("*.npz"))
-    tags = tracking.lineage_tags(params, exp, split_file, data_files)
-    parent = parent_run_id(exp_id, study_name, tags)
-    dm = SliceDataModule(processed_dir, split_file, batch_size=int(hp0["batch_size"]),
-                         num_workers=int(hp0.get("num_workers", 0)), seed=int(hp0["seed"]))
+    client = mlflow.MlflowClient()
+    found = client.search_runs([exp_id], filter_string=f"tags.`breastseg.study` = '{study.study_name}' and "
+                               "tags.`breastseg.stage` = 'tune'", max_results=1)
+    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
+    if found:
+        parent = found[0].info.run_id
+        client.update_run(parent, status="RUNNING")
+    else:
+        parent = client.create_run(exp_id, run_name=f"study-{study.study_name}",
+                                   tags={**tags, "breastseg.study": study.study_name, "breastseg.stage": "tune"}).info.run_id
+        client.log_param(parent, "n_trials", params["tune"]["n_trials"])
+        client.log_param(parent, "pruner", params["tune"].get("pruner", "median"))
+    result = {"experiment": name, "study": study.study_name, "parent_run_id": parent, "experiment_id": exp_id}
+    write_json(out_json, result)
+    return result
+
+
+def _claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """True if this trial is among the first ``n_trials`` finished-or-running ones (by trial number)."""
+    live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING)))
+    return trial.number in live[:n_trials]
+
+
+def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_file: Path, processed_dir: Path,
+               out_json: Path, work_dir: Path, worker: int = 0, extra_callbacks: list | None = None) -> dict:
+    """Run trials until the study holds ``tune.n_trials`` finished ones; write this worker's summary."""
+    import lightning.pytorch as pl
+    import mlflow
+    from lightning.pytorch.loggers import MLFlowLogger
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from ..data.datamodule import SliceDataModule
+    from .module import SegmentationModule
+    from .train import make_trainer, module_kwargs
+
+    exp = experiment(params, name)
+    cfg = params["tune"]
+    n_trials = int(cfg["n_trials"])
+    hp0 = exp["train"]
+    info = json.loads(study_json.read_text())
+    study = load_study(params, name, int(hp0["seed"]) + worker)
+    tracking.configure(params)
+    client = mlflow.MlflowClient()
+    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
+    dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
     max_epochs = int(cfg.get("max_epochs", hp0["max_epochs"]))
-    client = mlflow.MlflowClient()
-
-    def objective(trial: optuna.Trial) -> float:
+    mine: list[int] = []
+    optuna.storages.fail_stale_trials(study)
+    live_states = (*FINISHED, optuna.trial.TrialState.RUNNING)
+    while len(study.get_trials(deepcopy=False, states=live_states)) < n_trials:
+        trial = study.ask()
+        if not _claim(study, trial, n_trials):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # another worker took the last slot
+            break
         hp = {**hp0, **suggest(trial, cfg.get("space", {}))}
         pl.seed_everything(int(hp["seed"]) + trial.number, workers=True)
-        run = client.create_run(exp_id, run_name=f"trial-{trial.number}",
-                                tags={**tags, "mlflow.parentRunId": parent, "breastseg.study": study_name,
-                                      "breastseg.trial": str(trial.number), "breastseg.stage": "trial"})
-        rid = run.info.run_id
+        rid = client.create_run(info["experiment_id"], run_name=f"trial-{trial.number}",
+                                tags={**tags, "mlflow.parentRunId": info["parent_run_id"],
+                                      "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
+                                      "breastseg.worker": str(worker), "breastseg.stage": "trial"}).info.run_id
         for k, v in tracking.flat_params({"trial": hp}).items():
             client.log_param(rid, k, v)
-        module = SegmentationModule(exp, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]), max_epochs=max_epochs)
+        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs))
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
-        trainer = make_trainer(hp, max_epochs, logger, [PyTorchLightningPruningCallback(trial, monitor="val_dice")],
-                               enable_checkpointing=False, default_root_dir=str(work_dir))
+        callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
+        trainer = make_trainer(hp, max_epochs, logger, callbacks, enable_checkpointing=False,
+                               default_root_dir=str(work_dir), enable_progress_bar=False)
         try:
             trainer.fit(module, datamodule=dm)
+            value = float(trainer.callback_metrics["val_dice"])
         except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             client.set_tag(rid, "optuna.state", "PRUNED")
             client.set_terminated(rid, "KILLED")
-            raise
+            log.info("trial %d pruned", trial.number)
         except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
             client.set_tag(rid, "optuna.state", "FAIL")
             client.set_terminated(rid, "FAILED")
             raise
-        value = float(trainer.callback_metrics["val_dice"])
-        client.set_tag(rid, "optuna.state", "COMPLETE")
-        client.set_terminated(rid, "FINISHED")
-        return value
-
-    done = sum(t.state in FINISHED for t in study.trials)
-    remaining = max(0, int(cfg["n_trials"]) - done)
-    log.info("study %s: %d finished trials, running %d more", study_name, done, remaining)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, catch=())
-    best = study.best_trial
-    client.log_metric(parent, "best_val_dice", float(best.value))
-    client.set_tag(parent, "breastseg.best_trial", str(best.number))
-    client.set_terminated(parent, "FINISHED")
-    result = {"experiment": name, "study": study_name, "trial": best.number, "value": best.value,
-              "params": best.params, "n_finished": sum(t.state in FINISHED for t in study.trials)}
+        else:
+            study.tell(trial, value)
+            client.set_tag(rid, "optuna.state", "COMPLETE")
+            client.log_metric(rid, "objective_val_dice", value)
+            client.set_terminated(rid, "FINISHED")
+            log.info("trial %d: val Dice %.4f", trial.number, value)
+        mine.append(trial.number)
+    result = {"experiment": name, "worker": worker, "trials": mine,
+              "n_finished": sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))}
     write_json(out_json, result)
     return result
+
+
+def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json: Path) -> dict:
+    """Write the best trial's parameters (read by ``train``) and close the parent run."""
+    import mlflow
+
+    info = json.loads(study_json.read_text())
+    study = load_study(params, name, 0)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    completed = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise RuntimeError(f"study {study.study_name}: no completed trial (all {len(finished)} pruned or failed)")
+    best = study.best_trial
+    tracking.configure(params)
+    client = mlflow.MlflowClient()
+    client.log_metric(info["parent_run_id"], "best_val_dice", float(best.value))
+    client.set_tag(info["parent_run_id"], "breastseg.best_trial", str(best.number))
+    client.set_tag(info["parent_run_id"], "breastseg.n_pruned",
+                   str(sum(t.state == optuna.trial.TrialState.PRUNED for t in finished)))
+    client.set_terminated(info["parent_run_id"], "FINISHED")
+    result = {"experiment": name, "study": study.study_name, "trial": best.number, "value": best.value,
+              "params": best.params, "n_finished": len(finished)}
+    write_json(out_json, result)
+    return result
+
+
+def tune_experiment(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path,
+                    work_dir: Path) -> dict:
+    """All three steps in one process (one worker)."""
+    study_json = work_dir / "study.json"
+    open_study(params, name, split_file=split_file, processed_dir=processed_dir, out_json=study_json)
+    run_worker(params, name, study_json=study_json, split_file=split_file, processed_dir=processed_dir,
+               out_json=work_dir / "worker-0.json", work_dir=work_dir)
+    return close_study(params, name, study_json=study_json, out_json=out_json)

@@ -35,6 +35,7 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     patient=r"P[0-9a-f]{12}",
     worker=r"\d+",
+    comparison=r"[a-z][a-z0-9_]*",
 
 
 def experiments_of(dataset):
@@ -71,4 +72,5 @@ rule all:
     input:
         expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
         expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
+        expand("results/comparisons/{comparison}.json", comparison=COMPARISONS),
         "results/summary.html",

@@ -54,7 +54,12 @@ def test_pipeline_end_to_end(tmp_path):
         assert not (subsets["train"] & subsets["test"]) and not (subsets["val"] & subsets["test"])
     us = [json.loads((repo / "data" / "splits" / f"{e}.json").read_text())["patients"] for e in EXPERIMENTS[1:]]
     assert us[0] == us[1]
-    assert (repo / "results" / "summary.html").read_text().count("<tr>") == 4
+    summary = (repo / "results" / "summary.html").read_text()
+    assert all(e in summary for e in EXPERIMENTS) and "Wilcoxon" in summary and "kappa" in summary
+    assert summary.count("data:image/png;base64") == 3 + 3 + 1 + 1  # overlays, box plots, calibration, comparison
+    comparison = json.loads((repo / "results" / "comparisons" / "entropy_vs_bmode.json").read_text())
+    assert comparison["wilcoxon"]["patients"] == json.loads((repo / "metrics" / "mass_us_bmode.json").read_text())[
+        "test_patients"]
     assert (repo / "logs" / "train" / "bpe_mri.log").exists()
 
     import mlflow

@@ -104,3 +104,49 @@ def test_tune_train_evaluate_register(tiny):
         assert train_run.data.tags[tag]
     assert "val_dice" in train_run.data.metrics
     assert json.loads((root / "decision.json").read_text())["champion_after"] == model["version"]
+
+
+def test_gate_does_not_promote_a_worse_model(tiny):
+    import mlflow
+    import torch
+
+    from breastseg.evaluation.evaluate import evaluate_experiment
+    from breastseg.registry import promote_if_better
+    from breastseg.tracking import configure, init_stores
+    from breastseg.training.train import train_experiment
+
+    params, root = tiny
+    name = "mass_us_bmode"
+    split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
+    init_stores(params)
+    good = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+                            out_dir=root / "good")
+    kw = dict(split_file=split, processed_dir=processed)
+    evaluate_experiment(params, name, model_json=root / "good/model.json", metrics_json=root / "good.json",
+                        out_dir=root / "res-good", **kw)
+    assert promote_if_better(params, name, model_json=root / "good/model.json", metrics_json=root / "good.json",
+                             decision_json=root / "d1.json", **kw)["promoted"]
+
+    # A challenger that always predicts background: strictly worse on the same test patients.
+    configure(params)
+    net = mlflow.pytorch.load_model(good["model_uri"])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    with mlflow.start_run(experiment_id=mlflow.MlflowClient().get_experiment_by_name(name).experiment_id) as run:
+        info = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle", pip_requirements=["torch"],
+                                        registered_model_name=f"breastseg-{name}")
+    bad = {"model_uri": f"models:/breastseg-{name}/{info.registered_model_version}", "run_id": run.info.run_id,
+           "version": str(info.registered_model_version), "model_name": f"breastseg-{name}"}
+    (root / "bad.json").write_text(json.dumps(bad))
+    evaluate_experiment(params, name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
+                        out_dir=root / "res-bad", **kw)
+    decision = promote_if_better(params, name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
+                                 decision_json=root / "d2.json", **kw)
+    assert not decision["promoted"]
+    assert decision["champion_before"]["version"] == good["version"] == decision["champion_after"]
+    assert decision["challenger"]["score"] < decision["champion_before"]["score"]
+    champion = mlflow.MlflowClient().get_model_version_by_alias(f"breastseg-{name}", "champion")
+    assert str(champion.version) == good["version"]
+    tags = mlflow.MlflowClient().get_model_version(f"breastseg-{name}", bad["version"]).tags
+    assert tags["breastseg.gate.promoted"] == "False"

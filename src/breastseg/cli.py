@@ -121,6 +121,12 @@ def cmd_register(args: argparse.Namespace) -> None:
                       split_file=Path(args.split), processed_dir=Path(args.processed_dir), decision_json=Path(args.out))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .evaluation.compare import compare
+
+    compare(args.name, args.a, args.b, Path(args.results_dir), Path(args.out_dir))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_summary
 
@@ -233,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiment")
     s.add_argument("--study", required=True, help="JSON written by 'study'")
     s.add_argument("--out", required=True, help="best parameters (JSON)")
+
+    s = add("compare", cmd_compare, "paired Wilcoxon test of two experiments on the same test patients")
+    s.add_argument("name", help="comparison name (file stem)")
+    s.add_argument("a", help="first experiment (e.g. mass_us_entropy)")
+    s.add_argument("b", help="second experiment (e.g. mass_us_bmode)")
+    s.add_argument("--results-dir", default="results")
+    s.add_argument("--out-dir", default="results/comparisons")
 
     s = add("report", cmd_report, "one-page HTML summary of all experiments")
     s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")

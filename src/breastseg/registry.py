@@ -47,7 +47,7 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, me
         champion_score = challenger_score  # already champion (a rerun of this rule)
     elif champion is not None:
         # Re-evaluate the champion on exactly the challenger's test patients (the test set may have grown).
-        _, summary, _, _ = evaluate_model(params, name, f"models:/{registered}/{champion.version}", split_file,
+        _, _, summary, _, _ = evaluate_model(params, name, f"models:/{registered}/{champion.version}", split_file,
                                           processed_dir)
         champion_score = summary.get(metric)
     promote = decide(challenger_score, champion_score, margin) and champion_version != model["version"]

@@ -1,4 +1,4 @@
-"""One-page HTML summary comparing all experiments: test Dice, model versions, champion decisions, figures."""
+"""One-page HTML summary of all experiments: test metrics, model versions, champion gate, comparisons, figures."""
 from __future__ import annotations
 
 import base64
@@ -9,41 +9,116 @@ from typing import Any
 
 from .io import atomic_path
 
+CAPTIONS = {
+    "overlays.png": "Worst, median and best test slices by Dice: image, ground truth, prediction.",
+    "dice_boxplot.png": "Dice per test patient, per foreground class.",
+    "bpe_calibration.png": "BPE fraction per test patient, predicted vs ground truth, with the category cut-offs.",
+}
 
-def _fmt(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
 
 
-def write_summary(params: dict[str, Any], metrics_files: list[Path], out: Path) -> Path:
-    """Write ``out`` (HTML): one row per experiment, then each experiment's overlay figure inline."""
-    rows, figures = [], []
-    for f in sorted(metrics_files):
-        m = json.loads(Path(f).read_text())
+def _img(path: Path, alt: str, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _experiment_rows(m: dict[str, Any], decision: dict[str, Any]) -> str:
+    rows = []
+    for cls, stats in m.get("per_patient", {}).items():
+        d, hd, asd = stats["dice"], stats["hd95_mm"], stats["asd_mm"]
+        ci = d.get("ci95") or [None, None]
+        rows.append(f"<tr><td>{html.escape(m['experiment'])}</td><td>{html.escape(cls)}</td><td>{_f(d['mean'])} "
+                    f"[{_f(ci[0])}, {_f(ci[1])}]</td><td>{_f(d['median'])}</td><td>{_f(d['std'])}</td>"
+                    f"<td>{_f(stats['precision']['mean'])}</td><td>{_f(stats['recall']['mean'])}</td>"
+                    f"<td>{_f(hd['median'], 2)}</td><td>{_f(asd['median'], 2)}</td><td>{m.get('n_patients')}</td>"
+                    f"<td>v{_f(m.get('model_version'))}</td><td>{_gate(decision)}</td></tr>")
+    return "".join(rows)
+
+
+def _gate(decision: dict[str, Any]) -> str:
+    if not decision:
+        return "n/a"
+    ch, before = decision["challenger"], decision["champion_before"]
+    if decision["promoted"]:
+        return (f"promoted v{ch['version']} ({_f(ch['score'])}"
+                + (f" vs v{before['version']} {_f(before['score'])})" if before["version"] else ", first champion)"))
+    return f"kept v{before['version']} ({_f(before['score'])} vs challenger {_f(ch['score'])})"
+
+
+def _bpe(m: dict[str, Any]) -> str:
+    b = m.get("bpe")
+    if not b:
+        return ""
+    labels = ["minimal", "mild", "moderate", "marked"][: len(b["confusion_matrix"])]
+    head = "".join(f"<th>pred {html.escape(l)}</th>" for l in labels)
+    body = "".join(f"<tr><th>true {html.escape(labels[i])}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                   for i, row in enumerate(b["confusion_matrix"]))
+    return (f"<h3>{html.escape(m['experiment'])}: BPE category read-out ({b['n']} test patients)</h3>"
+            f"<p>Linear-weighted Cohen's kappa {_f(b['kappa_linear'])}; category accuracy "
+            f"{_f(b['category_accuracy'])}; mean absolute error of the BPE fraction {_f(b['fraction_mae'])} "
+            f"(cut-offs {', '.join(_f(c, 2) for c in b['cutoffs'])}).</p>"
+            f"<table><tr><th></th>{head}</tr>{body}</table>")
+
+
+def _comparison(c: dict[str, Any]) -> str:
+    w = c["wilcoxon"]
+    p = w.get("p_value")
+    return (f"<h3>{html.escape(c['comparison'])}: {html.escape(c['a'])} vs {html.escape(c['b'])}</h3>"
+            "<table><tr><th>input</th><th>mean Dice</th><th>median Dice</th><th>test patients</th><th>model</th></tr>"
+            f"<tr><td>{html.escape(c['a'])}</td><td>{_f(w['mean_x'])}</td><td>{_f(w['median_x'])}</td>"
+            f"<td>{w['n']}</td><td>v{_f(c['model_versions'].get(c['a']))}</td></tr>"
+            f"<tr><td>{html.escape(c['b'])}</td><td>{_f(w['mean_y'])}</td><td>{_f(w['median_y'])}</td>"
+            f"<td>{w['n']}</td><td>v{_f(c['model_versions'].get(c['b']))}</td></tr></table>"
+            f"<p>Paired Wilcoxon signed-rank test on per-patient Dice: p = {'n/a' if p is None else f'{p:.4g}'}"
+            + (f" ({html.escape(w['note'])})" if w.get("note") else "") + ".</p>")
+
+
+def write_summary(params: dict[str, Any], metrics_files: list[Path], out: Path, results_dir: Path = Path("results")
+                  ) -> Path:
+    """Write ``out`` (self-contained HTML, figures inline)."""
+    metrics = [json.loads(Path(f).read_text()) for f in sorted(metrics_files)]
+    rows, bpe, figures = [], [], []
+    for m in metrics:
         name = m["experiment"]
-        decision_file = Path("results") / name / "decision.json"
-        decision = json.loads(decision_file.read_text()) if decision_file.exists() else {}
-        per_class = ", ".join(f"{k} {_fmt(v)}" for k, v in m.get("dice", {}).items())
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(m.get('dice_mean'))}</td><td>{per_class}</td>"
-                    f"<td>{m.get('n_patients')}</td><td>{m.get('n_slices')}</td><td>v{m.get('model_version')}</td>"
-                    f"<td>{'promoted' if decision.get('promoted') else 'kept v' + str(decision.get('champion_after'))}"
-                    f"</td></tr>")
-        fig = Path("results") / name / "overlays.png"
-        if fig.exists():
-            data = base64.b64encode(fig.read_bytes()).decode()
-            figures.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)} overlays' "
-                           f"src='data:image/png;base64,{data}'>")
+        dfile = results_dir / name / "decision.json"
+        rows.append(_experiment_rows(m, json.loads(dfile.read_text()) if dfile.exists() else {}))
+        bpe.append(_bpe(m))
+        for fname, caption in CAPTIONS.items():
+            if (results_dir / name / fname).exists():
+                figures.append(_img(results_dir / name / fname, f"{name} {fname}", f"{name}: {caption}"))
+    comparisons = [json.loads(f.read_text()) for f in sorted((results_dir / "comparisons").glob("*.json"))]
+    for c in comparisons:
+        png = results_dir / "comparisons" / f"{c['comparison']}.png"
+        if png.exists():
+            figures.append(_img(png, f"{c['comparison']} box plot", f"{c['comparison']}: per-patient Dice, same test "
+                                "patients."))
+    conventions = metrics[0].get("conventions") if metrics else None
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>breastseg summary</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}} table{{border-collapse:collapse;margin:0.5em 0}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}} figure{{display:inline-block;margin:0.5em;
+vertical-align:top}} figcaption{{font-size:0.85em;max-width:36em}}</style></head><body>
 <h1>breastseg: experiment summary</h1>
-<p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test-set Dice per patient, averaged over patients and
-foreground classes.</p>
-<table><tr><th>experiment</th><th>mean Dice</th><th>Dice per class</th><th>test patients</th><th>test slices</th>
-<th>challenger</th><th>champion gate</th></tr>
+<p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test patients only. Dice per patient (pixels of all its
+annotated slices pooled): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD in millimetres
+(median over patients).</p>
+<table><tr><th>experiment</th><th>class</th><th>Dice mean [CI]</th><th>median</th><th>std</th><th>precision</th>
+<th>recall</th><th>HD95 mm</th><th>ASD mm</th><th>patients</th><th>challenger</th><th>champion gate</th></tr>
 {''.join(rows)}
 </table>
+{''.join(_comparison(c) for c in comparisons)}
+{''.join(bpe)}
+<h2>Figures</h2>
 {''.join(figures)}
+<h2>Conventions</h2><pre>{html.escape(json.dumps(conventions, indent=1) if conventions else 'n/a')}</pre>
 </body></html>
 """
     with atomic_path(out) as tmp:

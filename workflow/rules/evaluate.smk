@@ -1,22 +1,67 @@
-# Test split only: metrics/<experiment>.json (DVC metrics), per-case CSV and overlay figure.
-rule evaluate:
+# Test split only: metrics/<experiment>.json (DVC metrics), per-slice and per-patient CSVs, figures; one rule per
+# dataset because the MRI read-out adds a BPE calibration figure. Then paired comparisons (entropy vs B-mode).
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"evaluate_{_dataset}"
+        input:
+            model="models/{experiment}/model.json",
+            split="data/splits/{experiment}.json",
+        output:
+            metrics="metrics/{experiment}.json",
+            per_case="results/{experiment}/per_case.csv",
+            per_patient="results/{experiment}/per_patient.csv",
+            figures=[
+                report("results/{experiment}/overlays.png", caption="../report/overlays.rst",
+                       category="Evaluation", subcategory="{experiment}"),
+                report("results/{experiment}/dice_boxplot.png", caption="../report/boxplot.rst",
+                       category="Evaluation", subcategory="{experiment}"),
+                *([report("results/{experiment}/bpe_calibration.png", caption="../report/calibration.rst",
+                          category="Evaluation", subcategory="{experiment}")] if _dataset == "mri" else []),
+            ],
+        wildcard_constraints:
+            experiment="|".join(experiments_of(_dataset)),
+        params:
+            evaluation=config.get("evaluation", {}),
+        log:
+            "logs/evaluate/{experiment}.log",
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            "../../envs/breastseg.yaml"
+        shell:
+            "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
+            "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
+            "--out-dir results/{wildcards.experiment} > {log} 2>&1"
+
+
+COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("comparisons", [])
+               if c["a"] in EXPERIMENTS and c["b"] in EXPERIMENTS}
+
+
+rule compare:
     input:
-        model="models/{experiment}/model.json",
-        split="data/splits/{experiment}.json",
+        lambda wc: [f"results/{e}/per_patient.csv" for e in (COMPARISONS[wc.comparison]["a"],
+                                                             COMPARISONS[wc.comparison]["b"])],
+        lambda wc: [f"metrics/{e}.json" for e in (COMPARISONS[wc.comparison]["a"], COMPARISONS[wc.comparison]["b"])],
     output:
-        metrics="metrics/{experiment}.json",
-        per_case="results/{experiment}/per_case.csv",
-        figure=report("results/{experiment}/overlays.png", caption="../report/overlays.rst", category="Evaluation",
-                      subcategory="{experiment}"),
+        json="results/comparisons/{comparison}.json",
+        table="results/comparisons/{comparison}.md",
+        figure=report("results/comparisons/{comparison}.png", caption="../report/comparison.rst",
+                      category="Comparisons"),
+    params:
+        pair=lambda wc: COMPARISONS[wc.comparison],
     log:
-        "logs/evaluate/{experiment}.log",
+        "logs/compare/{comparison}.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
-        "--out-dir results/{wildcards.experiment} > {log} 2>&1"
+        "{BREASTSEG} -q compare {wildcards.comparison} {params.pair[a]} {params.pair[b]} "
+        "--results-dir results --out-dir results/comparisons > {log} 2>&1"

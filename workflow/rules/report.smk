@@ -3,6 +3,7 @@ rule report:
     input:
         metrics=expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
         decisions=expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
+        comparisons=expand("results/comparisons/{comparison}.json", comparison=COMPARISONS),
     output:
         report("results/summary.html", caption="../report/summary.rst", category="Summary"),
     log:

@@ -21,11 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from ..io import atomic_dir, write_json
 from .discover import Quarantine, scan
-from .nifti import nifti_name, write_nifti
-from .pixels import read_stack
+from .nifti import nifti_name, write_nifti, write_nifti_copy, write_nifti_stream
+from .pixels import iter_native_slices, native_plan, native_segments, read_stack
 from .series import Stack, build_stacks
 from .sidecar import stack_sidecar, stack_start_time
 
@@ -42,6 +44,25 @@ def order_studies(stacks: list[Stack]) -> list[tuple[str, list[Stack]]]:
 
     ordered = sorted(by_study, key=sort_key)
     return [(f"study-{i}", by_study[uid]) for i, uid in enumerate(ordered, start=1)]
+
+
+def write_stack(path: Path, st: Stack) -> tuple[np.ndarray, dict[str, Any]]:
+    """Write ``st`` as NIfTI to ``path``; returns an array with the volume's shape and type (the values
+    themselves when they had to be read into memory) and what was done to the values.
+
+    Native little-endian stacks whose output type does not depend on the values are streamed slice by slice
+    (for ``.nii`` with unchanged values the kernel copies the pixel bytes), so memory stays at a slice.
+    """
+    plan = native_plan(st)
+    if plan is None:
+        data, info = read_stack(st)
+        write_nifti(path, data, st.affine)
+        return data, info
+    if plan.passthrough and not path.name.endswith(".gz"):
+        write_nifti_copy(path, st.shape, plan.out_dtype, st.affine, native_segments(st))
+    else:
+        write_nifti_stream(path, st.shape, plan.out_dtype, st.affine, iter_native_slices(st, plan))
+    return np.broadcast_to(np.zeros((), plan.out_dtype), st.shape), plan.info
 
 
 def _prepare_out_dir(out_dir: Path, marker: str) -> None:
@@ -105,13 +126,12 @@ def convert_dicom_dir(
 
         def one(job):
             study_key, key, st, rel = job
+            fname = nifti_name(key, compress)
             try:
-                data, info = read_stack(st)
+                data, info = write_stack(tmp / fname, st)
             except InputError as err:
                 quarantine.report(err.path, f"{st.label()}: {err.reason}", kind="series")
                 return None
-            fname = nifti_name(key, compress)
-            write_nifti(tmp / fname, data, st.affine)
             side = stack_sidecar(st, info, data, relative_time_s=rel, study_key=study_key)
             write_json(tmp / f"{key}.json", side)
             if progress:

@@ -7,6 +7,11 @@ truncated pixel data and images without geometry are *bad input*: each is report
 :class:`~breastseg.errors.InputError` naming the file, or, with ``on_error="skip"``, recorded in a
 :class:`Quarantine` while the rest converts. Other non-DICOM files (notes, NIfTI labels, PNGs) are ignored.
 
+Plain single-frame native little-endian images (the bulk of MR series) are read by
+:mod:`.fastheader` without pydicom, which parses them only when their full header is needed (one file per
+volume, for the sidecar); every other file, and any file the fast reader does not fully understand, is parsed
+by pydicom, which also words the errors.
+
 Each image frame becomes one :class:`SliceRef`: a classic file gives one, an Enhanced (multi-frame) file one
 per frame, with geometry taken from its per-frame or shared functional groups.
 """
@@ -25,6 +30,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..errors import InputError
+from .fastheader import read_fast
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -92,9 +98,19 @@ class SliceRef:
     study_time: float | None
     slice_thickness: float | None
     spacing_between: float | None
-    header: Dataset = field(repr=False)  # the file's header without pixel data (shared by its frames)
+    # the file's header without pixel data (shared by its frames); None until first needed when the file was
+    # read by the fast header reader (see :attr:`header`)
+    header_ds: Dataset | None = field(default=None, repr=False)
     pixel_offset: int | None = None  # byte offset of native little-endian pixel data in the file
     frame_bytes: int = 0
+    pixel_dtype: str = ""  # numpy dtype of the stored values ("<i2", "<u2", ...)
+
+    @property
+    def header(self) -> Dataset:
+        """The file's header without pixel data, parsed by pydicom on first use."""
+        if self.header_ds is None:
+            self.header_ds = load_header(self.path)
+        return self.header_ds
 
 
 @dataclass
@@ -263,6 +279,120 @@ def read_header(path: Path) -> tuple[Dataset, HeaderInfo]:
     return ds, HeaderInfo(magic, size, offset, tag)
 
 
+def pixel_dtype(bits: int, signed: bool) -> str:
+    """The numpy dtype string of stored pixel values (``"<i2"``, ``"<u1"``, ...)."""
+    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}").str
+
+
+def load_header(path: Path) -> Dataset:
+    """The header of ``path`` (no pixel data), parsed by pydicom; an InputError when it no longer parses."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a reason to refuse the file
+        raise InputError(path, f"cannot be parsed as DICOM ({_short(exc)})") from None
+
+
+_INT_CHARS = frozenset("+-0123456789 ")
+
+
+def _fast_int(value: Any) -> int | None:
+    """An IS value read by :mod:`.fastheader`; raises ValueError for what pydicom might read otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _INT_CHARS.issuperset(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _fast_float(value: Any) -> float | None:
+    """A single DS value read by :mod:`.fastheader` (ValueError when it is not one plain number)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(value)
+    v = float(value)
+    if not np.isfinite(v) or "_" in value:
+        raise ValueError(value)
+    return v
+
+
+def _fast_floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(value)
+    vals = tuple(float(v) for v in value)
+    if not all(np.isfinite(vals)) or any("_" in v for v in value):
+        raise ValueError(value)
+    return vals
+
+
+def _fast_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+def fast_slice_ref(path: Path) -> SliceRef | None:
+    """The SliceRef of a plain single-frame native little-endian image file, read without pydicom; None for
+    every other file (and for any file that is not perfectly well formed), which the pydicom path handles."""
+    h = read_fast(path)
+    if h is None:
+        return None
+    try:
+        g = h.values.get
+        sop_class = _fast_text(g("SOPClassUID")) or _fast_text(g("MediaStorageSOPClassUID")) or ""
+        if sop_class in (SEG_SOP_CLASS, MEDIA_STORAGE_DIRECTORY) or sop_class.startswith(_NON_IMAGE_PREFIXES):
+            return None
+        rows, cols, bits = g("Rows"), g("Columns"), g("BitsAllocated")
+        if not rows or not cols or bits not in (8, 16, 32) or g("SamplesPerPixel", 1) != 1:
+            return None
+        if _fast_int(g("NumberOfFrames")) not in (None, 1):
+            return None
+        frame_bytes = rows * cols * bits // 8
+        if h.pixel_length < frame_bytes or h.pixel_value_offset + frame_bytes > h.size:
+            return None  # truncated: reported by the pydicom path
+        study_uid, series_uid = _fast_text(g("StudyInstanceUID")), _fast_text(g("SeriesInstanceUID"))
+        if not study_uid or not series_uid:
+            return None
+        iop = _fast_floats(g("ImageOrientationPatient"), 6)
+        ipp = _fast_floats(g("ImagePositionPatient"), 3)
+        ps = _fast_floats(g("PixelSpacing"), 2)
+        _require_geometry(path, iop, ipp, ps, "")
+        acq_date = _fast_text(g("AcquisitionDate")) or _fast_text(g("SeriesDate"))
+        acq = dicom_datetime(acq_date, _fast_text(g("AcquisitionTime")))
+        if acq is None and g("AcquisitionDateTime") is not None:
+            acq = dicom_dt(_fast_text(g("AcquisitionDateTime")))
+        slope = _fast_float(g("RescaleSlope"))
+        echo = _fast_int(g("EchoNumbers"))
+        return SliceRef(
+            path=path,
+            frame=None,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            series_number=_fast_int(g("SeriesNumber")),
+            sop_uid=_fast_text(g("SOPInstanceUID")) or "",
+            rows=rows,
+            cols=cols,
+            iop=iop, ipp=ipp, pixel_spacing=ps,  # type: ignore[arg-type]
+            slope=1.0 if slope is None or slope == 0.0 else slope,
+            intercept=_fast_float(g("RescaleIntercept")) or 0.0,
+            temporal_position=_fast_int(g("TemporalPositionIdentifier")),
+            echo=None if echo is None else float(echo),
+            acq_time=acq,
+            content_time=dicom_datetime(_fast_text(g("ContentDate")), _fast_text(g("ContentTime"))),
+            series_time=dicom_datetime(_fast_text(g("SeriesDate")), _fast_text(g("SeriesTime"))),
+            study_time=dicom_datetime(_fast_text(g("StudyDate")), _fast_text(g("StudyTime"))),
+            slice_thickness=_fast_float(g("SliceThickness")),
+            spacing_between=_fast_float(g("SpacingBetweenSlices")),
+            pixel_offset=h.pixel_value_offset,
+            frame_bytes=frame_bytes,
+            pixel_dtype=pixel_dtype(bits, g("PixelRepresentation", 0) == 1),
+        )
+    except (ValueError, TypeError, InputError):
+        return None
+
+
 def _pixel_element_length(head: bytes, implicit: bool) -> tuple[int, int] | None:
     """(value length, header size) of the Pixel Data element whose first 12 bytes are ``head``; None for
     undefined length (encapsulated)."""
@@ -294,6 +424,10 @@ def scan(root: str | Path, quarantine: Quarantine) -> ScanResult:
     segs: list[tuple[Path, Dataset]] = []
     ignored: list[dict[str, str]] = []
     for path in files:
+        ref = fast_slice_ref(path)
+        if ref is not None:
+            slices.append(ref)
+            continue
         named_dicom = path.suffix.lower() in DICOM_SUFFIXES or path.name.upper() == "DICOMDIR"
         try:
             ds, hinfo = read_header(path)
@@ -429,9 +563,10 @@ def slice_refs(path: Path, ds: Dataset, hinfo: HeaderInfo) -> list[SliceRef]:
         content_time=dicom_datetime(ds.get("ContentDate"), ds.get("ContentTime")),
         series_time=dicom_datetime(ds.get("SeriesDate"), ds.get("SeriesTime")),
         study_time=dicom_datetime(ds.get("StudyDate"), ds.get("StudyTime")),
-        header=ds,
+        header_ds=ds,
         pixel_offset=offset,
         frame_bytes=frame_bytes,
+        pixel_dtype=pixel_dtype(bits, _int(ds.get("PixelRepresentation", 0)) == 1),
     )
     if not common["study_uid"] or not common["series_uid"]:
         raise InputError(path, "missing StudyInstanceUID or SeriesInstanceUID")

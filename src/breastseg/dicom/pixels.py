@@ -10,10 +10,19 @@ Values: MONOCHROME1 stored values are inverted within the stored bit range (so h
 MONOCHROME2); then RescaleSlope/RescaleIntercept are applied per frame. The result keeps an integer type when
 every slope is 1 and every intercept an integer and the range fits (the stored type first, then int16,
 uint16, int32); otherwise it is float32.
+
+When every frame of a stack is native little endian and the output type does not depend on the values
+(slope 1 and intercept 0 everywhere, or a float32 result), :func:`native_plan` describes the conversion and
+:func:`iter_native_slices` yields the converted volume one slice at a time, so a writer never needs the
+whole volume in memory; :func:`native_segments` gives the raw byte ranges when the values are copied as they
+are stored. The results are identical to :func:`read_stack`'s.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +49,7 @@ def read_stack(stack: Stack) -> tuple[np.ndarray, dict[str, Any]]:
     per = stack.rows * stack.cols
     decoded: dict[Any, np.ndarray] = {}
     for k, s in enumerate(stack.slices):
-        if s.pixel_offset is not None and _raw_dtype(s.header) == dtype:
+        if s.pixel_offset is not None and s.pixel_dtype == dtype.str:
             _read_native(s, flat[k * per:(k + 1) * per])
         else:
             frame = _decoded_frame(s, decoded)
@@ -151,3 +160,76 @@ def apply_modality_lut(raw: np.ndarray, slopes: np.ndarray, inters: np.ndarray) 
         np.multiply(raw[:, :, k], np.float32(slopes[k]), out=out[:, :, k], casting="unsafe")
         out[:, :, k] += np.float32(inters[k])
     return out
+
+
+@dataclass
+class NativePlan:
+    """How to produce a stack's volume slice by slice from native pixel data (see :func:`native_plan`)."""
+
+    raw_dtype: np.dtype
+    out_dtype: np.dtype
+    bits_stored: int
+    fix_bits: bool  # clear / sign-extend the bits above BitsStored
+    invert: bool  # MONOCHROME1
+    scale: bool  # float32 modality LUT
+    slopes: np.ndarray
+    inters: np.ndarray
+    info: dict[str, Any]
+
+    @property
+    def passthrough(self) -> bool:
+        """True when the output bytes are the stored bytes."""
+        return not (self.fix_bits or self.invert or self.scale)
+
+
+def native_plan(stack: Stack) -> NativePlan | None:
+    """The slice-by-slice plan for ``stack``, or None when :func:`read_stack` is needed (encapsulated or
+    mixed pixel data, or integer intercepts whose output type depends on the value range)."""
+    header = stack.header
+    dtype = _raw_dtype(header)
+    if any(s.pixel_offset is None or s.pixel_dtype != dtype.str for s in stack.slices):
+        return None
+    slopes = np.array([s.slope for s in stack.slices], dtype=np.float64)
+    inters = np.array([s.intercept for s in stack.slices], dtype=np.float64)
+    integer = bool(np.all(slopes == 1.0) and np.all(inters == np.round(inters)))
+    if integer and not np.all(inters == 0):
+        return None
+    bits_stored = int(header.get("BitsStored", header.BitsAllocated) or header.BitsAllocated)
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    out_dtype = dtype if integer else np.dtype(np.float32)
+    info: dict[str, Any] = {"stored_dtype": dtype.name, "bits_stored": bits_stored, "photometric": photometric}
+    if photometric == "MONOCHROME1":
+        info["inverted"] = True
+    info["rescale_slope"] = _unique_or_list(slopes)
+    info["rescale_intercept"] = _unique_or_list(inters)
+    info["dtype"] = out_dtype.name
+    return NativePlan(dtype, out_dtype, bits_stored, bits_stored < dtype.itemsize * 8,
+                      photometric == "MONOCHROME1", not integer, slopes, inters, info)
+
+
+def native_segments(stack: Stack) -> list[tuple[Path, int, int]]:
+    """``(file, offset, length)`` of each frame's stored bytes, in slice order."""
+    return [(s.path, s.pixel_offset + (s.frame or 0) * s.frame_bytes, s.frame_bytes)  # type: ignore[operator]
+            for s in stack.slices]
+
+
+def iter_native_slices(stack: Stack, plan: NativePlan) -> Iterator[np.ndarray]:
+    """The converted slices of ``stack`` in order (each ``data[:, :, k]`` in Fortran order, as a flat array).
+    The same buffer is reused: consume each slice before asking for the next."""
+    per = stack.rows * stack.cols
+    raw = np.empty(per, dtype=plan.raw_dtype)
+    out = np.empty(per, dtype=np.float32) if plan.scale else raw
+    signed = plan.raw_dtype.kind == "i"
+    for k, s in enumerate(stack.slices):
+        _read_native(s, raw)
+        if plan.fix_bits:
+            _fix_unused_bits(raw, plan.bits_stored, signed)
+        if plan.invert:
+            if signed:
+                np.subtract(-1, raw, out=raw, casting="unsafe")
+            else:
+                np.subtract((1 << plan.bits_stored) - 1, raw, out=raw, casting="unsafe")
+        if plan.scale:
+            np.multiply(raw, np.float32(plan.slopes[k]), out=out, casting="unsafe")
+            out += np.float32(plan.inters[k])
+        yield out

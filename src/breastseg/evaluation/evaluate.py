@@ -1,4 +1,10 @@
-"""Evaluation on the test patients: per-slice and per-patient Dice, metrics JSON, per-case CSV, figures."""
+"""Evaluation on the test patients only: metrics per slice and per patient, clinical read-out, figures.
+
+Per patient, Dice, precision and recall pool the pixels of all the patient's annotated slices; HD95 and ASD
+(millimetres, from each slice's physical pixel spacing) are the mean over the patient's slices where they are
+defined. Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients. The empty-mask
+conventions are those of :mod:`breastseg.evaluation.metrics` and are written into the metrics file.
+"""
 from __future__ import annotations
 
 import csv
@@ -13,9 +19,11 @@ from .. import tracking
 from ..config import experiment
 from ..errors import InputError
 from ..io import atomic_path, write_json
-from .metrics import dice_per_class
+from .metrics import CONVENTIONS, IGNORE, case_metrics
 
 log = logging.getLogger(__name__)
+DISTANCES = ("hd95", "asd")
+OVERLAPS = ("dice", "precision", "recall")
 
 
 def load_model(model_uri: str):
@@ -36,40 +44,88 @@ def predict_slices(model, images: np.ndarray, batch_size: int = 16) -> np.ndarra
     return np.concatenate(preds) if preds else np.zeros((0,) + images.shape[2:], np.uint8)
 
 
-def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray) -> tuple[list[dict], dict[str, Any]]:
-    """Per-slice rows and the summary (per-patient mean Dice, then mean over patients and classes)."""
+def _nan_to_none(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def pooled_overlap(pred: np.ndarray, label: np.ndarray, c: int) -> dict[str, float]:
+    """Dice, precision and recall of class ``c`` over all annotated pixels of a stack of slices."""
+    valid = label != IGNORE
+    p, t = (pred == c) & valid, (label == c) & valid
+    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+    return {"dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else np.nan,
+            "precision": tp / (tp + fp) if (tp + fp) else np.nan,
+            "recall": tp / (tp + fn) if (tp + fn) else np.nan}
+
+
+def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=(0.25, 0.5, 0.75),
+          seed: int = 0) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Per-slice rows, per-patient rows and the summary written to ``metrics/<experiment>.json``."""
+    from . import statistics as st
+
     names = exp["class_names"]
-    rows = []
+    classes = range(1, exp["classes"])
+    slice_rows = []
     for i in range(len(pred)):
-        d = dice_per_class(pred[i], data["label"][i], exp["classes"])
-        rows.append({"patient": str(data["patient"][i]), "case": str(data["case"][i]), "slice": int(data["index"][i]),
-                     **{f"dice_{names[c]}": d[c - 1] for c in range(1, exp["classes"])}})
-    per_patient: dict[str, list[np.ndarray]] = {}
-    for r in rows:
-        per_patient.setdefault(r["patient"], []).append(np.array([r[f"dice_{n}"] for n in names[1:]], dtype=float))
-    patient_means = np.array([np.nanmean(np.stack(v), axis=0) for v in per_patient.values()]) if per_patient else \
-        np.zeros((0, exp["classes"] - 1))
-    by_class = {names[c]: _mean(patient_means[:, c - 1]) for c in range(1, exp["classes"])}
-    summary = {
-        "dice_mean": _mean([v for v in by_class.values() if v is not None]),
+        m = case_metrics(pred[i], data["label"][i], exp["classes"], tuple(float(s) for s in data["spacing_mm"][i]))
+        slice_rows.append({"patient": str(data["patient"][i]), "case": str(data["case"][i]),
+                           "slice": int(data["index"][i]),
+                           **{f"{k}_{names[c]}": m[f"{k}_{c}"] for c in classes for k in (*OVERLAPS, *DISTANCES)}})
+    patients = sorted(set(map(str, data["patient"])))
+    patient_rows = []
+    for pid in patients:
+        idx = np.flatnonzero(data["patient"] == pid)
+        row: dict[str, Any] = {"patient": pid, "slices": len(idx)}
+        for c in classes:
+            for k, v in pooled_overlap(pred[idx], data["label"][idx], c).items():
+                row[f"{k}_{names[c]}"] = v
+            for k in DISTANCES:
+                vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx], dtype=float)
+                row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+        if exp["dataset"] == "mri":
+            truth = data["label"][idx]
+            masked_pred = np.where(truth == IGNORE, IGNORE, pred[idx])
+            ft, fp = st.bpe_fraction(truth), st.bpe_fraction(masked_pred)
+            row.update(bpe_fraction_true=ft, bpe_fraction_pred=fp,
+                       bpe_category_true=None if ft is None else st.bpe_category(ft, cutoffs),
+                       bpe_category_pred=None if fp is None else st.bpe_category(fp, cutoffs))
+        patient_rows.append(row)
+
+    per_patient = {names[c]: {k if k in OVERLAPS else f"{k}_mm": st.summarize(
+        [r[f"{k}_{names[c]}"] for r in patient_rows], seed=seed) for k in (*OVERLAPS, *DISTANCES)} for c in classes}
+    per_slice = {names[c]: {"dice": st.summarize([r[f"dice_{names[c]}"] for r in slice_rows], seed=seed)}
+                 for c in classes}
+    by_class = {n: v["dice"]["mean"] for n, v in per_patient.items()}
+    defined = [v for v in by_class.values() if v is not None]
+    summary: dict[str, Any] = {
+        "dice_mean": float(np.mean(defined)) if defined else None,
         "dice": by_class,
-        "n_patients": len(per_patient),
-        "n_slices": len(rows),
-        "test_patients": sorted(per_patient),
+        "per_patient": per_patient,
+        "per_slice": per_slice,
+        "n_patients": len(patients),
+        "n_slices": len(slice_rows),
+        "test_patients": patients,
+        "conventions": CONVENTIONS,
     }
-    return rows, summary
+    if exp["dataset"] == "mri":
+        pairs = [(r["bpe_category_true"], r["bpe_category_pred"]) for r in patient_rows
+                 if r["bpe_category_true"] is not None and r["bpe_category_pred"] is not None]
+        errors = [abs(r["bpe_fraction_true"] - r["bpe_fraction_pred"]) for r in patient_rows
+                  if r["bpe_fraction_true"] is not None and r["bpe_fraction_pred"] is not None]
+        truth_c, pred_c = [a for a, _ in pairs], [b for _, b in pairs]
+        summary["bpe"] = {
+            "cutoffs": list(cutoffs),
+            "n": len(pairs),
+            "kappa_linear": st.weighted_kappa(truth_c, pred_c, len(cutoffs) + 1, weights="linear"),
+            "confusion_matrix": st.confusion_matrix(truth_c, pred_c, len(cutoffs) + 1),
+            "fraction_mae": float(np.mean(errors)) if errors else None,
+            "category_accuracy": float(np.mean([a == b for a, b in pairs])) if pairs else None,
+        }
+    return slice_rows, patient_rows, summary
 
 
-def _mean(values) -> float | None:
-    """Mean over finite values; None (JSON null) when there are none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if len(v) else None
-
-
-def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path
-                   ) -> tuple[list[dict], dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """Score ``model_uri`` on the test patients of ``split_file``."""
+def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path):
+    """Score ``model_uri`` on the test patients of ``split_file``: (slice rows, patient rows, summary, data, pred)."""
     from ..data.datamodule import load_subset
 
     exp = experiment(params, name)
@@ -77,66 +133,63 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
     if not data:
         raise InputError(split_file, "no test patients")
     pred = predict_slices(load_model(model_uri), data["image"])
-    rows, summary = score(exp, data, pred)
-    return rows, summary, data, pred
+    cfg = params.get("evaluation", {})
+    rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
+                                    seed=int(cfg.get("seed", 0)))
+    return rows, patients, summary, data, pred
 
 
-def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, rows: list[dict], out: Path, title: str) -> None:
-    """Worst, median and best test slices: image, truth, prediction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in rows[0] if k.startswith("dice_")]
-    mean = np.array([np.nanmean([row[k] for k in keys]) if not np.all(np.isnan([row[k] for k in keys])) else np.nan
-                     for row in rows])
-    order = np.argsort(np.nan_to_num(mean, nan=-1))
-    picks = [("worst", order[0]), ("median", order[len(order) // 2]), ("best", order[-1])]
-    fig, axes = plt.subplots(3, 3, figsize=(7.5, 7.5))
-    for r, (label, i) in enumerate(picks):
-        img = data["image"][i, -1]
-        truth = np.ma.masked_where(data["label"][i] == 255, data["label"][i])
-        for c, (panel, overlay) in enumerate([("image", None), ("truth", truth), ("prediction", pred[i])]):
-            ax = axes[r, c]
-            ax.imshow(img, cmap="gray")
-            if overlay is not None:
-                ax.imshow(np.ma.masked_equal(overlay, 0), cmap="autumn", alpha=0.5, vmin=0, vmax=max(2, int(pred.max())))
-            ax.set_title(f"{label} {panel}" + (f" (Dice {mean[i]:.2f})" if c == 2 else ""), fontsize=8)
-            ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
+def write_csv(rows: list[dict], out: Path) -> None:
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["patient"])
+            w.writeheader()
+            w.writerows({k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v)
+                         for k, v in r.items()} for r in rows)
 
 
 def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
                         metrics_json: Path, out_dir: Path) -> dict[str, Any]:
-    """Evaluate the challenger written by ``train``; log the evaluation as its own MLflow run."""
+    """Evaluate the challenger written by ``train``; log everything to an MLflow evaluation run."""
     import mlflow
 
+    from . import figures
+
+    exp = experiment(params, name)
     model = json.loads(model_json.read_text())
-    rows, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
+    rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"]})
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_case = out_dir / "per_case.csv"
-    with atomic_path(per_case) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    figure = out_dir / "overlays.png"
-    overlay_figure(data, pred, rows, figure, f"{name}: test slices (model v{model['version']})")
+    write_csv(rows, out_dir / "per_case.csv")
+    write_csv(patients, out_dir / "per_patient.csv")
+    names = exp["class_names"][1:]
+    paths = figures.figure_paths(out_dir, exp["dataset"])
+    slice_dice = np.array([np.nanmean([r[f"dice_{n}"] for n in names]) if np.isfinite([r[f"dice_{n}"] for n in names]).any()
+                           else np.nan for r in rows])
+    figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})")
+    figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
+                     f"{name}: Dice per test patient (v{model['version']})")
+    if "calibration" in paths:
+        ok = [r for r in patients if r["bpe_fraction_true"] is not None and r["bpe_fraction_pred"] is not None]
+        figures.calibration_plot([r["bpe_fraction_true"] for r in ok], [r["bpe_fraction_pred"] for r in ok],
+                                 summary["bpe"]["cutoffs"], paths["calibration"], f"{name}: BPE fraction per patient")
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-v{model['version']}",
                           tags={"breastseg.stage": "evaluate", "breastseg.experiment": name,
                                 "breastseg.model_version": model["version"], "breastseg.train_run": model["run_id"]}):
-        mlflow.log_metrics({k: v for k, v in {"test_dice_mean": summary["dice_mean"],
-                            **{f"test_dice_{c}": d for c, d in summary["dice"].items()}}.items() if v is not None})
-        mlflow.log_artifact(str(per_case))
-        mlflow.log_artifact(str(figure))
+        flat = {"test_dice_mean": summary["dice_mean"]}
+        for cls, stats in summary["per_patient"].items():
+            for metric, s in stats.items():
+                flat[f"test_{metric}_{cls}"] = s["mean"]
+                flat[f"test_{metric}_{cls}_median"] = s["median"]
+        if "bpe" in summary:
+            flat["test_bpe_kappa_linear"] = summary["bpe"]["kappa_linear"]
+            flat["test_bpe_fraction_mae"] = summary["bpe"]["fraction_mae"]
+        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
+        for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values()):
+            mlflow.log_artifact(str(f))
+        mlflow.log_dict(summary, "metrics.json")
     write_json(metrics_json, summary)
-    log.info("%s: test Dice %.3f on %d patients", name, summary["dice_mean"], summary["n_patients"])
+    log.info("%s: test Dice %.3f on %d patients", name, summary["dice_mean"] or float("nan"), summary["n_patients"])
     return summary

@@ -1,0 +1,89 @@
+"""Figures people would rather look at than tables: overlays, Dice box plots, BPE calibration."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    _pyplot().close(fig)
+
+
+def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, slice_dice: np.ndarray, out: Path, title: str) -> None:
+    """Worst, median and best test slices (by mean Dice): image, ground truth, prediction."""
+    plt = _pyplot()
+    order = np.argsort(np.nan_to_num(slice_dice, nan=-1))
+    picks = [("worst", order[0]), ("median", order[len(order) // 2]), ("best", order[-1])]
+    vmax = max(2, int(data["label"][data["label"] != 255].max(initial=1)))
+    fig, axes = plt.subplots(3, 3, figsize=(7.5, 7.5))
+    for r, (label, i) in enumerate(picks):
+        img = data["image"][i, -1]
+        truth = np.ma.masked_where((data["label"][i] == 255) | (data["label"][i] == 0), data["label"][i])
+        for c, (panel, overlay) in enumerate([("image", None), ("truth", truth), ("prediction", pred[i])]):
+            ax = axes[r, c]
+            ax.imshow(img.T, cmap="gray")
+            if overlay is not None:
+                ax.imshow(np.ma.masked_equal(overlay, 0).T, cmap="autumn", alpha=0.5, vmin=0, vmax=vmax)
+            dice = "" if c < 2 or np.isnan(slice_dice[i]) else f" (Dice {slice_dice[i]:.2f})"
+            ax.set_title(f"{label} {panel}{dice}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def box_plot(series: dict[str, list[float]], out: Path, title: str, ylabel: str = "Dice per patient") -> None:
+    """One box per series (finite values), with the points overlaid."""
+    plt = _pyplot()
+    names = list(series)
+    values = [[v for v in series[n] if v is not None and np.isfinite(v)] for n in names]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(names), 4))
+    ax.boxplot(values, showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    for i, v in enumerate(values, start=1):
+        ax.scatter(np.full(len(v), i) + np.linspace(-0.08, 0.08, max(1, len(v)))[: len(v)], v, s=10, alpha=0.6)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def calibration_plot(truth: list[float], pred: list[float], cutoffs: list[float], out: Path, title: str) -> None:
+    """Predicted vs ground-truth BPE fraction per patient, with the category cut-offs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1)
+    for c in cutoffs:
+        ax.axvline(c, color="lightgrey", lw=0.8)
+        ax.axhline(c, color="lightgrey", lw=0.8)
+    ax.scatter(truth, pred, s=20)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("BPE fraction, ground truth")
+    ax.set_ylabel("BPE fraction, prediction")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def figure_paths(out_dir: Path, dataset: str) -> dict[str, Any]:
+    paths = {"overlays": out_dir / "overlays.png", "boxplot": out_dir / "dice_boxplot.png"}
+    if dataset == "mri":
+        paths["calibration"] = out_dir / "bpe_calibration.png"
+    return paths

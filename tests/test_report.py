@@ -1,0 +1,79 @@
+"""The one-page summary: content from the metrics files, and figures that render in a real browser."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from breastseg.evaluation import figures
+from breastseg.report import write_summary
+
+
+def _stats(mean):
+    return {"n": 3, "n_undefined": 0, "mean": mean, "median": mean, "std": 0.1, "ci95": [mean - 0.1, mean + 0.1]}
+
+
+@pytest.fixture
+def results(tmp_path, params):
+    res = tmp_path / "results"
+    metrics = []
+    for name, classes in (("bpe_mri", ["fgt", "bpe"]), ("mass_us_entropy", ["mass"]), ("mass_us_bmode", ["mass"])):
+        (res / name).mkdir(parents=True)
+        per_patient = {c: {"dice": _stats(0.8), "precision": _stats(0.7), "recall": _stats(0.9),
+                           "hd95_mm": _stats(3.0), "asd_mm": _stats(1.0)} for c in classes}
+        m = {"experiment": name, "dice_mean": 0.8, "per_patient": per_patient, "n_patients": 3, "model_version": "2",
+             "conventions": {"dice": "both empty: undefined"}}
+        if name == "bpe_mri":
+            m["bpe"] = {"cutoffs": [0.25, 0.5, 0.75], "n": 3, "kappa_linear": 0.5, "category_accuracy": 0.67,
+                        "fraction_mae": 0.1, "confusion_matrix": [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]}
+            figures.calibration_plot([0.1, 0.4, 0.6], [0.2, 0.4, 0.7], [0.25, 0.5, 0.75], res / name /
+                                     "bpe_calibration.png", "calibration")
+        figures.box_plot({c: [0.7, 0.8, 0.9] for c in classes}, res / name / "dice_boxplot.png", name)
+        (res / name / "decision.json").write_text(json.dumps({
+            "promoted": name != "mass_us_bmode", "challenger": {"version": "2", "score": 0.8},
+            "champion_before": {"version": "1", "score": 0.85 if name == "mass_us_bmode" else 0.7}}))
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(m))
+        metrics.append(f)
+    (res / "comparisons").mkdir()
+    (res / "comparisons" / "entropy_vs_bmode.json").write_text(json.dumps({
+        "comparison": "entropy_vs_bmode", "a": "mass_us_entropy", "b": "mass_us_bmode",
+        "model_versions": {"mass_us_entropy": "2", "mass_us_bmode": "1"},
+        "wilcoxon": {"n": 3, "mean_x": 0.61, "median_x": 0.71, "mean_y": 0.53, "median_y": 0.59, "p_value": 0.0123}}))
+    out = write_summary(params, metrics, tmp_path / "summary.html", results_dir=res)
+    return out
+
+
+def test_summary_holds_every_number_people_ask_for(results):
+    page = results.read_text()
+    for text in ("bpe_mri", "mass_us_entropy", "0.800 [0.700, 0.900]", "kappa 0.500", "p = 0.0123", "0.610",
+                 "0.590", "kept v1 (0.850 vs challenger 0.800)", "promoted v2 (0.800 vs v1 0.700)", "true mild"):
+        assert text in page, text
+    assert page.count("<img") == 4
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian chromium and chromium-driver (make test installs them as root)")
+def test_summary_figures_render_in_headless_chromium(results):
+    import os
+
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=shutil.which("chromedriver")))
+    try:
+        driver.get(Path(results).as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
+        assert len(widths) == 4 and all(w > 100 for w in widths), widths
+        assert "breastseg: experiment summary" in driver.find_element("tag name", "h1").text
+        assert np.all([c.text for c in driver.find_elements("tag name", "figcaption")])
+    finally:
+        driver.quit()

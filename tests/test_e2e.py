@@ -82,6 +82,16 @@ def test_pipeline_end_to_end(tmp_path):
         for name in names:
             assert name.encode() not in blob, f"{name} found in {p}"
 
+    # The Snakemake report holds the figures with their captions and opens in a browser.
+    rep = _snakemake(repo, "--report", "report.html")
+    assert rep.returncode == 0 and (repo / "report.html").stat().st_size > 100_000, rep.stderr[-2000:]
+    if shutil.which("chromium"):
+        dom = _run(repo, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync", "--dump-dom", "--virtual-time-budget=15000",
+                   (repo / "report.html").as_uri()).stdout
+        for text in ("Evaluation", "Comparisons", "Summary", "patient-level splits"):
+            assert text in dom, text
+
     # Nothing left to do.
     dry = _snakemake(repo, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]

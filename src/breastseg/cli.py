@@ -111,7 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation.evaluate import evaluate_experiment
 
     evaluate_experiment(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
-                        processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir))
+                        processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir),
+                        dice_plot_csv=Path(args.dice_plot) if args.dice_plot else None)
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--metrics", required=True, help="metrics/<experiment>.json")
         if name == "evaluate":
             s.add_argument("--out-dir", required=True, help="per-case table and figures")
+            s.add_argument("--dice-plot", help="per-patient Dice CSV (DVC plot)")
         if name == "register":
             s.add_argument("--out", required=True, help="decision JSON")
 

@@ -12,6 +12,7 @@ for _dataset in DATASETS:
             metrics="metrics/{experiment}.json",
             per_case="results/{experiment}/per_case.csv",
             per_patient="results/{experiment}/per_patient.csv",
+            dice_plot="plots/{experiment}/dice_per_patient.csv",
             figures=[
                 report("results/{experiment}/overlays.png", caption="../report/overlays.rst",
                        category="Evaluation", subcategory="{experiment}"),
@@ -35,7 +36,7 @@ for _dataset in DATASETS:
         shell:
             "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
             "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
-            "--out-dir results/{wildcards.experiment} > {log} 2>&1"
+            "--out-dir results/{wildcards.experiment} --dice-plot {output.dice_plot} > {log} 2>&1"
 
 
 COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("comparisons", [])

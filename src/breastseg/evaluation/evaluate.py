@@ -149,7 +149,7 @@ def write_csv(rows: list[dict], out: Path) -> None:
 
 
 def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
-                        metrics_json: Path, out_dir: Path) -> dict[str, Any]:
+                        metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None) -> dict[str, Any]:
     """Evaluate the challenger written by ``train``; log everything to an MLflow evaluation run."""
     import mlflow
 
@@ -162,6 +162,9 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
     write_csv(patients, out_dir / "per_patient.csv")
+    if dice_plot_csv:  # DVC plot: Dice distribution over test patients
+        write_csv([{"patient": r["patient"], **{k: r[k] for k in r if k.startswith("dice_")}} for r in patients],
+                  dice_plot_csv)
     names = exp["class_names"][1:]
     paths = figures.figure_paths(out_dir, exp["dataset"])
     slice_dice = np.array([np.nanmean([r[f"dice_{n}"] for n in names]) if np.isfinite([r[f"dice_{n}"] for n in names]).any()

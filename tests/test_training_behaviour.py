@@ -111,7 +111,8 @@ def test_two_workers_share_one_sqlite_study(tmp_path, monkeypatch, params):
     assert max(d["n_finished"] for d in done) == 4
     assert len(done[0]["trials"]) + len(done[1]["trials"]) == 4
     assert not set(done[0]["trials"]) & set(done[1]["trials"])
-    study = optuna.load_study(study_name=f"breastseg-{NAME}", storage=p["tracking"]["optuna_storage"])
+    study = optuna.load_study(study_name=json.loads((root / "study.json").read_text())["study"],
+                              storage=p["tracking"]["optuna_storage"])
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 4
 
 

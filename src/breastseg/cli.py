@@ -49,7 +49,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_us_maps(args: argparse.Namespace) -> None:
     from .us.maps import write_us_maps
 
-    kwargs = dict(dynamic_range_db=args.dynamic_range_db, window_pulses=args.window_pulses, bins=args.bins)
+    kwargs = dict(dynamic_range_db=args.dynamic_range_db, window_pulses=args.window_pulses, bins=args.bins,
+                  entropy_on=args.entropy_on)
     if args.maps:
         kwargs["maps"] = tuple(args.maps.split(","))
     if args.patient_id:
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dynamic-range-db", type=float, default=50.0)
     s.add_argument("--window-pulses", type=float, default=1.0, help="entropy window side in pulse lengths")
     s.add_argument("--bins", type=int, default=64, help="entropy histogram bins")
+    s.add_argument("--entropy-on", choices=["envelope", "bmode"], default="envelope",
+                   help="signal the entropy histogram is taken of: uncompressed envelope or log-compressed B-mode")
     s.add_argument("--patient-id", help="pseudonym to record instead of the input's own name")
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")

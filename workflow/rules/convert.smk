@@ -39,7 +39,7 @@ rule convert_us:
     shell:
         "{BREASTSEG} -q us-maps --patient-id {wildcards.patient} "
         "--dynamic-range-db {params.maps[dynamic_range_db]} --window-pulses {params.maps[window_pulses]} "
-        "--bins {params.maps[bins]} '{input}' {output} > {log} 2>&1"
+        "--bins {params.maps[bins]} --entropy-on {params.maps[entropy_on]} '{input}' {output} > {log} 2>&1"
 
 
 rule prepare:

@@ -44,14 +44,18 @@ def make_pruner(kind: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def study_name(name: str) -> str:
-    return f"breastseg-{name}"
+def study_name(name: str, exp: dict[str, Any], tune: dict[str, Any], data_hash: str) -> str:
+    """``breastseg-<experiment>-<key>``: the key changes with the experiment's settings, the search settings or
+    the data, so a changed setup gets a fresh study while a rerun of the same setup completes the same one."""
+    from ..config import params_hash
+
+    return f"breastseg-{name}-{params_hash({'experiment': exp, 'tune': tune, 'data': data_hash})[:8]}"
 
 
-def load_study(params: dict[str, Any], name: str, seed: int) -> optuna.Study:
+def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
     storage = optuna.storages.RDBStorage(params["tracking"]["optuna_storage"], heartbeat_interval=30, grace_period=120)
     return optuna.create_study(
-        study_name=study_name(name), storage=storage, direction="maximize",
+        study_name=study, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"].get("pruner", "median")),
         load_if_exists=True,
     )
@@ -62,13 +66,14 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     import mlflow
 
     exp = experiment(params, name)
-    study = load_study(params, name, int(exp["train"]["seed"]))
+    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
+    tune = {k: v for k, v in params["tune"].items() if k != "workers"}
+    study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp["train"]["seed"]))
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
     client = mlflow.MlflowClient()
     found = client.search_runs([exp_id], filter_string=f"tags.`breastseg.study` = '{study.study_name}' and "
                                "tags.`breastseg.stage` = 'tune'", max_results=1)
-    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
     if found:
         parent = found[0].info.run_id
         client.update_run(parent, status="RUNNING")
@@ -105,7 +110,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     n_trials = int(cfg["n_trials"])
     hp0 = exp["train"]
     info = json.loads(study_json.read_text())
-    study = load_study(params, name, int(hp0["seed"]) + worker)
+    study = load_study(params, info["study"], int(hp0["seed"]) + worker)
     tracking.configure(params)
     client = mlflow.MlflowClient()
     tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
@@ -164,7 +169,7 @@ def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json
     import mlflow
 
     info = json.loads(study_json.read_text())
-    study = load_study(params, name, 0)
+    study = load_study(params, info["study"], 0)
     finished = [t for t in study.trials if t.state in FINISHED]
     completed = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:

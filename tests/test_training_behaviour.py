@@ -80,7 +80,7 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, params):
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_experiment(p, NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "model.json").exists()
-    first_run = (out / "run_id").read_text().strip()
+    first_run = json.loads((out / "resume.json").read_text())["run_id"]
     seen = FirstEpoch()
     result = train_experiment(p, NAME, extra_callbacks=[seen], **kwargs)
     assert seen.first == 2                       # continued where it stopped, not from scratch
@@ -88,6 +88,14 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, params):
     assert [l.split(",")[0] for l in (root / "c.csv").read_text().splitlines()[1:]] == ["0", "1", "2", "3"]
     history = mlflow.MlflowClient().get_metric_history(first_run, "val_dice")
     assert len(history) == 4                      # one value per epoch, across both parts
+
+    # A checkpoint left by a different configuration is never resumed: the rerun starts from scratch.
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_experiment(p, NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
+    p["train"]["lr"] = 0.001
+    seen = FirstEpoch()
+    changed = train_experiment(p, NAME, extra_callbacks=[seen], **kwargs)
+    assert seen.first == 0 and changed["run_id"] != first_run
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path, monkeypatch, params):

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from .. import tracking
-from ..config import experiment
+from ..config import experiment, params_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import read_split
 from ..io import atomic_path, write_json
@@ -126,11 +126,6 @@ def train_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    run_file = out_dir / "run_id"
-    resume = last.exists() and run_file.exists()
-    if not resume:
-        for stale in ckpt_dir.glob("*.ckpt"):
-            stale.unlink()
     data_files = sorted(processed_dir / f"{p}.npz" for p in read_split(split_file))
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
     cohort_dvc = dvc_hash(params["cohort"]["root"])
@@ -139,15 +134,24 @@ def train_experiment(
         tags["breastseg.data_hash_source"] = "dvc"
     if best_params and best_params.exists():
         tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
+    # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
+    fingerprint = params_hash({"exp": exp, "hp": hp, "split": tags["breastseg.split_hash"],
+                               "data": tags["breastseg.data_hash"]})
+    resume_file = out_dir / "resume.json"
+    state = json.loads(resume_file.read_text()) if resume_file.exists() else {}
+    resume = last.exists() and state.get("fingerprint") == fingerprint
     rank_zero = is_rank_zero()
+    if rank_zero and not resume:
+        for stale in ckpt_dir.glob("*.ckpt"):
+            stale.unlink()
     if resume or not rank_zero:  # DDP ranks > 0 re-run this function: they join rank 0's run
-        run_id = run_file.read_text().strip()
+        run_id = state["run_id"]
         if rank_zero:
             log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:
         run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}", tags={**tags, "breastseg.stage": "train"})
         run_id = run.info.run_id
-        run_file.write_text(run_id + "\n")
+        write_json(resume_file, {"run_id": run_id, "fingerprint": fingerprint})
 
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"])))
@@ -197,6 +201,6 @@ def train_experiment(
     result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
               "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score, "hyperparameters": hp}
     write_json(out_dir / "model.json", result)
-    run_file.unlink(missing_ok=True)
+    resume_file.unlink(missing_ok=True)
     log.info("registered %s version %s as challenger (val Dice %.3f)", registered, version, best_score)
     return result

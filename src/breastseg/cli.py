@@ -27,8 +27,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     options = {}
     if args.params and Path(args.params).exists() and args.from_params:
-        options = dict(_params(args).get("synth", {}))
-        options.pop("patients", None), options.pop("seed", None)
+        options = {k: v for k, v in _params(args).get("synth", {}).items() if k not in ("patients", "seed")}
     summary = write_cohort(Path(args.out_dir), args.patients, args.seed, progress=not args.quiet, **options)
     log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
 

@@ -167,8 +167,10 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
                   dice_plot_csv)
     names = exp["class_names"][1:]
     paths = figures.figure_paths(out_dir, exp["dataset"])
-    slice_dice = np.array([np.nanmean([r[f"dice_{n}"] for n in names]) if np.isfinite([r[f"dice_{n}"] for n in names]).any()
-                           else np.nan for r in rows])
+    per_slice = np.array([[r[f"dice_{n}"] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names))
+    defined = np.isfinite(per_slice).any(axis=1)
+    slice_dice = np.full(len(rows), np.nan)
+    slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
     figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})")
     figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
                      f"{name}: Dice per test patient (v{model['version']})")

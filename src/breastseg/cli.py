@@ -135,13 +135,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict
+    from .inference.api import predict
 
-    if Path(args.params).exists():  # models:/ URIs resolve against the configured registry
+    # models:/ and runs:/ URIs resolve against $MLFLOW_TRACKING_URI, else the params file's store when there is one
+    if Path(args.params).exists():
         from .tracking import configure
 
         configure(_params(args))
-    predict(args.model_uri, Path(args.input), Path(args.out_dir))
+    predict(args.model_uri, Path(args.input), Path(args.out_dir), progress=not args.quiet)
 
 
 def cmd_tracking_init(args: argparse.Namespace) -> None:
@@ -255,9 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")
     s.add_argument("--out", required=True)
 
-    s = add("predict", cmd_predict, "segment prepared slices or a converted case with a logged model")
-    s.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/breastseg-bpe_mri@champion")
-    s.add_argument("input", metavar="INPUT", help="a prepared .npz (breastseg prepare)")
+    s = add("predict", cmd_predict, "segment new studies with a registered model: labels (NIfTI, DICOM SEG), "
+            "overlay, read-out")
+    s.add_argument("model_uri", metavar="MODEL_URI",
+                   help="models:/breastseg-bpe_mri@champion, models:/<name>/<version>, runs:/<run>/model or a folder")
+    s.add_argument("input", metavar="INPUT", help="a DICOM DCE study folder (MRI), an RF .npz/.mat, a DICOM US or "
+                   "B-mode .png (ultrasound), or a folder of many")
     s.add_argument("out_dir", metavar="OUT_DIR")
 
     add("tracking-init", cmd_tracking_init, "create the MLflow and Optuna databases (run once before parallel jobs)")

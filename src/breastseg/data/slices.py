@@ -27,11 +27,35 @@ def bpe_category(fraction: float, cutoffs: tuple[float, ...] = BPE_CUTOFFS) -> i
 
 def resize_slice(image: np.ndarray, size: int, order: int) -> np.ndarray:
     """Resize a 2-D array to size x size (order 0: nearest, for labels; 1: linear, for images)."""
+    return resize_to(image, (size, size), order)
+
+
+def resize_to(image: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Resize a 2-D array to ``shape`` (pixel areas aligned: ``grid_mode``); the inverse of :func:`resize_slice`
+    when ``shape`` is the original one."""
     from scipy.ndimage import zoom
 
-    factors = (size / image.shape[0], size / image.shape[1])
+    rows, cols = int(shape[0]), int(shape[1])
+    factors = (rows / image.shape[0], cols / image.shape[1])
     out = zoom(image, factors, order=order, mode="nearest", grid_mode=True)
-    return out[:size, :size]
+    return out[:rows, :cols]
+
+
+def mri_study_channels(exp: dict[str, Any], pre: np.ndarray, others: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The network channels of one study (``exp["channels"]``, e.g. pre and sub) as float32 volumes, each
+    divided by the 99.5th percentile of the pre-contrast volume (per-study normalisation)."""
+    scale = float(np.percentile(pre, 99.5)) or 1.0
+    vols = {}
+    for ch in exp["channels"]:
+        vol = pre if ch == "pre" else others[ch]
+        vols[ch] = vol.astype(np.float32) / scale
+    return vols
+
+
+def mri_slice_image(exp: dict[str, Any], vols: dict[str, np.ndarray], k: int) -> np.ndarray:
+    """Slice ``k`` of the study's channel volumes resized to the network's input: (C, S, S) float32."""
+    size = exp["image_size"]
+    return np.stack([resize_slice(vols[ch][:, :, k], size, 1) for ch in exp["channels"]])
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -57,17 +81,14 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
         pre, affine = _load_nifti(sdir / "pre.nii.gz")
         lab, _ = _load_nifti(sdir / "labels.nii.gz")
         lab = lab.astype(np.uint8)
-        scale = float(np.percentile(pre, 99.5)) or 1.0
-        vols = {}
-        for ch in exp["channels"]:
-            vol = pre if ch == "pre" else _load_nifti(sdir / f"{ch}.nii.gz")[0]
-            vols[ch] = vol.astype(np.float32) / scale
+        vols = mri_study_channels(exp, pre, {ch: _load_nifti(sdir / f"{ch}.nii.gz")[0]
+                                             for ch in exp["channels"] if ch != "pre"})
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         for k in range(lab.shape[2]):
             sl = lab[:, :, k]
             if np.all(sl == IGNORE):
                 continue
-            images.append(np.stack([resize_slice(vols[ch][:, :, k], size, 1) for ch in exp["channels"]]))
+            images.append(mri_slice_image(exp, vols, k))
             labels.append(resize_slice(sl, size, 0))
             cases.append(study["key"])
             index.append(k)
@@ -81,9 +102,6 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
 
 def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
     """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid."""
-    from ..us.maps import resample_to_square
-
-    size = exp["image_size"]
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
     if not scans:
         raise InputError(interim, "no ultrasound scans (was the patient converted?)")
@@ -91,23 +109,36 @@ def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
     for sdir in scans:
         meta = json.loads((sdir / "meta.json").read_text())
         mask = np.load(sdir / "mask.npy")
-        chans, new_spacing = [], None
+        maps = {}
         for ch in exp["channels"]:
             f = sdir / f"{ch}.npy"
             if not f.exists():
                 raise InputError(f, f"missing: experiment '{exp['name']}' needs the {ch} map")
-            arr = np.load(f).astype(np.float32)
-            if ch == "entropy":
-                arr = arr / np.float32(np.log2(meta.get("bins", 256)))
-            img, m, new_spacing = resample_to_square(arr, mask, tuple(meta["spacing_mm"]), size)
-            chans.append(img.astype(np.float32))
-        images.append(np.stack(chans))
+            maps[ch] = np.load(f)
+        image, m, new_spacing = us_scan_image(exp, maps, meta, mask)
+        images.append(image)
         labels.append(m.astype(np.uint8))
         cases.append(sdir.name)
         index.append(0)
         spacing.append(tuple(new_spacing))
         classes.append(str(meta.get("class") or "mass"))
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, stratum=sorted(classes)[0])
+
+
+def us_scan_image(exp: dict[str, Any], maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+    """One scan's maps (``exp["channels"]``; entropy scaled to [0, 1] by log2(bins)) resampled to the network's
+    square grid: ((C, S, S) float32, mask on that grid or None, pixel spacing in mm)."""
+    from ..us.maps import resample_to_square
+
+    chans, m, new_spacing = [], None, (0.0, 0.0)
+    for ch in exp["channels"]:
+        arr = np.asarray(maps[ch]).astype(np.float32)
+        if ch == "entropy":
+            arr = arr / np.float32(np.log2(meta.get("bins", 256)))
+        img, m, new_spacing = resample_to_square(arr, mask, tuple(meta["spacing_mm"]), exp["image_size"])
+        chans.append(img.astype(np.float32))
+    return np.stack(chans), m, new_spacing
 
 
 def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str) -> Path:

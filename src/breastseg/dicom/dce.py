@@ -120,6 +120,28 @@ def select_phases(stacks: list[Stack], phase_rule: PhaseRule = None) -> tuple[li
     return best, "none"
 
 
+def select_dce_phases(members: list[Stack], root: Path, phase_rule: PhaseRule = None) -> tuple[list[Stack], str]:
+    """:func:`select_phases`, refusing a study without a pre-contrast and at least one post-contrast phase."""
+    phases, timing = select_phases(members, phase_rule)
+    if len(phases) < 2:
+        raise InputError(
+            root, f"found {len(phases)} DCE phase(s) among {len(members)} volume(s); a pre-contrast and at least "
+            "one post-contrast series are needed"
+        )
+    return phases, timing
+
+
+def subtraction_on_pre_grid(pre: Stack, pre_data: np.ndarray, post1: Stack, post1_data: np.ndarray) -> np.ndarray:
+    """The subtraction image (first post-contrast - pre-contrast, float32) on the pre-contrast grid; the post
+    phase is resampled linearly onto that grid when the grids differ."""
+    from ..mri.resample import resample_to_grid
+    from ..mri.subtraction import subtraction
+
+    if not same_grid(post1.shape, post1.affine, pre.shape, pre.affine):
+        post1_data = resample_to_grid(post1_data, post1.affine, pre.shape, pre.affine, order=1)
+    return subtraction(post1_data, pre_data)
+
+
 def _study_roots(studies: list[tuple[str, list[Stack]]], patient_dir: Path) -> dict[str, Path]:
     roots = {}
     for key, members in studies:
@@ -254,15 +276,7 @@ def _convert_study(
     study_key: str, members: list[Stack], out: Path, root: Path, label_files: list[Path], seg_files: list[Path],
     phase_rule: PhaseRule, compress: bool,
 ) -> dict[str, Any]:
-    from ..mri.resample import resample_to_grid
-    from ..mri.subtraction import subtraction
-
-    phases, timing = select_phases(members, phase_rule)
-    if len(phases) < 2:
-        raise InputError(
-            root, f"found {len(phases)} DCE phase(s) among {len(members)} volume(s); a pre-contrast and at least "
-            "one post-contrast series are needed"
-        )
+    phases, timing = select_dce_phases(members, root, phase_rule)
     out.mkdir(parents=True, exist_ok=True)
     ext = ".nii.gz" if compress else ".nii"
     pre = phases[0]
@@ -280,8 +294,8 @@ def _convert_study(
         if name == "pre":
             pre_data = data
         elif name == "post1":
-            post1_data = data if same else resample_to_grid(data, st.affine, pre.shape, pre.affine, order=1)
-    sub = subtraction(post1_data, pre_data)
+            post1_data = data
+    sub = subtraction_on_pre_grid(pre, pre_data, phases[1], post1_data)
     write_nifti(out / f"sub{ext}", sub, pre.affine)
     if len(label_files) > 1:
         raise InputError(root, f"{len(label_files)} labels.nii(.gz) files found for one study; keep one")

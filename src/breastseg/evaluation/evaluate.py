@@ -18,30 +18,13 @@ import numpy as np
 from .. import tracking
 from ..config import experiment
 from ..errors import InputError
+from ..inference.model import load_model, predict_slices
 from ..io import atomic_path, write_json
 from .metrics import CONVENTIONS, IGNORE, case_metrics
 
 log = logging.getLogger(__name__)
 DISTANCES = ("hd95", "asd")
 OVERLAPS = ("dice", "precision", "recall")
-
-
-def load_model(model_uri: str):
-    import mlflow
-
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
-
-
-def predict_slices(model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Argmax segmentation of (N, C, H, W) slices."""
-    import torch
-
-    preds = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32))
-            preds.append(model(x).argmax(1).numpy().astype(np.uint8))
-    return np.concatenate(preds) if preds else np.zeros((0,) + images.shape[2:], np.uint8)
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -132,7 +115,8 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
     data = load_subset(processed_dir, split_file, "test")
     if not data:
         raise InputError(split_file, "no test patients")
-    pred = predict_slices(load_model(model_uri), data["image"])
+    # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model
+    pred = predict_slices(load_model(model_uri, allow_pickle=True), data["image"])
     cfg = params.get("evaluation", {})
     rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
                                     seed=int(cfg.get("seed", 0)))

@@ -18,6 +18,7 @@ from .. import tracking
 from ..config import experiment, params_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import read_split
+from ..inference.model import bundle_config, write_bundle
 from ..io import atomic_path, write_json
 from .module import SegmentationModule
 
@@ -178,6 +179,9 @@ def train_experiment(
     with torch.no_grad():
         out = net(torch.from_numpy(sample)).softmax(1).numpy()
     registered = tracking.model_name(name)
+    # The inference bundle (config + state dict) travels inside the model: `breastseg predict` rebuilds the network
+    # from it and loads tensors only (no unpickling), with the preprocessing settings this model was trained with.
+    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id), out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_params(tracking.flat_params({"model": exp["model"], "channels": exp["channels"],
                                                 "image_size": exp["image_size"], "train": hp}))
@@ -191,6 +195,7 @@ def train_experiment(
             serialization_format="pickle",
             pip_requirements=["torch==2.13.0", "monai==1.6.1", "numpy"],
             registered_model_name=registered,
+            extra_files=[str(f) for f in bundle],
         )
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)

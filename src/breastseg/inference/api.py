@@ -1,0 +1,237 @@
+"""``breastseg predict``: a registered model applied to new studies or scans.
+
+One output folder per input (a DCE study, an ultrasound scan), written atomically::
+
+    <out>/labels.nii.gz   uint8 labels in the source grid (MRI: pre-contrast series, its affine; US: the input
+                          image or RF grid, i = column, j = row, spacing in mm)
+    <out>/seg.dcm         DICOM SEG referencing the source images (DICOM inputs only)
+    <out>/overlay.png     the prediction over the image
+    <out>/readout.json    the read-out, the model (URI, registered name, version, run) and its data lineage
+
+INPUT is one DCE study folder (MRI models), one ultrasound file (.npz/.mat RF, DICOM US, B-mode .png), or a
+folder holding many of them: then ``<out>`` is ``OUT_DIR/<input's path below INPUT>`` per input and
+``OUT_DIR/predictions.json`` lists them. Outputs carry no patient names or identifiers (the SEG, by the
+standard, carries the study's patient module; see :mod:`.dicom_seg`).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..io import atomic_dir, write_json
+from .model import LoadedModel, load_model, predict_slices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    """One thing to segment: where its outputs go and how to run it."""
+
+    name: str
+    run: Callable[[LoadedModel, Path], dict[str, Any]]
+
+
+def _model_record(model: LoadedModel) -> dict[str, Any]:
+    exp = model.experiment
+    return {
+        "uri": model.source.get("uri"),
+        "registered_model": model.source.get("registered_model"),
+        "version": model.source.get("version"),
+        "alias": model.source.get("alias"),
+        "run_id": model.source.get("run_id") or model.config.get("run_id"),
+        "experiment": exp["name"],
+        "architecture": exp["model"],
+    }
+
+
+def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, Any], outputs: dict[str, Any],
+            seconds: float) -> dict[str, Any]:
+    exp = model.experiment
+    return {
+        "breastseg_version": __version__,
+        "task": exp["name"],
+        "dataset": exp["dataset"],
+        "labels": dict(enumerate(exp["class_names"])),
+        "model": _model_record(model),
+        "lineage": model.config.get("lineage", {}),
+        "preprocessing": {"channels": exp["channels"], "image_size": exp["image_size"],
+                          **({"us_maps": model.config.get("us_maps")} if exp["dataset"] == "us" else {})},
+        "input": input_info,
+        "readout": readout,
+        "outputs": outputs,
+        "seconds": round(seconds, 3),
+    }
+
+
+# ------------------------------------------------------------------------------------------ MRI
+
+
+def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Path, out: Path,
+                      *, write_seg: bool = True) -> dict[str, Any]:
+    """Segment one DCE study; write its outputs to ``out`` (atomically); return the read-out record."""
+    from ..dicom.nifti import write_nifti
+    from .dicom_seg import mri_seg, save_seg
+    from .preprocess import load_mri_study, mri_labels_to_grid, mri_network_input
+    from .readout import mri_overlay, mri_readout
+
+    t0 = time.perf_counter()
+    exp = model.experiment
+    study = load_mri_study(key, members, root, exp)
+    pred = predict_slices(model, mri_network_input(exp, study))
+    labels = mri_labels_to_grid(pred, study.pre.shape)
+    affine = study.pre.affine
+    voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    readout = mri_readout(labels, voxel, model.config["bpe_cutoffs"])
+    outputs: dict[str, Any] = {"labels": "labels.nii.gz", "overlay": "overlay.png", "dicom_seg": None}
+    seg, seg_note = None, None
+    if write_seg:
+        try:
+            seg = mri_seg(study.pre, labels, exp["name"], model.source.get("version"))
+            outputs["dicom_seg"] = "seg.dcm"
+        except InputError as err:
+            seg_note = err.reason
+            log.warning("%s: no DICOM SEG written: %s", root, err.reason)
+    if seg_note:
+        outputs["dicom_seg_note"] = seg_note
+    info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
+            "shape": list(study.pre.shape), "voxel_mm": [round(float(v), 6) for v in voxel]}
+    with atomic_dir(out) as tmp:
+        write_nifti(tmp / "labels.nii.gz", labels, affine)
+        if seg is not None:
+            save_seg(seg, tmp / "seg.dcm")
+        mri_overlay(study.volumes["pre"], labels, voxel[:2]).save(tmp / "overlay.png")
+        record = _record(model, info, readout, outputs, time.perf_counter() - t0)
+        write_json(tmp / "readout.json", record)
+    return record
+
+
+def _mri_units(input_path: Path) -> list[Unit]:
+    from .preprocess import discover_mri_studies
+
+    studies = discover_mri_studies(input_path)
+    units, used = [], set()
+    for key, members, root in studies:
+        try:
+            rel = root.relative_to(input_path).as_posix() if input_path.is_dir() else ""
+        except ValueError:
+            rel = ""
+        name = "." if len(studies) == 1 else (rel if rel not in ("", ".") else key)
+        if name in used:
+            name = f"{name}-{key}"
+        used.add(name)
+        units.append(Unit(name, lambda model, out, key=key, members=members, root=root:
+                          predict_mri_study(model, key, members, root, out)))
+    return units
+
+
+# ------------------------------------------------------------------------------------------ ultrasound
+
+
+def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
+    """Segment one ultrasound scan; write its outputs to ``out`` (atomically); return the read-out record."""
+    from ..dicom.nifti import write_nifti
+    from .dicom_seg import save_seg, us_seg
+    from .preprocess import square_to_native, us_network_input
+    from .readout import us_overlay, us_readout
+
+    t0 = time.perf_counter()
+    exp = model.experiment
+    image, arrays, meta = us_network_input(model.config, scan)
+    pred = predict_slices(model, image)[0]
+    mask = square_to_native(pred, scan.mask.shape, scan.spacing_mm)
+    dy, dx = (float(v) for v in scan.spacing_mm)
+    readout = us_readout(mask, (dy, dx), scan.spacing_known)
+    is_dicom = scan.source == "dicom-us"
+    seg = us_seg(Path(scan.path), mask, exp["name"], model.source.get("version")) if is_dicom else None
+    outputs = {"labels": "labels.nii.gz", "overlay": "overlay.png", "dicom_seg": "seg.dcm" if is_dicom else None}
+    info = {"kind": scan.source, "scan": scan.scan, "shape": list(scan.mask.shape),
+            "pixel_spacing_mm": [dy, dx], "spacing_known": bool(scan.spacing_known),
+            "rf": scan.rf is not None}
+    affine = np.diag([dx, dy, 1.0, 1.0])  # i = column (lateral), j = row (depth)
+    with atomic_dir(out) as tmp:
+        write_nifti(tmp / "labels.nii.gz", np.asfortranarray(mask.T[:, :, None]), affine)
+        if seg is not None:
+            save_seg(seg, tmp / "seg.dcm")
+        us_overlay(arrays["bmode"], mask, (dy, dx)).save(tmp / "overlay.png")
+        record = _record(model, info, readout, outputs, time.perf_counter() - t0)
+        write_json(tmp / "readout.json", record)
+    return record
+
+
+def _safe_id(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text).strip()).strip("-.") or "unnamed"
+
+
+def _us_units(input_path: Path) -> list[Unit]:
+    from .preprocess import discover_us_inputs, read_us_input
+
+    files = discover_us_inputs(input_path)
+    single = len(files) == 1 and input_path.is_file()
+    units: list[Unit] = []
+    for f in files:
+        base = "." if single else f.relative_to(input_path).with_suffix("").as_posix()
+
+        def run_file(model: LoadedModel, out: Path, f=f) -> dict[str, Any]:
+            scans, _ = read_us_input(f)
+            if len(scans) == 1:
+                return predict_us_scan(model, scans[0], out)
+            records = [predict_us_scan(model, s, out / f"{_safe_id(s.patient)}-{s.scan}") for s in scans]
+            return {"scans": len(records), "outputs": [f"{_safe_id(s.patient)}-{s.scan}" for s in scans]}
+
+        units.append(Unit(base, run_file))
+    return units
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def predict(model_uri: str, input_path: str | Path, out_dir: str | Path, *, progress: bool = True,
+            model: LoadedModel | None = None) -> list[dict[str, Any]]:
+    """Segment ``input_path`` (one input or a folder of inputs) with ``model_uri``; outputs under ``out_dir``.
+
+    Returns one record per input (the content of its ``readout.json``). With several inputs, one that fails
+    does not stop the others; the failures are listed in ``OUT_DIR/predictions.json`` and raised at the end
+    as one :class:`~breastseg.errors.InputError`.
+    """
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if not input_path.exists():
+        raise InputError(input_path, "no such file or folder")
+    model = model or load_model(model_uri)
+    if not model.config:
+        raise InputError(model_uri, "the model has no inference configuration")
+    dataset = model.experiment["dataset"]
+    units = _mri_units(input_path) if dataset == "mri" else _us_units(input_path)
+    if len(units) == 1:
+        out = out_dir if units[0].name == "." else out_dir / units[0].name
+        return [units[0].run(model, out)]
+    from tqdm import tqdm
+
+    records, failures = [], []
+    for unit in tqdm(units, desc=f"predict {model.experiment['name']}", unit="input", disable=not progress,
+                     file=sys.stderr):
+        try:
+            records.append(unit.run(model, out_dir / unit.name))
+        except InputError as err:
+            failures.append({"input": unit.name, "path": err.path, "reason": err.reason})
+            log.warning("%s: %s", err.path or unit.name, err.reason)
+    write_json(out_dir / "predictions.json", {
+        "model": _model_record(model), "inputs": [u.name for u in units],
+        "succeeded": len(records), "failed": failures,
+    })
+    if failures:
+        first = failures[0]
+        raise InputError(first["path"] or input_path,
+                         f"{first['reason']} ({len(failures)} of {len(units)} inputs failed; see "
+                         f"{out_dir / 'predictions.json'})")
+    return records

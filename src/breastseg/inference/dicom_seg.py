@@ -1,0 +1,112 @@
+"""DICOM SEG objects (highdicom) for predictions on DICOM inputs.
+
+The SEG is a BINARY segmentation of the source images: MRI predictions reference the pre-contrast series (one
+frame per source slice and segment, positions and orientation those of the source slices, every slice kept
+so a reader can tell "no tissue" from "not segmented"); ultrasound predictions reference the single B-mode
+image. As the standard requires, highdicom copies the patient and study modules of the source images into
+the SEG, so a SEG carries the same identifying values as the study it belongs to.
+
+Segments: MRI 1 = non-enhancing fibroglandular tissue ("FGT"), 2 = background parenchymal enhancement
+("BPE"), coded in the local scheme ``99BRSEG`` (SNOMED CT has no concepts for them), category SCT Tissue;
+ultrasound 1 = "mass" (SCT Mass, category SCT Morphologically abnormal structure). :func:`breastseg.dicom.seg
+.seg_to_labels` reads these SEGs back into label volumes.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+
+LOCAL_SCHEME = "99BRSEG"
+
+
+def segment_descriptions(dataset: str, experiment: str, version: str | None) -> list[Any]:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"breastseg {experiment}"[:64], version=str(version or "local")[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+    )
+    if dataset == "mri":
+        specs = [(1, "FGT", hd.sr.CodedConcept("FGT", LOCAL_SCHEME, "Non-enhancing fibroglandular tissue")),
+                 (2, "BPE", hd.sr.CodedConcept("BPE", LOCAL_SCHEME, "Background parenchymal enhancement"))]
+        category = codes.SCT.Tissue
+    else:
+        specs = [(1, "mass", codes.SCT.Mass)]
+        category = codes.SCT.MorphologicallyAbnormalStructure
+    return [hd.seg.SegmentDescription(
+        segment_number=n, segment_label=label, segmented_property_category=category,
+        segmented_property_type=prop, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=f"{experiment} {label}",
+    ) for n, label, prop in specs]
+
+
+def build_seg(source_images: Sequence[Any], frames: np.ndarray, dataset: str, experiment: str,
+              version: str | None) -> Any:
+    """A highdicom Segmentation of ``frames`` ((F, rows, cols) label map, frame i on source image i)."""
+    import highdicom as hd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return hd.seg.Segmentation(
+            source_images=list(source_images),
+            pixel_array=np.ascontiguousarray(frames, dtype=np.uint8),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segment_descriptions(dataset, experiment, version),
+            series_instance_uid=hd.UID(),
+            series_number=9901,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="breastseg",
+            manufacturer_model_name=experiment[:64],
+            software_versions=__version__,
+            device_serial_number="0",
+            series_description=f"breastseg {experiment} v{version or 'local'}"[:64],
+            content_label="BREASTSEG",
+            content_description=f"{experiment} model {version or 'local'}"[:64],
+            omit_empty_frames=False,
+        )
+
+
+def mri_seg(pre: Any, labels: np.ndarray, experiment: str, version: str | None) -> Any:
+    """SEG of a label volume on the pre-contrast grid (``labels[col, row, slice]``) of stack ``pre``."""
+    import pydicom
+
+    frames_in_files = {s.frame for s in pre.slices}
+    if frames_in_files == {None}:  # classic single-frame images, one per slice, in stack order
+        sources = [pydicom.dcmread(s.path, stop_before_pixels=True) for s in pre.slices]
+        frames = np.stack([labels[:, :, k].T for k in range(labels.shape[2])])
+        return build_seg(sources, frames, "mri", experiment, version)
+    paths = {s.path for s in pre.slices}
+    if len(paths) != 1:
+        raise InputError(pre.slices[0].path, "DICOM SEG: the pre-contrast slices come from several multi-frame files")
+    src = pydicom.dcmread(pre.slices[0].path, stop_before_pixels=True)
+    n = int(src.get("NumberOfFrames", 1) or 1)
+    if n != len(pre.slices):
+        raise InputError(pre.slices[0].path, f"DICOM SEG: the multi-frame file holds {n} frames, the pre-contrast "
+                                             f"phase {len(pre.slices)}; a SEG of one phase of it is not supported")
+    frames = np.zeros((n, labels.shape[1], labels.shape[0]), np.uint8)
+    for k, s in enumerate(pre.slices):
+        frames[s.frame] = labels[:, :, k].T
+    return build_seg([src], frames, "mri", experiment, version)
+
+
+def us_seg(path: Path, mask: np.ndarray, experiment: str, version: str | None) -> Any:
+    """SEG of a binary mask (rows x cols) of a single-frame DICOM US image."""
+    import pydicom
+
+    src = pydicom.dcmread(path, stop_before_pixels=True)
+    return build_seg([src], (np.asarray(mask) > 0).astype(np.uint8)[None], "us", experiment, version)
+
+
+def save_seg(seg: Any, path: Path) -> None:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)

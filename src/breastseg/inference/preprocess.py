@@ -1,0 +1,267 @@
+"""The training preprocessing applied to one new input, and the way back to the source grid.
+
+Nothing here re-declares a setting: the channels, image size and ultrasound map settings come from the model's
+``config.json``; the operations are those of training (:mod:`breastseg.dicom.dce` for the DCE phases and the
+subtraction, :func:`breastseg.data.slices.mri_study_channels` / :func:`~breastseg.data.slices.mri_slice_image`
+for MRI slices, :func:`breastseg.us.maps.compute_maps` and :func:`breastseg.data.slices.us_scan_image` for
+ultrasound).
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+US_SUFFIXES = (".npz", ".mat", ".dcm", ".dicom", ".png")
+MASK_STEM = re.compile(r"_mask(?:_\d+)?$")  # <image>_mask.png, <image>_mask_1.png, <image>_mask.npy: masks, not inputs
+
+
+# ------------------------------------------------------------------------------------------ MRI
+
+
+@dataclass
+class MriStudy:
+    """One DCE study read from DICOM: the pre-contrast stack (geometry, source instances) and the volumes the
+    network channels are made of, all on the pre-contrast grid (``data[col, row, slice]``)."""
+
+    key: str
+    root: Path
+    pre: Any  # breastseg.dicom.series.Stack
+    volumes: dict[str, np.ndarray]
+    phases: list[str]
+    timing: str
+
+
+def discover_mri_studies(input_dir: Path) -> list[tuple[str, list[Any], Path]]:
+    """The DCE studies below ``input_dir``: ``[(study key, stacks, study folder)]``, ordered like ``convert``."""
+    from ..dicom.convert import order_studies
+    from ..dicom.discover import Quarantine, scan
+    from ..dicom.series import build_stacks, series_location
+
+    if not input_dir.is_dir():
+        raise InputError(input_dir, "expected a DICOM study folder (MRI models segment DCE studies)")
+    quarantine = Quarantine("fail", root=input_dir)
+    result = scan(input_dir, quarantine)
+    stacks = build_stacks(result.slices, quarantine)
+    studies = order_studies(stacks)
+    if not studies:
+        raise InputError(input_dir, f"no DICOM image series found ({result.files_seen} file(s) examined)")
+    return [(key, members, series_location([s for st in members for s in st.slices])) for key, members in studies]
+
+
+def check_modality(header: Any, expected: str, where: Path | str, model_name: str) -> None:
+    """Refuse an image whose DICOM Modality is not ``expected`` (a missing Modality is accepted)."""
+    modality = str(header.get("Modality", "") or "").strip().upper()
+    if modality and modality != expected:
+        raise InputError(where, f"is a {modality} image; model '{model_name}' segments {expected} images")
+
+
+def load_mri_study(key: str, members: list[Any], root: Path, exp: dict[str, Any]) -> MriStudy:
+    """Read the phases the model needs (pre-contrast, first post-contrast) and make its channel volumes."""
+    from ..dicom.dce import select_dce_phases, subtraction_on_pre_grid
+    from ..dicom.pixels import read_stack
+
+    check_modality(members[0].header, "MR", root, exp["name"])
+    phases, timing = select_dce_phases(members, root)
+    pre, post1 = phases[0], phases[1]
+    pre_data, _ = read_stack(pre)
+    volumes = {"pre": pre_data}
+    needed = set(exp["channels"]) - {"pre"}
+    unknown = needed - {"sub", "post1"}
+    if unknown:
+        raise InputError(root, f"model '{exp['name']}' needs channel(s) {', '.join(sorted(unknown))}, "
+                               "which predict cannot make from a DCE study")
+    if needed:
+        post1_data, _ = read_stack(post1)
+        if "sub" in needed:
+            volumes["sub"] = subtraction_on_pre_grid(pre, pre_data, post1, post1_data)
+        if "post1" in needed:
+            from ..dicom.gridmatch import same_grid
+            from ..mri.resample import resample_to_grid
+
+            volumes["post1"] = (post1_data if same_grid(post1.shape, post1.affine, pre.shape, pre.affine)
+                                else resample_to_grid(post1_data, post1.affine, pre.shape, pre.affine, order=1))
+    names = ["pre"] + [f"post{i}" for i in range(1, len(phases))]
+    return MriStudy(key, root, pre, volumes, names, timing)
+
+
+def mri_network_input(exp: dict[str, Any], study: MriStudy) -> np.ndarray:
+    """Every slice of the study as the network sees it in training: (K, C, S, S) float32."""
+    from ..data.slices import mri_slice_image, mri_study_channels
+
+    vols = mri_study_channels(exp, study.volumes["pre"], {k: v for k, v in study.volumes.items() if k != "pre"})
+    n = study.pre.shape[2]
+    out = np.empty((n, len(exp["channels"]), exp["image_size"], exp["image_size"]), np.float32)
+    for k in range(n):
+        out[k] = mri_slice_image(exp, vols, k)
+    return out
+
+
+def mri_labels_to_grid(pred: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Network label slices (K, S, S) back to the pre-contrast grid ``shape`` (nearest neighbour): uint8."""
+    from ..data.slices import resize_to
+
+    out = np.empty(shape, np.uint8, order="F")
+    for k in range(shape[2]):
+        sl = pred[k]
+        out[:, :, k] = sl if sl.shape == tuple(shape[:2]) else resize_to(sl, shape[:2], 0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ ultrasound
+
+
+def discover_us_inputs(path: Path) -> list[Path]:
+    """The ultrasound input files of a folder (RF .npz/.mat, DICOM US, B-mode .png; masks are not inputs)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(path, "no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in US_SUFFIXES and not MASK_STEM.search(p.stem))
+    if not files:
+        raise InputError(path, "no ultrasound inputs found (.npz, .mat, .dcm or .png)")
+    return files
+
+
+def _has_masks(path: Path) -> bool:
+    stem = path.stem
+    return any(path.parent.glob(f"{_glob_escape(stem)}_mask*")) if path.parent.is_dir() else False
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def read_us_input(path: Path) -> tuple[list[Any], bool]:
+    """The scans of one ultrasound input and whether it came with reference masks.
+
+    Inputs with masks are read by :func:`breastseg.us.readers.read_scans` as in training. An input without a
+    mask (the usual case for new scans) is read by the same reader with an empty mask beside a link to it in a
+    temporary folder, so decoding, gray conversion and pixel spacing are exactly those of training.
+    """
+    from ..us.readers import read_scans
+
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom") or (suffix not in US_SUFFIXES and _looks_dicom(path)):
+        _check_us_dicom(path)
+    if suffix == ".mat" or (suffix in (".dcm", ".dicom", ".png") and _has_masks(path)):
+        return read_scans(path), True
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "roi" in z.files or "rf" not in z.files:
+                return read_scans(path), "roi" in z.files
+            content = {k: z[k] for k in z.files}
+        content["roi"] = np.zeros(np.shape(content["rf"]), np.uint8)
+        return _read_with_empty_mask(path, lambda tmp: np.savez(tmp / path.name, **content)), False
+    if suffix == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(path, f"cannot read as an image: {exc}") from None
+
+        def link_png(tmp: Path) -> None:
+            (tmp / path.name).symlink_to(path.resolve())
+            Image.fromarray(np.zeros((size[1], size[0]), np.uint8)).save(tmp / f"{path.stem}_mask.png")
+
+        return _read_with_empty_mask(path, link_png), False
+    if suffix in (".dcm", ".dicom") or _looks_dicom(path):
+        import pydicom
+
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+
+        def link_dcm(tmp: Path) -> None:
+            name = path.name if path.suffix else f"{path.name}.dcm"
+            (tmp / name).symlink_to(path.resolve())
+            np.save(tmp / f"{Path(name).stem}_mask.npy", np.zeros((int(header.Rows), int(header.Columns)), np.uint8))
+
+        return _read_with_empty_mask(path, link_dcm), False
+    raise InputError(path, f"unsupported input type '{suffix or path.name}' (expected .npz, .mat, .dcm or .png)")
+
+
+def _looks_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _check_us_dicom(path: Path) -> None:
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(path, f"cannot read as DICOM: {exc}") from None
+    modality = str(header.get("Modality", "") or "").strip().upper()
+    if modality and modality != "US":
+        raise InputError(path, f"is a {modality} image; ultrasound models segment US images")
+    if "Rows" not in header or "Columns" not in header:
+        raise InputError(path, "DICOM file has no image (Rows/Columns missing)")
+
+
+def _read_with_empty_mask(path: Path, prepare) -> list[Any]:
+    from ..us.readers import read_scans
+
+    with tempfile.TemporaryDirectory(prefix="breastseg-us-") as tmp:
+        prepare(Path(tmp))
+        name = next(p for p in Path(tmp).iterdir() if "_mask" not in p.name)
+        try:
+            scans = read_scans(name)
+        except InputError as err:
+            raise InputError(path, err.reason) from None
+        for s in scans:
+            s.path = str(path)
+        return scans
+
+
+def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """The maps of one scan made with the model's ``us_maps`` settings, as the network sees them:
+    ((1, C, S, S) float32, the maps at native resolution, their metadata)."""
+    from ..data.slices import us_scan_image
+    from ..us.maps import compute_maps
+
+    exp = config["experiment"]
+    settings = {k: v for k, v in (config.get("us_maps") or {}).items()
+                if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+    maps = tuple(dict.fromkeys(["bmode", *exp["channels"]]))
+    if "entropy" in exp["channels"] and scan.rf is None:
+        raise InputError(scan.path, f"holds a B-mode image only; model '{exp['name']}' needs raw RF for its "
+                                    "entropy maps (use a B-mode model)")
+    arrays, meta = compute_maps(scan, maps=maps, **settings)
+    image, _, _ = us_scan_image(exp, arrays, meta, None)
+    return image[None], arrays, meta
+
+
+def square_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float], size: int) -> tuple[int, int, int, int]:
+    """Where :func:`breastseg.us.maps.resample_to_square` puts an image of ``shape``: (new_rows, new_cols, top,
+    left) of the resampled image inside the ``size x size`` square."""
+    rows, cols = shape
+    dy, dx = (float(v) for v in spacing_mm)
+    s = max(rows * dy, cols * dx) / size
+    new_r = int(min(size, max(1, round(rows * dy / s))))
+    new_c = int(min(size, max(1, round(cols * dx / s))))
+    return new_r, new_c, (size - new_r) // 2, (size - new_c) // 2
+
+
+def square_to_native(label: np.ndarray, shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
+    """A label map on the network's square grid back to the scan's native grid ``shape`` (nearest neighbour,
+    the inverse of the mask sampling in :func:`breastseg.us.maps.resample_to_square`)."""
+    size = label.shape[0]
+    new_r, new_c, top, left = square_geometry(shape, spacing_mm, size)
+    rows, cols = shape
+    zr, zc = rows / new_r, cols / new_c
+    iy = np.minimum(np.floor((np.arange(rows) + 0.5) / zr).astype(np.intp), new_r - 1) + top
+    ix = np.minimum(np.floor((np.arange(cols) + 0.5) / zc).astype(np.intp), new_c - 1) + left
+    return np.ascontiguousarray(label[np.ix_(iy, ix)], dtype=np.uint8)

@@ -1,0 +1,115 @@
+"""Clinical read-outs of a predicted segmentation and the overlay pictures that go with them.
+
+MRI (labels 0 background, 1 non-enhancing FGT, 2 BPE): volumes in ml from the voxel size; BPE fraction as in
+evaluation (:func:`breastseg.evaluation.statistics.bpe_fraction`: BPE voxels over all fibroglandular voxels,
+labels 1 and 2); category from the model's cut-offs (minimal / mild / moderate / marked).
+Ultrasound (0 background, 1 mass): area in mm² (pixels x pixel area) when the pixel spacing is known, else in
+px² (named so); bounding box in pixels and, with a known spacing, in mm.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+CATEGORY_NAMES = ("minimal", "mild", "moderate", "marked")
+FGT, BPE = 1, 2
+
+
+def category_name(index: int, n_categories: int) -> str:
+    return CATEGORY_NAMES[index] if n_categories == len(CATEGORY_NAMES) else f"category {index}"
+
+
+def mri_readout(labels: np.ndarray, voxel_mm: Sequence[float], cutoffs: Sequence[float]) -> dict[str, Any]:
+    """FGT and BPE volumes (ml), BPE fraction and category of a label volume with voxels of ``voxel_mm``."""
+    from ..evaluation.statistics import bpe_category, bpe_fraction
+
+    voxel_ml = float(np.prod([float(v) for v in voxel_mm])) / 1000.0
+    counts = np.bincount(np.asarray(labels, np.uint8).ravel(), minlength=3)
+    n_fgt, n_bpe = int(counts[FGT]), int(counts[BPE])
+    fraction = bpe_fraction(labels)
+    out: dict[str, Any] = {
+        "fgt_ml": n_fgt * voxel_ml,
+        "bpe_ml": n_bpe * voxel_ml,
+        "fibroglandular_total_ml": (n_fgt + n_bpe) * voxel_ml,
+        "bpe_fraction": fraction,
+        "bpe_fraction_definition": "BPE / (non-enhancing FGT + BPE) voxels",
+        "bpe_cutoffs": [float(c) for c in cutoffs],
+        "bpe_category": None,
+        "bpe_category_index": None,
+        "voxels": {"fgt": n_fgt, "bpe": n_bpe},
+        "voxel_ml": voxel_ml,
+    }
+    if fraction is not None:
+        idx = bpe_category(fraction, tuple(cutoffs))
+        out.update(bpe_category_index=idx, bpe_category=category_name(idx, len(cutoffs) + 1))
+    else:
+        out["note"] = "no fibroglandular tissue found: BPE fraction and category undefined"
+    return out
+
+
+def us_readout(mask: np.ndarray, spacing_mm: Sequence[float], spacing_known: bool) -> dict[str, Any]:
+    """Mass area and bounding box of a binary mask (rows x cols) with pixel spacing (row, col) in mm."""
+    m = np.asarray(mask) > 0
+    n = int(m.sum())
+    dy, dx = (float(v) for v in spacing_mm)
+    out: dict[str, Any] = {"mass_found": n > 0, "mass_pixels": n, "spacing_known": bool(spacing_known)}
+    if spacing_known:
+        out["mass_area_mm2"] = n * dy * dx
+        out["pixel_spacing_mm"] = [dy, dx]
+    else:
+        out["mass_area_px2"] = n
+        out["note"] = "the input stores no pixel spacing: area in px² (pixels of the input image)"
+    if n:
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        box = {"row_min": int(rows[0]), "row_max": int(rows[-1]), "col_min": int(cols[0]), "col_max": int(cols[-1])}
+        box["height_px"], box["width_px"] = box["row_max"] - box["row_min"] + 1, box["col_max"] - box["col_min"] + 1
+        if spacing_known:
+            box["height_mm"], box["width_mm"] = box["height_px"] * dy, box["width_px"] * dx
+        out["bounding_box"] = box
+    else:
+        out["bounding_box"] = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------ overlays
+
+
+def _gray(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    lo, hi = np.percentile(a, [0.5, 99.5]) if a.size else (0.0, 1.0)
+    scaled = np.zeros(a.shape, np.float32) if hi <= lo else np.clip((a - lo) / (hi - lo), 0, 1)
+    return (scaled * 255).astype(np.uint8)
+
+
+def mri_overlay(pre: np.ndarray, labels: np.ndarray, pixel_mm: Sequence[float], panels: int = 4, height: int = 256):
+    """PIL image: the ``panels`` slices with the most fibroglandular tissue (pre-contrast, FGT green, BPE red)."""
+    from PIL import Image
+
+    tissue = (labels > 0).sum(axis=(0, 1))
+    order = np.argsort(-tissue, kind="stable")[:panels] if tissue.any() else [labels.shape[2] // 2]
+    ks = sorted(int(k) for k in order)
+    gray = _gray(pre)
+    rows, cols = pre.shape[1], pre.shape[0]  # data[col, row, slice]
+    width = int(max(16, round(height * (cols * float(pixel_mm[0])) / (rows * float(pixel_mm[1])))))
+    tiles = []
+    for k in ks:
+        g = gray[:, :, k].T
+        rgb = np.stack([g] * 3, axis=-1).astype(np.float32)
+        lab = labels[:, :, k].T
+        for value, colour in ((FGT, (0, 200, 0)), (BPE, (230, 30, 30))):
+            sel = lab == value
+            rgb[sel] = 0.55 * rgb[sel] + 0.45 * np.asarray(colour, np.float32)
+        tiles.append(Image.fromarray(rgb.astype(np.uint8)).resize((width, height), Image.NEAREST))
+    gap = 4
+    canvas = Image.new("RGB", (len(tiles) * width + (len(tiles) - 1) * gap, height), (0, 0, 0))
+    for i, t in enumerate(tiles):
+        canvas.paste(t, (i * (width + gap), 0))
+    return canvas
+
+
+def us_overlay(bmode: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float]):
+    """PIL image: B-mode | B-mode with the predicted mass outlined (physical aspect)."""
+    from ..us.maps import preview_image
+
+    return preview_image(bmode, None, mask.astype(np.uint8), tuple(float(v) for v in spacing_mm))

@@ -173,10 +173,29 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text).strip()).strip("-.") or "unnamed"
 
 
+def _dicom_modality(path: Path) -> str | None:
+    if path.suffix.lower() not in (".dcm", ".dicom"):
+        return None
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", "") or "").strip().upper()
+    except Exception:  # noqa: BLE001 - unreadable files are reported when they are read as inputs
+        return None
+
+
 def _us_units(input_path: Path) -> list[Unit]:
     from .preprocess import discover_us_inputs, read_us_input
 
     files = discover_us_inputs(input_path)
+    if input_path.is_dir():  # DICOM files of other modalities (an MR study given to an US model) are no inputs
+        other = {f: m for f in files if (m := _dicom_modality(f)) not in (None, "", "US")}
+        if other and len(other) == len(files):
+            modality = sorted(set(other.values()))[0]
+            raise InputError(input_path, f"holds {modality} images, no ultrasound; model segments ultrasound")
+        for f, m in other.items():
+            log.warning("%s: %s image skipped (not ultrasound)", f, m)
+        files = [f for f in files if f not in other]
     single = len(files) == 1 and input_path.is_file()
     units: list[Unit] = []
     for f in files:

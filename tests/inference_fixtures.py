@@ -1,0 +1,59 @@
+"""Small inference bundles and inputs for the predict tests (no training, no MLflow)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int = 0) -> Path:
+    """A randomly initialised ultrasound model bundle (config.json + weights.pt) in ``folder``."""
+    import torch
+
+    from breastseg.inference.model import bundle_config, write_bundle
+    from breastseg.models.factory import build_model
+
+    name = "mass_us_entropy" if "entropy" in channels else "mass_us_bmode"
+    exp = {"name": name, "dataset": "us", "channels": list(channels), "classes": 2,
+           "class_names": ["background", "mass"], "image_size": image_size,
+           "model": {"name": "attention_unet", "features": [4, 8]}}
+    torch.manual_seed(seed)
+    params = {"us_maps": {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}}
+    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test"), folder)
+    return folder
+
+
+def us_dicom(path: Path, rows: int = 40, cols: int = 56, spacing_cm: float = 0.02) -> Path:
+    """A single-frame DICOM US image (MONOCHROME2, 8 bit) with a SequenceOfUltrasoundRegions spacing."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    us_storage = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = us_storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = us_storage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Doe^Jane", "BRS-77777", "19700101", "F"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20200101", "120000", "A77", "77"
+    ds.ReferringPhysicianName = "Keller^Thomas"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "US", 1, 1
+    ds.Manufacturer = "Test"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    region = Dataset()
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = cols - 1, rows - 1
+    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = 3, 3
+    region.PhysicalDeltaX, region.PhysicalDeltaY = spacing_cm, spacing_cm
+    ds.SequenceOfUltrasoundRegions = [region]
+    rng = np.random.default_rng(3)
+    ds.PixelData = (rng.random((rows, cols)) * 255).astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

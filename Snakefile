@@ -1,5 +1,6 @@
 # breastseg workflow: synth -> convert -> prepare -> split -> tune -> train -> evaluate -> register -> report
 # Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,20 +10,27 @@ configfile: "params.yaml"
 report: "workflow/report/workflow.rst"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from breastseg.config import validate_params, write_effective_params
-from breastseg.data.cohort import raw_files, raw_patients
+from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
+from breastseg.data.cohort import check_cohort, discover, us_maps_needed
 from breastseg.errors import InputError
 
-try:
-    validate_params(config, source="config (params.yaml and --config/--configfile)")
-except InputError as exc:
+
+def stop(exc):
+    """One line and a non-zero exit while the DAG is built, before any job runs."""
     sys.stderr.write(f"breastseg: error: {exc}\n")
     sys.exit(1)
 
+
+try:
+    SOURCE = "config (params.yaml and --config/--configfile)"
+    validate_params(config, source=SOURCE)
+    EXPERIMENTS = selected_experiments(config, source=SOURCE)  # run.experiments, else every experiment
+except InputError as exc:
+    stop(exc)
+
 COHORT = config["cohort"]
 ROOT = COHORT["root"]
-EXPERIMENTS = list(config["experiments"])
-DATASETS = sorted({e["dataset"] for e in config["experiments"].values()})
+DATASETS = sorted({config["experiments"][e]["dataset"] for e in EXPERIMENTS})
 # Rules read the configuration in force (params.yaml plus --config/--configfile) from one file.
 EFFECTIVE_PARAMS = write_effective_params(config, ".snakemake/breastseg/params.yaml")
 BREASTSEG = f"breastseg --params {EFFECTIVE_PARAMS}"
@@ -46,11 +54,26 @@ def dataset_of(experiment):
     return config["experiments"][experiment]["dataset"]
 
 
+def discover_patients(dataset):
+    return discover(ROOT, dataset, COHORT.get("pseudonym_key_file"), COHORT.get("patient_map"))
+
+
+# A user cohort is discovered once, here: no patient for a chosen experiment, or an entropy experiment on
+# B-mode-only data, stops the run with one line before any job starts.
+if COHORT["name"] != "demo":
+    try:
+        FOUND = {dataset: discover_patients(dataset) for dataset in DATASETS}
+        check_cohort(config, EXPERIMENTS, FOUND)
+    except InputError as exc:
+        stop(exc)
+
+
 def patients(dataset):
-    """Pseudonym -> raw path; for the demo cohort, only after the synth checkpoint has run."""
+    """Pseudonym -> RawPatient; for the demo cohort, only after the synth checkpoint has run."""
     if COHORT["name"] == "demo":
         checkpoints.synth.get()
-    return raw_patients(ROOT, dataset, COHORT.get("pseudonym_key_file"))
+        return discover_patients(dataset)
+    return FOUND[dataset]
 
 
 include: "workflow/rules/synth.smk"

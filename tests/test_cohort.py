@@ -1,9 +1,15 @@
 import subprocess
 import sys
 
-import pytest
+from pathlib import Path
 
-from breastseg.data.cohort import raw_files, raw_patients
+import numpy as np
+import pytest
+from test_us_readers import write_us_dicom
+from us_cohorts import oasbud_records, write_busi_cohort, write_oasbud_mat
+
+from breastseg.data.cohort import check_cohort, discover, us_maps_needed
+from breastseg.errors import InputError
 from breastseg.pseudonym import load_key, pseudonym
 
 
@@ -17,20 +23,86 @@ def test_pseudonyms_are_keyed_stable_and_hide_the_name(tmp_path):
     assert "48213" not in p and len(p) == 13
 
 
-def test_raw_patients_maps_pseudonyms_to_folders(tmp_path):
+def test_mri_patients_are_folders_under_pseudonyms(tmp_path):
     (tmp_path / "mri" / "Doe^Jane" / "study").mkdir(parents=True)
     (tmp_path / "mri" / "Doe^Jane" / "study" / "x.dcm").write_bytes(b"")
     (tmp_path / "mri" / ".hidden").mkdir()
-    (tmp_path / "us").mkdir()
-    (tmp_path / "us" / "BRS-1.npz").write_bytes(b"")
-    (tmp_path / "us" / "notes.txt").write_text("")
-    mri = raw_patients(tmp_path, "mri")
-    us = raw_patients(tmp_path, "us")
-    assert list(mri.values()) == [tmp_path / "mri" / "Doe^Jane"]
-    assert list(us.values()) == [tmp_path / "us" / "BRS-1.npz"]
-    assert all(k.startswith("P") and "Doe" not in k for k in mri)
-    assert raw_files(tmp_path / "mri" / "Doe^Jane") == [str(tmp_path / "mri" / "Doe^Jane" / "study" / "x.dcm")]
-    assert raw_patients(tmp_path / "missing", "mri") == {}
+    mri = discover(tmp_path, "mri")
+    [(pid, p)] = mri.items()
+    assert pid.startswith("P") and "Doe" not in pid
+    assert p.sources == (str(tmp_path / "mri" / "Doe^Jane"),)
+    assert p.files == (str(tmp_path / "mri" / "Doe^Jane" / "study" / "x.dcm"),)
+    assert discover(tmp_path / "missing", "mri") == {}
+
+
+def test_every_ultrasound_layout_is_discovered(tmp_path):
+    us = tmp_path / "us"
+    rng = np.random.default_rng(0)
+    write_busi_cohort(tmp_path, n=3)
+    write_oasbud_mat(us / "oasbud.mat", oasbud_records(2, shape=(32, 8)))
+    np.savez(us / "BRS-1.npz", rf=np.zeros((8, 4)), roi=np.zeros((8, 4)), fs=40e6, f0=7e6, pitch=2e-4)
+    for name, pid in (("a.dcm", "PAT-7"), ("b.dcm", "PAT-7"), ("c.dcm", "PAT-9")):
+        write_us_dicom(us / name, rng.integers(0, 255, (12, 10)), patient_id=pid)
+        np.save(us / name.replace(".dcm", "_mask.npy"), np.ones((12, 10), np.uint8))
+    (us / "Smith, Ann").mkdir()
+    np.savez(us / "Smith, Ann" / "scan.npz", rf=np.zeros((8, 4)), roi=np.zeros((8, 4)), fs=40e6, f0=7e6, pitch=2e-4)
+    (us / "notes.txt").write_text("ignored")
+
+    found = discover(tmp_path, "us")
+    by_layout = {}
+    for p in found.values():
+        by_layout.setdefault(p.layouts, []).append(p)
+    assert {k: len(v) for k, v in by_layout.items()} == {
+        ("busi",): 3, ("oasbud-mat",): 2, ("rf-npz",): 1, ("dicom-us",): 2, ("folder",): 1}
+    assert all(not p.has_rf for p in by_layout[("busi",)] + by_layout[("dicom-us",)])
+    assert all(p.has_rf for p in by_layout[("oasbud-mat",)] + by_layout[("rf-npz",)] + by_layout[("folder",)])
+    # BUSI: the image and every mask beside it are the patient's files (a change reconverts it).
+    busi3 = next(p for p in by_layout[("busi",)] if p.sources[0].endswith("benign (3).png"))
+    assert [Path(f).name for f in busi3.files] == ["benign (3).png", "benign (3)_mask.png", "benign (3)_mask_1.png"]
+    # OASBUD: one patient per lesion record of the one file, selected by id.
+    assert sorted(p.select for p in by_layout[("oasbud-mat",)]) == [("L100",), ("L101",)]
+    # DICOM US: files grouped by PatientID, masks included.
+    pat7 = next(p for p in by_layout[("dicom-us",)] if len(p.sources) == 2)
+    assert [Path(f).name for f in pat7.files] == ["a.dcm", "a_mask.npy", "b.dcm", "b_mask.npy"]
+    assert all("PAT" not in pid and "Smith" not in pid for pid in found)
+
+
+def test_patient_map_groups_units_of_one_patient(tmp_path):
+    write_oasbud_mat(tmp_path / "us" / "oasbud.mat", oasbud_records(3, shape=(32, 8)))
+    (tmp_path / "map.csv").write_text("id,patient\nL100,woman-1\nL101,woman-1\n")
+    found = discover(tmp_path, "us", patient_map=tmp_path / "map.csv")
+    assert sorted(p.select for p in found.values()) == [("L100", "L101"), ("L102",)]
+    (tmp_path / "bad.csv").write_text("lesion,woman\nL100,w\n")
+    with pytest.raises(InputError, match="bad.csv: patient map needs the columns 'id' and 'patient'"):
+        discover(tmp_path, "us", patient_map=tmp_path / "bad.csv")
+
+
+def test_two_inputs_with_one_id_are_refused(tmp_path):
+    (tmp_path / "us" / "A").mkdir(parents=True)
+    (tmp_path / "us" / "A" / "x.npz").write_bytes(b"x")
+    (tmp_path / "us" / "A.npz").write_bytes(b"x")
+    with pytest.raises(InputError, match="two inputs give the same id"):
+        discover(tmp_path, "us")
+
+
+def test_cohort_checks_name_the_cohort_and_the_reason(tmp_path, params):
+    cfg = {**params, "cohort": {"name": "busi", "root": str(tmp_path)}}
+    write_busi_cohort(tmp_path, n=2)
+    found = {"us": discover(tmp_path, "us")}
+    check_cohort(cfg, ["mass_us_bmode"], found)  # B-mode-only data, B-mode experiment: fine
+    with pytest.raises(InputError, match=r"experiment mass_us_entropy needs raw RF .* 2 of 2 ultrasound patients "
+                                         r"have B-mode images only \(busi\); choose run.experiments: \[mass_us_bmode\]"):
+        check_cohort(cfg, ["mass_us_entropy", "mass_us_bmode"], found)
+    with pytest.raises(InputError, match=r"no MRI patient found for bpe_mri; expected <root>/mri/<patient>"):
+        check_cohort(cfg, ["bpe_mri"], {"mri": discover(tmp_path, "mri")})
+    missing = {**cfg, "cohort": {"name": "x", "root": str(tmp_path / "nope")}}
+    with pytest.raises(InputError, match="nope: cohort 'x': the cohort folder does not exist"):
+        check_cohort(missing, ["mass_us_bmode"], {"us": {}})
+
+
+def test_only_the_maps_the_experiments_read_are_computed(params):
+    assert us_maps_needed(params, ["mass_us_bmode"]) == ["bmode"]
+    assert us_maps_needed(params, ["bpe_mri", "mass_us_entropy", "mass_us_bmode"]) == ["bmode", "entropy"]
 
 
 def test_cli_help_imports_nothing_heavy():

@@ -1,5 +1,6 @@
 """write_us_maps output layout, resample_to_square, and all-or-nothing writing."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_npz_writes_full_layout(tmp_path):
     rng = np.random.default_rng(0)
     src = _npz(tmp_path / "pat.npz", rng)
     out = tmp_path / "maps"
-    result = write_us_maps(src, out, bins=32)
+    result = write_us_maps(src, out, bins=32, window_pulses=1.0, entropy_on="envelope")
     assert [s["key"] for s in result["scans"]] == ["scan-1"]
     d = out / "scan-1"
     assert sorted(p.name for p in d.iterdir()) == ["bmode.npy", "entropy.npy", "mask.npy", "meta.json", "preview.png"]
@@ -87,7 +88,7 @@ def test_oasbud_keys_and_patient_selection(tmp_path):
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2"]
     meta = json.loads((tmp_path / "one" / "scan-2" / "meta.json").read_text())
     assert meta["patient"] == "P2" and meta["class"] == "malignant" and meta["birads"] == "3"
-    assert meta["window"] == list(window_from_pulses(1.0, f0=10e6, bandwidth=0.6, fs=40e6, pitch=38e-3 / 510))
+    assert meta["window"] == list(window_from_pulses(3.0, f0=10e6, bandwidth=0.6, fs=40e6, pitch=38e-3 / 510))
     with pytest.raises(InputError, match="no scans of patient"):
         write_us_maps(src, tmp_path / "none", patients=["P9"])
 
@@ -163,3 +164,29 @@ def test_patient_id_pseudonym_replaces_names(tmp_path):
         write_us_maps(mat, tmp_path / "x", patient_id="P-0008")
     res = write_us_maps(mat, tmp_path / "y", maps=("bmode",), patients=["P2"], patient_id="P-0008")
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2"]
+
+
+def test_cli_and_library_defaults_are_the_params_defaults(params, tmp_path):
+    from breastseg.cli import build_parser
+    from breastseg.us.maps import map_defaults
+
+    pipeline = params["us_maps"]
+    assert map_defaults() == pipeline
+    args = build_parser().parse_args(["us-maps", "in.npz", "out"])
+    assert {k: getattr(args, k) for k in pipeline} == pipeline
+    rng = np.random.default_rng(5)
+    res = write_us_maps(_npz(tmp_path / "p.npz", rng), tmp_path / "maps")
+    meta = json.loads((Path(res["scans"][0]["dir"]) / "meta.json").read_text())
+    assert {k: meta[k] for k in ("dynamic_range_db", "bins", "entropy_on", "window_pulses")} == pipeline
+
+
+def test_pseudonymised_scans_of_several_inputs_are_numbered(tmp_path):
+    rng = np.random.default_rng(6)
+    src = _mat(tmp_path / "o.mat", rng, ["L1", "L2", "L3"])
+    res = write_us_maps([src], tmp_path / "p", patients=["L1", "L3"], patient_id="Pabc", maps=("bmode",))
+    assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2", "scan-3", "scan-4"]
+    metas = [json.loads((tmp_path / "p" / f"scan-{i}" / "meta.json").read_text()) for i in range(1, 5)]
+    assert {m["patient"] for m in metas} == {"Pabc"} and [m["scan"] for m in metas] == [s["key"] for s in res["scans"]]
+    assert not any("L1" in json.dumps(m) or "o.mat" in json.dumps(m) for m in metas)
+    with pytest.raises(InputError, match="holds several patients"):
+        write_us_maps(src, tmp_path / "q", patient_id="Pabc", maps=("bmode",))

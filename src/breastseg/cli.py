@@ -54,7 +54,9 @@ def cmd_us_maps(args: argparse.Namespace) -> None:
         kwargs["maps"] = tuple(args.maps.split(","))
     if args.patient_id:
         kwargs["patient_id"] = args.patient_id
-    write_us_maps(Path(args.input), Path(args.out_dir), progress=not args.quiet, **kwargs)
+    if args.select:
+        kwargs["patients"] = args.select
+    write_us_maps([Path(p) for p in args.input], Path(args.out_dir), progress=not args.quiet, **kwargs)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -186,16 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dce", action="store_true", help="DCE breast MRI patient folder: phases, subtraction, labels")
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
 
+    from .config import schema_defaults
+
+    us = schema_defaults("us_maps")  # the defaults of params.yaml's us_maps block (one source: the schema)
     s = add("us-maps", cmd_us_maps, "ultrasound RF (or B-mode) to B-mode and Shannon-entropy maps with masks")
-    s.add_argument("input", metavar="INPUT", help=".npz, OASBUD .mat, BUSI folder or DICOM US file")
+    s.add_argument("input", metavar="INPUT", nargs="+",
+                   help=".npz, OASBUD .mat, BUSI image or folder, DICOM US file, or a folder of these (one or more)")
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--maps", help="comma-separated maps to write (bmode,entropy)")
-    s.add_argument("--dynamic-range-db", type=float, default=50.0)
-    s.add_argument("--window-pulses", type=float, default=1.0, help="entropy window side in pulse lengths")
-    s.add_argument("--bins", type=int, default=64, help="entropy histogram bins")
-    s.add_argument("--entropy-on", choices=["envelope", "bmode"], default="envelope",
+    s.add_argument("--dynamic-range-db", type=float, default=us["dynamic_range_db"], help="B-mode dynamic range")
+    s.add_argument("--window-pulses", type=float, default=us["window_pulses"], help="entropy window side in pulse lengths")
+    s.add_argument("--bins", type=int, default=us["bins"], help="entropy histogram bins")
+    s.add_argument("--entropy-on", choices=["envelope", "bmode"], default=us["entropy_on"],
                    help="signal the entropy histogram is taken of: uncompressed envelope or log-compressed B-mode")
     s.add_argument("--patient-id", help="pseudonym to record instead of the input's own name")
+    s.add_argument("--select", action="append", metavar="ID",
+                   help="convert only this unit (an OASBUD lesion id, a patient id); repeat for several")
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
     s.add_argument("experiment")

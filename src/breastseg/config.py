@@ -49,6 +49,29 @@ def validate_params(params: dict[str, Any], *, source: str | Path = "params.yaml
     raise InputError(source, f"key '{key}': {err.message}")
 
 
+def schema_defaults(section: str, schema: Path = SCHEMA) -> dict[str, Any]:
+    """The ``default:`` values the schema declares for the keys of one top-level section.
+
+    The single source of defaults: the CLI and the library read them here, params.yaml repeats them.
+    """
+    import yaml
+
+    props = yaml.safe_load(schema.read_text())["properties"][section].get("properties", {})
+    return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+
+
+def selected_experiments(params: dict[str, Any], source: str | Path = "params.yaml") -> list[str]:
+    """The experiments a run builds: ``run.experiments`` (checked against ``experiments``), else all of them."""
+    chosen = (params.get("run") or {}).get("experiments")
+    if not chosen:
+        return list(params["experiments"])
+    unknown = [e for e in chosen if e not in params["experiments"]]
+    if unknown:
+        raise InputError(source, f"run.experiments names '{unknown[0]}', which is not under 'experiments' "
+                                   f"(known: {', '.join(params['experiments'])})")
+    return list(chosen)
+
+
 def experiment(params: dict[str, Any], name: str) -> dict[str, Any]:
     """One experiment's settings with the global ``train`` block merged under its own overrides."""
     try:

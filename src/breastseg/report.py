@@ -30,15 +30,21 @@ def _img(path: Path, alt: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _distance(stats: dict[str, Any], metric: str) -> str:
+    """Median over patients with its unit: mm where the pixel spacing is known, px (source pixels) where not."""
+    cells = [f"{_f(stats[f'{metric}_{u}']['median'], 2)} {u}" for u in ("mm", "px") if f"{metric}_{u}" in stats]
+    return " / ".join(cells) or "n/a"
+
+
 def _experiment_rows(m: dict[str, Any], decision: dict[str, Any]) -> str:
     rows = []
     for cls, stats in m.get("per_patient", {}).items():
-        d, hd, asd = stats["dice"], stats["hd95_mm"], stats["asd_mm"]
+        d = stats["dice"]
         ci = d.get("ci95") or [None, None]
         rows.append(f"<tr><td>{html.escape(m['experiment'])}</td><td>{html.escape(cls)}</td><td>{_f(d['mean'])} "
                     f"[{_f(ci[0])}, {_f(ci[1])}]</td><td>{_f(d['median'])}</td><td>{_f(d['std'])}</td>"
                     f"<td>{_f(stats['precision']['mean'])}</td><td>{_f(stats['recall']['mean'])}</td>"
-                    f"<td>{_f(hd['median'], 2)}</td><td>{_f(asd['median'], 2)}</td><td>{m.get('n_patients')}</td>"
+                    f"<td>{_distance(stats, 'hd95')}</td><td>{_distance(stats, 'asd')}</td><td>{m.get('n_patients')}</td>"
                     f"<td>v{_f(m.get('model_version'))}</td><td>{_gate(decision)}</td></tr>")
     return "".join(rows)
 
@@ -66,6 +72,14 @@ def _bpe(m: dict[str, Any]) -> str:
             f"{_f(b['category_accuracy'])}; mean absolute error of the BPE fraction {_f(b['fraction_mae'])} "
             f"(cut-offs {', '.join(_f(c, 2) for c in b['cutoffs'])}).</p>"
             f"<table><tr><th></th>{head}</tr>{body}</table>")
+
+
+def _units_note(metrics: list[dict[str, Any]]) -> str:
+    px = [m["experiment"] for m in metrics if "px" in (m.get("distance_units") or {})]
+    if not px:
+        return ""
+    return (f"<p class='units'><b>Pixel spacing unknown</b> for test images of {html.escape(', '.join(px))}: their "
+            "HD95 and ASD are in pixels of the source image (px), not millimetres.</p>")
 
 
 def _comparison(c: dict[str, Any]) -> str:
@@ -108,10 +122,11 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}} figure{{display:i
 vertical-align:top}} figcaption{{font-size:0.85em;max-width:36em}}</style></head><body>
 <h1>breastseg: experiment summary</h1>
 <p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test patients only. Dice per patient (pixels of all its
-annotated slices pooled): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD in millimetres
-(median over patients).</p>
+annotated slices pooled): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD as the median over
+patients, in millimetres (mm) where the images store their pixel spacing, in pixels of the source image (px)
+where they do not.</p>{_units_note(metrics)}
 <table><tr><th>experiment</th><th>class</th><th>Dice mean [CI]</th><th>median</th><th>std</th><th>precision</th>
-<th>recall</th><th>HD95 mm</th><th>ASD mm</th><th>patients</th><th>challenger</th><th>champion gate</th></tr>
+<th>recall</th><th>HD95</th><th>ASD</th><th>patients</th><th>challenger</th><th>champion gate</th></tr>
 {''.join(rows)}
 </table>
 {''.join(_comparison(c) for c in comparisons)}

@@ -2,11 +2,11 @@
 # then per-patient, per-experiment preparation of network-ready slices.
 rule convert_mri:
     input:
-        lambda wc: raw_files(patients("mri")[wc.patient]),
+        lambda wc: patients("mri")[wc.patient].files,
     output:
         directory("data/interim/mri/{patient}"),
     params:
-        raw=lambda wc: str(patients("mri")[wc.patient]),
+        raw=lambda wc: patients("mri")[wc.patient].sources[0],
         on_error=config.get("convert", {}).get("on_error", "fail"),
     log:
         "logs/convert/mri/{patient}.log",
@@ -21,13 +21,18 @@ rule convert_mri:
         "'{params.raw}' {output} > {log} 2>&1"
 
 
+# Any ultrasound layout (RF .npz, OASBUD .mat records, BUSI images, DICOM US, patient folders): one job per
+# patient, reading only that patient's files; only the maps the chosen experiments use are computed.
 rule convert_us:
     input:
-        lambda wc: raw_files(patients("us")[wc.patient]),
+        lambda wc: patients("us")[wc.patient].files,
     output:
         directory("data/interim/us/{patient}"),
     params:
-        maps=config.get("us_maps", {}),
+        maps={**schema_defaults("us_maps"), **config.get("us_maps", {})},
+        which=",".join(us_maps_needed(config, EXPERIMENTS)),
+        sources=lambda wc: patients("us")[wc.patient].sources,
+        select=lambda wc: " ".join(f"--select {shlex.quote(u)}" for u in patients("us")[wc.patient].select),
     log:
         "logs/convert/us/{patient}.log",
     threads: 1
@@ -37,9 +42,9 @@ rule convert_us:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} -q us-maps --patient-id {wildcards.patient} "
+        "{BREASTSEG} -q us-maps --patient-id {wildcards.patient} --maps {params.which} {params.select} "
         "--dynamic-range-db {params.maps[dynamic_range_db]} --window-pulses {params.maps[window_pulses]} "
-        "--bins {params.maps[bins]} --entropy-on {params.maps[entropy_on]} '{input}' {output} > {log} 2>&1"
+        "--bins {params.maps[bins]} --entropy-on {params.maps[entropy_on]} {params.sources:q} {output} > {log} 2>&1"
 
 
 rule prepare:

@@ -1,42 +1,224 @@
-"""Raw cohort discovery: which patients exist, and the pseudonym each one is processed under.
+"""Raw cohort discovery: which patients exist, what each one's raw inputs are, and its pseudonym.
 
-Layout: ``<root>/mri/<patient folder>/`` (one folder per patient, studies inside) and
-``<root>/us/<patient>.npz`` (one RF file per patient). The folder or file name is whatever the export
-gave (often identifying); it is only ever used as input to the keyed hash.
+MRI: ``<root>/mri/<patient folder>/`` (one folder per patient, studies inside).
+
+Ultrasound, under ``<root>/us/`` (layouts may be mixed in one cohort):
+
+* ``<patient>.npz``: per-patient RF (rf, roi, fs, f0, pitch);
+* ``<name>.mat``: OASBUD struct array, one unit per record (lesion ``id``);
+* ``benign/``, ``malignant/``, ``normal/``: BUSI class folders, one unit per image
+  (``<class> (N).png`` with ``<class> (N)_mask.png`` and optional ``_mask_1.png``... beside it);
+* ``<name>.dcm`` with ``<name>_mask.png`` or ``_mask.npy``: DICOM US images, one unit per PatientID;
+* ``<patient>/``: any other folder is one patient holding any of the files above.
+
+A unit is a patient unless ``cohort.patient_map`` (CSV, columns ``id,patient``) says which patient it belongs to
+(OASBUD ids are lesions, BUSI images have no patient at all): the units of one patient are converted and split
+together. Raw names are only ever input to the keyed hash (:mod:`breastseg.pseudonym`).
 """
 from __future__ import annotations
 
+import csv
+import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
 
+from ..errors import InputError
 from ..pseudonym import load_key, pseudonym
 
-US_SUFFIXES = (".npz",)
+MRI_LAYOUT = "<root>/mri/<patient>/<study>/**.dcm with labels.nii.gz or a DICOM SEG per study"
+US_LAYOUT = ("<root>/us/<patient>.npz (RF), <root>/us/<name>.mat (OASBUD), "
+             "<root>/us/{benign,malignant,normal}/<image>.png + <image>_mask.png (BUSI), "
+             "<root>/us/<name>.dcm + <name>_mask.png (DICOM US), or <root>/us/<patient>/ folders of these")
+LAYOUTS = {"mri": MRI_LAYOUT, "us": US_LAYOUT}
+BUSI_CLASSES = ("benign", "malignant", "normal")
+RF_SUFFIXES = (".npz", ".mat")
+#: Maps of each experiment channel that ``us-maps`` computes.
+US_MAPS = ("bmode", "entropy")
 
 
-def raw_patients(root: str | Path, dataset: str, key_file: str | Path | None = None) -> dict[str, Path]:
-    """Map pseudonym -> raw patient folder (MRI) or file (US), sorted by pseudonym."""
+@dataclass(frozen=True)
+class RawPatient:
+    """One patient's raw inputs: ``sources`` go to the converter (``select``: unit ids to keep inside them,
+    empty for all), ``files`` are every raw file it reads (a change reconverts only this patient)."""
+
+    pseudonym: str
+    sources: tuple[str, ...]
+    select: tuple[str, ...]
+    files: tuple[str, ...]
+    layouts: tuple[str, ...]
+    has_rf: bool
+
+
+@dataclass
+class _Unit:
+    id: str
+    sources: list[str]
+    select: str | None
+    files: list[str]
+    layout: str
+    has_rf: bool
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")
+
+
+def _folder_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and _visible(p))
+
+
+@functools.lru_cache(maxsize=64)
+def _mat_ids_cached(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    from ..us.readers import read_oasbud_ids
+
+    return tuple(read_oasbud_ids(path))
+
+
+def _mat_ids(path: Path) -> tuple[str, ...]:
+    st = path.stat()
+    return _mat_ids_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _dicom_patient(path: Path) -> str:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception as exc:  # pydicom raises several types for non-DICOM bytes
+        raise InputError(path, f"cannot read as DICOM: {exc}") from None
+    return str(ds.get("PatientID", "") or "").strip() or path.stem
+
+
+def _us_units(base: Path) -> list[_Unit]:
+    from ..us.readers import busi_images, dicom_mask_paths, is_dicom
+
+    units: list[_Unit] = []
+    dicom: dict[str, _Unit] = {}
+    for p in sorted(filter(_visible, base.iterdir())):
+        if p.is_dir():
+            if p.name.lower() in BUSI_CLASSES:
+                for img in busi_images(p):
+                    masks = [str(m) for m in sorted(p.glob(f"{_glob_escape(img.stem)}_mask*.png"))]
+                    units.append(_Unit(img.stem, [str(img)], None, [str(img), *masks], "busi", False))
+            else:
+                files = _folder_files(p)
+                if files:
+                    has_rf = any(Path(f).suffix.lower() in RF_SUFFIXES for f in files)
+                    units.append(_Unit(p.name, [str(p)], None, files, "folder", has_rf))
+            continue
+        suffix = p.suffix.lower()
+        if suffix == ".npz":
+            units.append(_Unit(p.stem, [str(p)], None, [str(p)], "rf-npz", True))
+        elif suffix == ".mat":
+            units += [_Unit(i, [str(p)], i, [str(p)], "oasbud-mat", True) for i in _mat_ids(p)]
+        elif suffix in (".dcm", ".dicom") or (suffix == "" and is_dicom(p)):
+            pid = _dicom_patient(p)
+            unit = dicom.setdefault(pid, _Unit(pid, [], None, [], "dicom-us", False))
+            unit.sources.append(str(p))
+            unit.files += [str(p), *map(str, dicom_mask_paths(p))]
+    return units + list(dicom.values())
+
+
+def _glob_escape(text: str) -> str:
+    from ..us.readers import glob_escape
+
+    return glob_escape(text)
+
+
+def read_patient_map(path: str | Path) -> dict[str, str]:
+    """``id -> patient`` from a CSV with the columns ``id`` and ``patient``."""
+    p = Path(path).expanduser()
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise InputError(p, "patient map not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(p, f"cannot read the patient map ({exc})") from None
+    if not rows or not {"id", "patient"} <= set(rows[0]):
+        raise InputError(p, "patient map needs the columns 'id' and 'patient' and at least one row")
+    out: dict[str, str] = {}
+    for n, row in enumerate(rows, start=2):
+        uid, patient = (row.get("id") or "").strip(), (row.get("patient") or "").strip()
+        if not uid or not patient:
+            raise InputError(p, f"line {n}: empty id or patient")
+        if out.get(uid, patient) != patient:
+            raise InputError(p, f"line {n}: id is mapped to two patients")
+        out[uid] = patient
+    return out
+
+
+def discover(root: str | Path, dataset: str, key_file: str | Path | None = None,
+             patient_map: str | Path | None = None) -> dict[str, RawPatient]:
+    """Pseudonym -> :class:`RawPatient` for one dataset of a cohort, sorted by pseudonym."""
     base = Path(root) / dataset
+    if dataset not in LAYOUTS:
+        raise ValueError(f"unknown dataset {dataset!r}")
     if not base.is_dir():
         return {}
     if dataset == "mri":
-        entries = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    elif dataset == "us":
-        entries = [p for p in base.iterdir() if p.is_file() and p.suffix in US_SUFFIXES and not p.name.startswith(".")]
+        units = [_Unit(p.name, [str(p)], None, _folder_files(p), "mri-dicom", False)
+                 for p in sorted(base.iterdir()) if p.is_dir() and _visible(p)]
     else:
-        raise ValueError(f"unknown dataset {dataset!r}")
+        units = _us_units(base)
+    seen: dict[str, _Unit] = {}
+    for u in units:
+        if u.id in seen:
+            raise InputError(base, f"two inputs give the same id: {seen[u.id].sources[0]} and {u.sources[0]}")
+        seen[u.id] = u
+    mapping = read_patient_map(patient_map) if patient_map else {}
+    groups: dict[str, list[_Unit]] = {}
+    for u in units:
+        groups.setdefault(mapping.get(u.id, u.id), []).append(u)
     key = load_key(key_file)
-    out: dict[str, Path] = {}
-    for p in entries:
-        name = p.name if p.is_dir() else p.stem
+    out: dict[str, RawPatient] = {}
+    for name, group in groups.items():
         pid = pseudonym(name, key)
         if pid in out:  # pragma: no cover - 48-bit collision
-            raise RuntimeError(f"pseudonym collision for {p} and {out[pid]}")
-        out[pid] = p
+            raise RuntimeError(f"pseudonym collision for {name!r}")
+        selects = [u.select for u in group if u.select is not None]
+        if selects and len(selects) != len(group):  # a selection applies to every source of the patient
+            selects = [u.select or u.id for u in group]
+        out[pid] = RawPatient(
+            pseudonym=pid,
+            sources=tuple(dict.fromkeys(s for u in group for s in u.sources)),
+            select=tuple(selects),
+            files=tuple(sorted({f for u in group for f in u.files})),
+            layouts=tuple(sorted({u.layout for u in group})),
+            has_rf=all(u.has_rf for u in group),
+        )
     return dict(sorted(out.items()))
 
 
-def raw_files(path: Path) -> list[str]:
-    """Every file of a raw patient (for Snakemake inputs): a folder's files, or the file itself."""
-    if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.is_file())
-    return [str(path)]
+def us_maps_needed(params: dict[str, Any], experiments: Iterable[str]) -> list[str]:
+    """The ultrasound maps (``bmode``, ``entropy``) the chosen experiments read, in a fixed order."""
+    wanted = {ch for e in experiments if params["experiments"][e]["dataset"] == "us"
+              for ch in params["experiments"][e]["channels"]}
+    return [m for m in US_MAPS if m in wanted] or ["bmode"]
+
+
+def check_cohort(params: dict[str, Any], experiments: list[str],
+                 patients: dict[str, dict[str, RawPatient]]) -> None:
+    """Refuse, with one line, a cohort that cannot feed the chosen experiments (before any job runs)."""
+    cohort = params["cohort"]
+    root = Path(cohort["root"])
+    label = f"cohort '{cohort['name']}'"
+    if not root.is_dir():
+        raise InputError(root, f"{label}: the cohort folder does not exist")
+    for dataset, found in patients.items():
+        users = [e for e in experiments if params["experiments"][e]["dataset"] == dataset]
+        if not found:
+            raise InputError(root / dataset, f"{label}: no {dataset.upper()} patient found for "
+                                             f"{', '.join(users)}; expected {LAYOUTS[dataset]}")
+        if dataset != "us":
+            continue
+        bmode_only = [p for p in found.values() if not p.has_rf]
+        for e in users:
+            if "entropy" in params["experiments"][e]["channels"] and bmode_only:
+                others = [x for x in experiments if "entropy" not in params["experiments"][x]["channels"]]
+                hint = f"run.experiments: [{', '.join(others)}]" if others else "run.experiments"
+                raise InputError(root / dataset, (
+                    f"{label}: experiment {e} needs raw RF for its entropy map, but {len(bmode_only)} of "
+                    f"{len(found)} ultrasound patients have B-mode images only "
+                    f"({', '.join(sorted({l for p in bmode_only for l in p.layouts}))}); choose {hint}"))

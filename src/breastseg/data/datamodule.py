@@ -13,13 +13,15 @@ from .split import subset_patients
 
 def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:
     """Concatenate the prepared slices of every patient of ``subset`` (in patient order)."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "label", "case", "index", "spacing_mm", "patient")}
+    keys = ("image", "label", "case", "index", "spacing_mm", "spacing_known", "patient")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for pid in subset_patients(split_file, subset):
         f = processed_dir / f"{pid}.npz"
         with np.load(f) as z:
             n = len(z["label"])
             for k in ("image", "label", "case", "index", "spacing_mm"):
                 parts[k].append(z[k])
+            parts["spacing_known"].append(z["spacing_known"] if "spacing_known" in z.files else np.ones(n, bool))
             parts["patient"].append(np.full(n, pid))
     if not parts["image"]:
         return {}

@@ -3,7 +3,8 @@
 Written per patient (like nnU-Net's preprocessing), so a new patient prepares only itself. Contents:
 ``image`` (N, C, S, S) float32, ``label`` (N, S, S) uint8 (255 = ignore), ``case`` (N,) study or scan key,
 ``index`` (N,) slice index in the source volume (0 for ultrasound scans), ``spacing_mm`` (N, 2) in-plane
-pixel spacing after resizing, ``patient`` and ``stratum`` (scalars).
+pixel spacing after resizing, ``spacing_known`` (N,) bool (False where the source stores no pixel spacing, e.g.
+BUSI PNGs: ``spacing_mm`` is then in source-image pixels), ``patient`` and ``stratum`` (scalars).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def resize_to(image: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarr
     from scipy.ndimage import zoom
 
     rows, cols = int(shape[0]), int(shape[1])
+    if image.shape == (rows, cols):  # zoom by 1 on this grid samples every pixel at its centre: a copy
+        return np.array(image, copy=True)
     factors = (rows / image.shape[0], cols / image.shape[1])
     out = zoom(image, factors, order=order, mode="nearest", grid_mode=True)
     return out[:rows, :cols]
@@ -97,7 +100,7 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
             n_bpe += int(np.count_nonzero(sl == 2))
     fraction = n_bpe / n_fgt if n_fgt else 0.0
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing,
-                stratum=f"bpe{bpe_category(fraction)}")
+                spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")
 
 
 def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
@@ -105,7 +108,7 @@ def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
     if not scans:
         raise InputError(interim, "no ultrasound scans (was the patient converted?)")
-    images, labels, cases, index, spacing, classes = [], [], [], [], [], []
+    images, labels, cases, index, spacing, classes, known = [], [], [], [], [], [], []
     for sdir in scans:
         meta = json.loads((sdir / "meta.json").read_text())
         mask = np.load(sdir / "mask.npy")
@@ -121,8 +124,10 @@ def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
         cases.append(sdir.name)
         index.append(0)
         spacing.append(tuple(new_spacing))
+        known.append(bool(meta.get("spacing_known", True)))
         classes.append(str(meta.get("class") or "mass"))
-    return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, stratum=sorted(classes)[0])
+    return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, spacing_known=known,
+                stratum=sorted(classes)[0])
 
 
 def us_scan_image(exp: dict[str, Any], maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None
@@ -154,6 +159,7 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
                 case=np.asarray(data["cases"], dtype=str),
                 index=np.asarray(data["index"], dtype=np.int32),
                 spacing_mm=np.asarray(data["spacing"], dtype=np.float32).reshape(n, 2),
+                spacing_known=np.asarray(data["spacing_known"], dtype=bool).reshape(n),
                 patient=np.asarray(patient_id),
                 stratum=np.asarray(data["stratum"]),
             )

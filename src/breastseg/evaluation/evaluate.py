@@ -1,8 +1,9 @@
 """Evaluation on the test patients only: metrics per slice and per patient, clinical read-out, figures.
 
 Per patient, Dice, precision and recall pool the pixels of all the patient's annotated slices; HD95 and ASD
-(millimetres, from each slice's physical pixel spacing) are the mean over the patient's slices where they are
-defined. Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients. The empty-mask
+are the mean over the patient's slices where they are defined, in millimetres (``hd95_mm``) from each slice's
+physical pixel spacing, or in pixels of the source image (``hd95_px``) where the source stores no spacing.
+Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients. The empty-mask
 conventions are those of :mod:`breastseg.evaluation.metrics` and are written into the metrics file.
 """
 from __future__ import annotations
@@ -48,12 +49,19 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
 
     names = exp["class_names"]
     classes = range(1, exp["classes"])
+    known = np.asarray(data.get("spacing_known", np.ones(len(pred), bool)), dtype=bool)
+    # Distances are in mm where the pixel spacing is known, in source-image pixels where it is not; never mixed.
+    units = [u for u, present in (("mm", known.any()), ("px", (~known).any())) if present] or ["mm"]
+    dist_keys = [f"{k}_{u}" for k in DISTANCES for u in units]
     slice_rows = []
     for i in range(len(pred)):
         m = case_metrics(pred[i], data["label"][i], exp["classes"], tuple(float(s) for s in data["spacing_mm"][i]))
+        unit = "mm" if known[i] else "px"
         slice_rows.append({"patient": str(data["patient"][i]), "case": str(data["case"][i]),
                            "slice": int(data["index"][i]),
-                           **{f"{k}_{names[c]}": m[f"{k}_{c}"] for c in classes for k in (*OVERLAPS, *DISTANCES)}})
+                           **{f"{k}_{names[c]}": m[f"{k}_{c}"] for c in classes for k in OVERLAPS},
+                           **{f"{k}_{u}_{names[c]}": m[f"{k}_{c}"] if u == unit else np.nan
+                              for c in classes for k in DISTANCES for u in units}})
     patients = sorted(set(map(str, data["patient"])))
     patient_rows = []
     for pid in patients:
@@ -62,7 +70,7 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
         for c in classes:
             for k, v in pooled_overlap(pred[idx], data["label"][idx], c).items():
                 row[f"{k}_{names[c]}"] = v
-            for k in DISTANCES:
+            for k in dist_keys:
                 vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx], dtype=float)
                 row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         if exp["dataset"] == "mri":
@@ -74,8 +82,8 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
                        bpe_category_pred=None if fp is None else st.bpe_category(fp, cutoffs))
         patient_rows.append(row)
 
-    per_patient = {names[c]: {k if k in OVERLAPS else f"{k}_mm": st.summarize(
-        [r[f"{k}_{names[c]}"] for r in patient_rows], seed=seed) for k in (*OVERLAPS, *DISTANCES)} for c in classes}
+    per_patient = {names[c]: {k: st.summarize([r[f"{k}_{names[c]}"] for r in patient_rows], seed=seed)
+                              for k in (*OVERLAPS, *dist_keys)} for c in classes}
     per_slice = {names[c]: {"dice": st.summarize([r[f"dice_{names[c]}"] for r in slice_rows], seed=seed)}
                  for c in classes}
     by_class = {n: v["dice"]["mean"] for n, v in per_patient.items()}
@@ -85,6 +93,9 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
         "dice": by_class,
         "per_patient": per_patient,
         "per_slice": per_slice,
+        "distance_units": {u: {"mm": "millimetres (the images store their pixel spacing)",
+                               "px": "pixels of the source image (its file stores no pixel spacing)"}[u]
+                           for u in units},
         "n_patients": len(patients),
         "n_slices": len(slice_rows),
         "test_patients": patients,
@@ -155,7 +166,8 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     defined = np.isfinite(per_slice).any(axis=1)
     slice_dice = np.full(len(rows), np.nan)
     slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
-    figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})")
+    figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})",
+                           dataset=exp["dataset"])
     figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
                      f"{name}: Dice per test patient (v{model['version']})")
     if "calibration" in paths:

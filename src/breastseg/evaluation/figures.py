@@ -20,30 +20,42 @@ def _pyplot():
 
 def _save(fig, out: Path) -> None:
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+        fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight", pad_inches=0.1)  # titles never cut off
     _pyplot().close(fig)
 
 
-def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, slice_dice: np.ndarray, out: Path, title: str) -> None:
+def display(image: np.ndarray, dataset: str) -> np.ndarray:
+    """A prepared slice as the modality is read, rows top to bottom on screen.
+
+    MRI slices are stored NIfTI-style (first axis along the DICOM rows' direction), so the transpose gives the
+    DICOM display (axial: anterior on top, the patient's right on the left). Ultrasound maps are stored depth x
+    lines: shown as they are, skin line on top and depth downward, as in the ``us-maps`` preview.
+    """
+    return image.T if dataset == "mri" else image
+
+
+def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, slice_dice: np.ndarray, out: Path, title: str,
+                   dataset: str = "mri") -> None:
     """Worst, median and best test slices (by mean Dice): image, ground truth, prediction."""
     plt = _pyplot()
     order = np.argsort(np.nan_to_num(slice_dice, nan=-1))
     picks = [("worst", order[0]), ("median", order[len(order) // 2]), ("best", order[-1])]
     vmax = max(2, int(data["label"][data["label"] != 255].max(initial=1)))
-    fig, axes = plt.subplots(3, 3, figsize=(7.5, 7.5))
+    fig, axes = plt.subplots(3, 3, figsize=(7.5, 8.0))
     for r, (label, i) in enumerate(picks):
         img = data["image"][i, -1]
         truth = np.ma.masked_where((data["label"][i] == 255) | (data["label"][i] == 0), data["label"][i])
         for c, (panel, overlay) in enumerate([("image", None), ("truth", truth), ("prediction", pred[i])]):
             ax = axes[r, c]
-            ax.imshow(img.T, cmap="gray")
+            ax.imshow(display(img, dataset), cmap="gray")
             if overlay is not None:
-                ax.imshow(np.ma.masked_equal(overlay, 0).T, cmap="autumn", alpha=0.5, vmin=0, vmax=vmax)
+                ax.imshow(display(np.ma.masked_equal(overlay, 0), dataset), cmap="autumn", alpha=0.5, vmin=0,
+                          vmax=vmax)
             dice = "" if c < 2 or np.isnan(slice_dice[i]) else f" (Dice {slice_dice[i]:.2f})"
             ax.set_title(f"{label} {panel}{dice}", fontsize=8)
             ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     _save(fig, out)
 
 
@@ -52,14 +64,14 @@ def box_plot(series: dict[str, list[float]], out: Path, title: str, ylabel: str 
     plt = _pyplot()
     names = list(series)
     values = [[v for v in series[n] if v is not None and np.isfinite(v)] for n in names]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(names), 4))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 1.4 * len(names)), 4))
     ax.boxplot(values, showmeans=True)
     ax.set_xticks(range(1, len(names) + 1), names)
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(len(v), i) + np.linspace(-0.08, 0.08, max(1, len(v)))[: len(v)], v, s=10, alpha=0.6)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, out)
 
@@ -77,7 +89,7 @@ def calibration_plot(truth: list[float], pred: list[float], cutoffs: list[float]
     ax.set_ylim(0, 1)
     ax.set_xlabel("BPE fraction, ground truth")
     ax.set_ylabel("BPE fraction, prediction")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
     _save(fig, out)
 

@@ -8,6 +8,7 @@ Output layout of :func:`write_us_maps` (one folder per scan, written atomically)
     OUT_DIR/<scan_key>/meta.json     patient, scan, spacing_mm, acquisition, window, bins, ...
     OUT_DIR/<scan_key>/preview.png   B-mode | entropy | B-mode with the mask outline, physical aspect
 
+With a pseudonym (``patient_id``) the keys are ``scan-1``, ``scan-2``... in input order. Otherwise
 ``scan_key`` is the scan id (``scan-1``, ``scan-2`` for the two OASBUD views) when the input holds one
 patient (a per-patient ``.npz``, one OASBUD record, or a ``patients=`` selection of one), and
 ``<patient>/<scan>`` when it holds several (a whole OASBUD file, a BUSI folder).
@@ -91,17 +92,38 @@ def resample_to_square(
 # ------------------------------------------------------------------------------------------ maps
 
 
+def map_defaults() -> dict[str, Any]:
+    """``us_maps`` defaults (dynamic_range_db, window_pulses, bins, entropy_on) from the params schema."""
+    from breastseg.config import schema_defaults
+
+    return schema_defaults("us_maps")
+
+
+def _settings(dynamic_range_db, window_pulses, bins, entropy_on) -> tuple[float, float, int, str]:
+    given = {"dynamic_range_db": dynamic_range_db, "window_pulses": window_pulses, "bins": bins,
+             "entropy_on": entropy_on}
+    if any(v is None for v in given.values()):
+        given = {k: map_defaults()[k] if v is None else v for k, v in given.items()}
+    return (float(given["dynamic_range_db"]), float(given["window_pulses"]), int(given["bins"]),
+            str(given["entropy_on"]))
+
+
 def compute_maps(
     scan: Scan,
     *,
     maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float = 50.0,
-    window_pulses: float = 1.0,
-    bins: int = 64,
-    entropy_on: str = "envelope",
+    dynamic_range_db: float | None = None,
+    window_pulses: float | None = None,
+    bins: int | None = None,
+    entropy_on: str | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Maps of one scan (always including ``bmode``, used by the preview) and its metadata."""
+    """Maps of one scan (always including ``bmode``, used by the preview) and its metadata.
+
+    Settings left ``None`` take the ``us_maps`` defaults of the params schema (:func:`map_defaults`).
+    """
     from breastseg.us.entropy import entropy_map
+
+    dynamic_range_db, window_pulses, bins, entropy_on = _settings(dynamic_range_db, window_pulses, bins, entropy_on)
 
     meta: dict[str, Any] = {
         "patient": scan.patient,
@@ -191,14 +213,14 @@ def preview_image(bmode: np.ndarray, entropy: np.ndarray | None, mask: np.ndarra
 
 
 def write_us_maps(
-    input_path: str | Path,
+    input_path: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float = 50.0,
-    window_pulses: float = 1.0,
-    bins: int = 64,
-    entropy_on: str = "envelope",
+    dynamic_range_db: float | None = None,
+    window_pulses: float | None = None,
+    bins: int | None = None,
+    entropy_on: str | None = None,
     patients: Iterable[str] | None = None,
     patient_id: str | None = None,
     fs: float | None = None,
@@ -208,19 +230,22 @@ def write_us_maps(
     bandwidth: float | None = None,
     progress: bool = False,
 ) -> dict:
-    """Read ``input_path`` (any supported format), write maps per scan under ``out_dir``; see the module doc.
+    """Read ``input_path`` (any supported format, or a list of inputs), write maps per scan under ``out_dir``.
 
-    ``maps``: any of ``"bmode"``, ``"entropy"`` (entropy needs raw RF). ``bins``: histogram bins of the
-    entropy (equal width over the envelope's min..max with ``entropy_on="envelope"``, the default; over
-    [0, 1] with ``"bmode"``). ``patients``: convert only these patient ids. ``fs``, ``f0`` (Hz), ``pitch`` (m),
+    See the module doc for the layout. ``maps``: any of ``"bmode"``, ``"entropy"`` (entropy needs raw RF).
+    ``bins``: histogram bins of the entropy (equal width over the envelope's min..max with
+    ``entropy_on="envelope"``; over [0, 1] with ``"bmode"``). Settings left ``None`` take the ``us_maps``
+    defaults of the params schema. ``patients``: convert only these patient ids (lesion ids for OASBUD). ``fs``, ``f0`` (Hz), ``pitch`` (m),
     ``c`` (m/s), ``bandwidth`` (fractional): override the acquisition parameters of RF inputs.
-``patient_id``: a pseudonym recorded as the patient instead of the input's own name (the input, after the
-``patients`` selection, must hold one patient); file names are then left out of ``meta.json``.
+    ``patient_id``: a pseudonym recorded as the patient instead of the input's own name; the input must hold
+    one patient, unless ``patients`` names the units that make up this patient. Scans are then keyed
+    ``scan-1``, ``scan-2``... in input order, and file names are left out of ``meta.json``.
 
     All inputs are read and checked before anything is written; each scan folder appears atomically.
     Returns ``{"input", "out_dir", "maps", "scans": [{"key", "patient", "scan", "class", "dir", "shape"}]}``.
     """
     maps = tuple(maps)
+    dynamic_range_db, window_pulses, bins, entropy_on = _settings(dynamic_range_db, window_pulses, bins, entropy_on)
     bad = [m for m in maps if m not in MAP_NAMES]
     if not maps or bad:
         raise ValueError(f"maps must be a non-empty selection of {MAP_NAMES}, got {maps!r}")
@@ -233,8 +258,15 @@ def write_us_maps(
     if entropy_on not in ("envelope", "bmode"):
         raise ValueError(f"entropy_on must be 'envelope' or 'bmode', got {entropy_on!r}")
 
-    input_path, out_dir = Path(input_path), Path(out_dir)
-    scans = read_scans(input_path, fs=fs, f0=f0, pitch=pitch, c=c, bandwidth=bandwidth)
+    inputs = [Path(p) for p in ([input_path] if isinstance(input_path, (str, Path)) else input_path)]
+    if not inputs:
+        raise ValueError("no input given")
+    input_path, out_dir = inputs[0], Path(out_dir)
+    scans = [s for p in inputs for s in read_scans(p, fs=fs, f0=f0, pitch=pitch, c=c, bandwidth=bandwidth)]
+    if len(inputs) > 1:
+        from breastseg.us.readers import _check_unique
+
+        _check_unique(input_path.parent, scans)
     if patients is not None:
         wanted = {str(p) for p in patients}
         scans = [s for s in scans if s.patient in wanted or _safe_id(s.patient) in wanted]
@@ -250,20 +282,23 @@ def write_us_maps(
 
     single_patient = len({s.patient for s in scans}) == 1
     if patient_id is not None:
-        if not single_patient:
+        if not single_patient and patients is None:
             raise InputError(input_path, "holds several patients; --patient-id needs one (select it with patients=)")
         if not str(patient_id).strip():
             raise ValueError("patient_id must not be empty")
     written = []
     for i, scan in enumerate(scans, 1):
-        key = scan.scan if single_patient else f"{_safe_id(scan.patient)}/{scan.scan}"
+        if patient_id is not None:  # pseudonymised: keys say nothing of the input's names
+            key = f"scan-{i}"
+        else:
+            key = scan.scan if single_patient else f"{_safe_id(scan.patient)}/{scan.scan}"
         if progress:
             print(f"us-maps: [{i}/{len(scans)}] {key}", file=sys.stderr, flush=True)
         arrays, meta = compute_maps(scan, maps=maps, dynamic_range_db=dynamic_range_db,
                                     window_pulses=window_pulses, bins=bins, entropy_on=entropy_on)
         meta["scan_key"] = key
         if patient_id is not None:  # pseudonymised: keep the input's own names out of the outputs
-            meta["patient"] = str(patient_id)
+            meta["patient"], meta["scan"] = str(patient_id), key
             for name in ("source_file", "image", "masks", "mask"):
                 meta.pop(name, None)
         target = out_dir / key
@@ -273,6 +308,6 @@ def write_us_maps(
             np.save(tmp / "mask.npy", scan.mask.astype(np.uint8))
             write_json(tmp / "meta.json", meta)
             preview_image(arrays["bmode"], arrays.get("entropy"), scan.mask, scan.spacing_mm).save(tmp / "preview.png")
-        written.append({"key": key, "patient": meta["patient"], "scan": scan.scan, "class": scan.label_class,
+        written.append({"key": key, "patient": meta["patient"], "scan": meta["scan"], "class": scan.label_class,
                         "dir": str(target), "shape": list(scan.mask.shape)})
     return {"input": str(input_path), "out_dir": str(out_dir), "maps": list(maps), "scans": written}

@@ -233,6 +233,32 @@ def read_oasbud_mat(path: str | Path, *, fs: float | None = None, f0: float | No
     return scans
 
 
+def read_oasbud_ids(path: str | Path) -> list[str]:
+    """The record (lesion) ids of an OASBUD-layout ``.mat``, in file order, checked like the reader does."""
+    import scipy.io
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["data"])
+    except Exception as exc:  # scipy raises several unrelated types for corrupt files
+        raise InputError(path, f"cannot read as a MATLAB file: {exc}") from None
+    data = mat.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype.names is None or data.size == 0:
+        raise InputError(path, "no non-empty struct array 'data' (expected the OASBUD layout)")
+    if "id" not in data.dtype.names:
+        raise InputError(path, "'data' lacks field(s) id")
+    ids = []
+    for i, rec in enumerate(data.reshape(-1)):
+        pid = _unwrap(rec["id"])
+        if pid is None or str(pid).strip() == "":
+            raise InputError(path, f"record {i + 1} has an empty 'id'")
+        if str(pid) in ids:
+            raise InputError(path, f"duplicate id {str(pid)!r}")
+        ids.append(str(pid))
+    return ids
+
+
 def read_npz(path: str | Path, *, fs: float | None = None, f0: float | None = None,
              pitch: float | None = None, c: float | None = None, bandwidth: float | None = None) -> list[Scan]:
     """One scan from a per-patient ``.npz`` (keys rf, roi, fs, f0, pitch; optional c, bandwidth, class).
@@ -341,14 +367,14 @@ def read_busi_image(path: str | Path, label_class: str | None = None) -> list[Sc
     )]
 
 
-def _busi_images(root: Path) -> list[Path]:
+def busi_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.png") if not _MASK_RE.match(p.stem) and not p.name.startswith("."))
 
 
 def read_busi(root: str | Path) -> list[Scan]:
     """Every image of a BUSI-layout folder (``<root>/<class>/<class> (N).png`` + masks)."""
     root = Path(root)
-    images = _busi_images(root)
+    images = busi_images(root)
     if not images:
         raise InputError(root, "no images found (expected <class>/<class> (N).png with _mask.png files)")
     scans = [s for p in images for s in read_busi_image(p)]
@@ -356,11 +382,15 @@ def read_busi(root: str | Path) -> list[Scan]:
     return scans
 
 
+def dicom_mask_paths(path: Path) -> list[Path]:
+    """The mask files beside a DICOM US image that exist (``<name>_mask.png``, ``<name>_mask.npy``)."""
+    return [c for c in (path.with_name(path.stem + s) for s in ("_mask.png", "_mask.npy")) if c.exists()]
+
+
 def _dicom_mask_path(path: Path) -> Path:
-    for suffix in ("_mask.png", "_mask.npy"):
-        cand = path.with_name(path.stem + suffix)
-        if cand.exists():
-            return cand
+    found = dicom_mask_paths(path)
+    if found:
+        return found[0]
     raise InputError(path, f"no mask beside the DICOM image (expected {path.stem}_mask.png or _mask.npy)")
 
 
@@ -430,7 +460,7 @@ def read_dicom_us(path: str | Path) -> list[Scan]:
 # ----------------------------------------------------------------------------------------------- dispatch
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
     try:
@@ -471,7 +501,7 @@ def read_scans(input_path: str | Path, **acquisition: float | None) -> list[Scan
         for p in dcm_files:
             scans += read_dicom_us(p)
         if any(p.suffix.lower() == ".png" for p in files):
-            images = [p for p in _busi_images(path) if not _has_dicom_twin(p)]
+            images = [p for p in busi_images(path) if not _has_dicom_twin(p)]
             for p in images:
                 scans += read_busi_image(p)
         if not scans:
@@ -494,6 +524,6 @@ def _read_file(path: Path, acquisition: dict[str, float | None]) -> list[Scan]:
     if suffix == ".png":
         return read_busi_image(path)
     _check_file(path)
-    if _is_dicom(path):
+    if is_dicom(path):
         return read_dicom_us(path)
     raise InputError(path, f"unsupported input type '{suffix or path.name}' (expected .mat, .npz, .dcm or .png)")

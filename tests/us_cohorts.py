@@ -1,0 +1,76 @@
+"""Tiny ultrasound cohorts in the public layouts (BUSI folders, an OASBUD .mat, DICOM US), for tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+
+def _ellipse(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    rows, cols = shape
+    cy, cx = rng.uniform(0.35, 0.65) * rows, rng.uniform(0.35, 0.65) * cols
+    ry, rx = rng.uniform(0.12, 0.22) * rows, rng.uniform(0.12, 0.22) * cols
+    y, x = np.ogrid[:rows, :cols]
+    return (((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1).astype(np.uint8)
+
+
+def _png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def write_busi_cohort(root: Path, n: int = 8, seed: int = 0, shape: tuple[int, int] = (48, 64)) -> Path:
+    """``root/us/{benign,malignant}/<class> (N).png`` with a dark mass, its ``_mask.png`` and, for some, a
+    second region in ``_mask_1.png`` (merged by the reader)."""
+    rng = np.random.default_rng(seed)
+    for i in range(1, n + 1):
+        cls = "benign" if i % 2 else "malignant"
+        mask = _ellipse(shape, rng)
+        speckle = rng.rayleigh(0.25, shape)
+        image = np.clip(0.55 * speckle * np.where(mask > 0, 0.35, 1.0) * 255, 0, 255).astype(np.uint8)
+        stem = root / "us" / cls / f"{cls} ({i})"
+        _png(stem.with_name(stem.name + ".png"), np.stack([image] * 3, axis=-1))  # RGB, as BUSI ships
+        _png(stem.with_name(stem.name + "_mask.png"), mask * 255)
+        if i % 3 == 0:
+            extra = np.zeros(shape, np.uint8)
+            extra[2:5, 2:6] = 255
+            _png(stem.with_name(stem.name + "_mask_1.png"), extra)
+    return root
+
+
+def oasbud_records(n: int, seed: int = 0, shape: tuple[int, int] = (256, 24)) -> list[dict]:
+    """RF records (int16 samples x lines) with a weaker-scattering mass and its ROI, OASBUD field layout."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(-8, 9)
+    pulse = np.cos(2 * np.pi * 0.25 * t) * np.exp(-(t / 4.0) ** 2)
+    records = []
+    for i in range(n):
+        rois, rfs = [], []
+        for _ in range(2):
+            roi = _ellipse(shape, rng)
+            scat = rng.normal(size=shape) * np.where(roi > 0, 0.3, 1.0)
+            rf = np.apply_along_axis(lambda c: np.convolve(c, pulse, mode="same"), 0, scat)
+            rfs.append(np.round(rf / np.abs(rf).max() * 3000).astype(np.int16))
+            rois.append(roi)
+        records.append({"id": f"L{100 + i}", "rf1": rfs[0], "rf2": rfs[1], "roi1": rois[0], "roi2": rois[1],
+                        "birads": "4a", "class": np.array([[i % 2]], dtype=np.float64)})
+    return records
+
+
+def write_oasbud_mat(path: Path, records: list[dict]) -> Path:
+    fields = ("id", "rf1", "rf2", "roi1", "roi2", "birads", "class")
+    data = np.zeros((1, len(records)), dtype=[(f, object) for f in fields])
+    for i, rec in enumerate(records):
+        for f in fields:
+            data[f][0, i] = rec[f]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"data": data})
+    return path
+
+
+def write_oasbud_cohort(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """``root/us/oasbud.mat`` with ``n`` lesions."""
+    write_oasbud_mat(root / "us" / "oasbud.mat", oasbud_records(n, seed))
+    return root

@@ -1,4 +1,4 @@
-"""Synthetic ultrasound RF: file formats, near-isoechoic masses, entropy contrast, Rayleigh background."""
+"""Synthetic ultrasound RF: file formats, mass echogenicity, entropy contrast of isoechoic masses."""
 from __future__ import annotations
 
 import json
@@ -92,21 +92,29 @@ def test_oasbud_layout(cohort):
     assert classes == {0, 1}
 
 
-def test_mass_is_nearly_isoechoic(scans):
-    within = 0
+def test_mass_contrast_matches_its_echogenicity(scans):
+    echoes = set()
     for s in scans:
         inner, outer = _regions(s["roi"])
         e2 = s["env"] ** 2
         measured = 10 * np.log10(e2[inner].mean() / e2[outer].mean())
-        target = s["truth"]["contrast_db"]
-        assert measured == pytest.approx(target, abs=0.5), (s["pid"], s["scan"])
-        within += abs(target) <= 3.0 and abs(measured) <= 3.5
-    assert within >= 0.6 * len(scans)  # most masses differ from their surroundings by 0-3 dB only
+        truth = s["truth"]
+        echoes.add(truth["echogenicity"])
+        if truth["echogenicity"] == "anechoic":  # as dark as electronic noise and side lobes allow
+            assert measured < -10.0, (s["pid"], s["scan"], measured)
+        else:
+            # the surroundings hold fat lobules and layers, so the measured contrast scatters around the target
+            assert measured == pytest.approx(truth["contrast_db"], abs=2.0), (s["pid"], s["scan"], truth["echogenicity"])
+        if truth["echogenicity"] == "isoechoic":
+            assert abs(measured) <= 4.0
+    assert echoes == {"anechoic", "hypoechoic", "isoechoic", "hyperechoic"}
 
 
-def test_entropy_separates_mass_from_background(scans):
+def test_entropy_separates_isoechoic_masses_from_background(scans):
     cnrs = []
     for s in scans:
+        if s["truth"]["echogenicity"] != "isoechoic":
+            continue
         env = s["env"][::4]  # ~0.08 mm axial pixels
         db = 20 * np.log10(env / env.max() + 1e-12)
         q = np.clip((db + 60.0) / 60.0 * 63.0, 0, 63).astype(np.uint8)
@@ -118,28 +126,23 @@ def test_entropy_separates_mass_from_background(scans):
         # sparse scatterers: a more heterogeneous envelope, hence a higher local entropy
         assert ent[inner].mean() > ent[outer].mean(), (s["pid"], s["scan"])
     cnrs = np.array(cnrs)
-    assert np.median(cnrs) > 1.0 and (cnrs > 1.0).mean() >= 0.75, cnrs.round(2)
+    assert len(cnrs) >= 4 and np.median(cnrs) > 0.7, cnrs.round(2)
 
 
-def test_background_speckle_is_rayleigh(scans):
-    snrs = []
+def test_isoechoic_masses_are_pre_rayleigh(scans):
     for s in scans:
-        _, outer = _regions(s["roi"])
-        e = s["env"][outer]
-        snrs.append(e.mean() / e.std())
-        inner = ndimage.binary_erosion(s["roi"], np.ones((5, 3), bool))
-        if inner.sum() > 200:
-            # inside the mass (few scatterers per resolution cell) the envelope is pre-Rayleigh
-            assert s["env"][inner].mean() / s["env"][inner].std() < snrs[-1]
-    snrs = np.array(snrs)
-    assert abs(snrs.mean() - RAYLEIGH_SNR) < 0.08, snrs.round(3)
-    assert (np.abs(snrs - RAYLEIGH_SNR) < 0.2).all(), snrs.round(3)
+        inner = ndimage.binary_erosion(s["roi"], np.ones((9, 3), bool))
+        if s["truth"]["echogenicity"] != "isoechoic" or inner.sum() < 200:
+            continue
+        # few scatterers per resolution cell: the envelope is more heterogeneous than Rayleigh speckle
+        assert s["env"][inner].mean() / s["env"][inner].std() < RAYLEIGH_SNR - 0.2
 
 
 def test_truth_records_densities_and_contrast(cohort):
     for f in sorted((cohort / "truth" / "us").glob("*.json")):
         t = json.loads(f.read_text())
         assert t["density_background_per_cell"] >= 10.0
-        assert 1.0 <= t["density_mass_per_cell"] <= 4.0
+        assert 0.4 <= t["density_mass_per_cell"] <= 15.0
+        assert t["margin"] in ("circumscribed", "lobulated", "spiculated")
         assert t["class"] in (0, 1) and t["birads"]
         assert len(t["contrast_db_measured"]) == 2

@@ -35,13 +35,18 @@ from . import us as us_mod
 from .writers import write_mat, write_npz
 
 DEFAULTS: dict[str, Any] = {
-    "mri_matrix": 64,
-    "mri_slices": 24,
+    "mri_matrix": 128,
+    "mri_slices": 16,
+    "mri_spacing_mm": None,
+    "mri_slice_mm": None,
     "mri_post_phases": 2,
     "us_lines": 128,
     "us_depth_mm": 20.0,
     "annotated_fraction": 0.5,
 }
+# Echogenicity mix of the ultrasound masses (cycled over the cohort, anechoic cysts only among benign masses).
+US_ECHO_CYCLE = ("hypoechoic", "isoechoic", "hypoechoic", "anechoic", "isoechoic", "hyperechoic", "hypoechoic",
+                 "isoechoic", "hypoechoic", "hyperechoic")
 
 _INSTITUTIONS = ("St. Elisabeth Hospital", "University Medical Centre", "Northside Breast Clinic",
                  "Royal Infirmary", "Clinica San Marco")
@@ -80,7 +85,8 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
     # MRI
     rng = np.random.default_rng([seed, index, 1])
     phantom = mri_mod.simulate_mri(rng, o["mri_matrix"], o["mri_slices"], o["mri_post_phases"],
-                                   bpe_category_target=job["bpe_category"])
+                                   bpe_category_target=job["bpe_category"], spacing_mm=o["mri_spacing_mm"],
+                                   slice_mm=o["mri_slice_mm"], density_target=job["density"])
     study = f"MR_BREAST_BILAT_{ident['study_date']}"
     study_dir = root / "mri" / pid / study
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +99,7 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
     # Ultrasound
     rng = np.random.default_rng([seed, index, 2])
     probe = us_mod.probe_for(o["us_lines"], o["us_depth_mm"])
-    scans = us_mod.simulate_patient(rng, probe, malignant=job["malignant"])
+    scans = us_mod.simulate_patient(rng, probe, malignant=job["malignant"], echogenicity=job["echogenicity"])
     write_npz(root / "us" / f"{pid}.npz", {
         "rf": scans["rf1"], "roi": scans["roi1"], "fs": np.float64(probe.fs), "f0": np.float64(probe.f0),
         "pitch": np.float64(probe.pitch), "c": np.float64(probe.c), "bandwidth": np.float64(probe.bandwidth),
@@ -105,6 +111,7 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
         "dicom_files": mtruth["dicom_files"],
         "bpe_category": mtruth["bpe_category"],
         "us_class": utruth["class"],
+        "us_echogenicity": utruth["echogenicity"],
         "oasbud": {"id": pid, "rf1": scans["rf1"], "rf2": scans["rf2"], "roi1": scans["roi1"], "roi2": scans["roi2"],
                    "birads": utruth["birads"], "class": utruth["class"]},
     }
@@ -126,6 +133,8 @@ def write_cohort(
     *,
     mri_matrix: int = DEFAULTS["mri_matrix"],
     mri_slices: int = DEFAULTS["mri_slices"],
+    mri_spacing_mm: float | None = DEFAULTS["mri_spacing_mm"],
+    mri_slice_mm: float | None = DEFAULTS["mri_slice_mm"],
     mri_post_phases: int = DEFAULTS["mri_post_phases"],
     us_lines: int = DEFAULTS["us_lines"],
     us_depth_mm: float = DEFAULTS["us_depth_mm"],
@@ -137,8 +146,12 @@ def write_cohort(
 
     Keywords (stable; ``params.yaml``'s ``synth`` block uses the same names):
 
-    * ``mri_matrix`` - in-plane matrix (columns = rows) of every MRI series (default 64).
-    * ``mri_slices`` - slices per series (default 24).
+    * ``mri_matrix`` - in-plane matrix (columns = rows) of every MRI series (default 128).
+    * ``mri_slices`` - slices per series (default 16).
+    * ``mri_spacing_mm`` - in-plane pixel spacing; the field of view is matrix x spacing and the anatomy
+      scales with it (default: a 300-360 mm field of view drawn per study).
+    * ``mri_slice_mm`` - slice thickness = spacing; the slab is slices x thickness around the breasts'
+      mid-level (default: a 130-160 mm slab drawn per study).
     * ``mri_post_phases`` - post-contrast series per study, at least 2 (default 2).
     * ``us_lines`` - RF scan lines per ultrasound frame, 0.3 mm pitch (default 128; a clinical frame has 510).
     * ``us_depth_mm`` - imaging depth of the RF in millimetres (default 20; clinical 40).
@@ -160,7 +173,12 @@ def write_cohort(
         raise InputError(None, f"MRI grid too small: {mri_matrix}x{mri_matrix}x{mri_slices}")
     if int(us_lines) < 16 or not float(us_depth_mm) >= 5.0:
         raise InputError(None, f"ultrasound frame too small: {us_lines} lines x {us_depth_mm} mm")
+    for name, value in (("mri_spacing_mm", mri_spacing_mm), ("mri_slice_mm", mri_slice_mm)):
+        if value is not None and not float(value) > 0:
+            raise InputError(None, f"{name} must be positive (got {value})")
     options = {"mri_matrix": int(mri_matrix), "mri_slices": int(mri_slices), "mri_post_phases": int(mri_post_phases),
+               "mri_spacing_mm": None if mri_spacing_mm is None else float(mri_spacing_mm),
+               "mri_slice_mm": None if mri_slice_mm is None else float(mri_slice_mm),
                "us_lines": int(us_lines), "us_depth_mm": float(us_depth_mm), "annotated_fraction": float(annotated_fraction)}
     n, seed = int(patients), int(seed)
 
@@ -170,6 +188,15 @@ def write_cohort(
     classes = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]
     rescaled = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]  # half the studies rescaled
     layouts = [mri_mod.LAYOUTS[c] for c in cohort_rng.permutation(np.arange(n) % len(mri_mod.LAYOUTS))]
+    densities = [int(c) for c in np.resize(cohort_rng.permutation(4), n)]  # ACR a-d, each once per four
+    echoes = [str(e) for e in cohort_rng.permutation(np.resize(np.asarray(US_ECHO_CYCLE), n))]
+    for i in range(n):  # cysts are benign: swap an anechoic malignant mass with a benign one's echogenicity
+        if echoes[i] == "anechoic" and classes[i]:
+            j = next((j for j in range(n) if not classes[j] and echoes[j] != "anechoic"), None)
+            if j is not None:
+                echoes[i], echoes[j] = echoes[j], echoes[i]
+            else:
+                echoes[i] = "hypoechoic"
 
     from tqdm import tqdm
 
@@ -177,7 +204,7 @@ def write_cohort(
     with atomic_dir(out_dir) as root:
         jobs = [{"root": root, "identity": identities[i], "seed": seed, "index": i, "options": options,
                  "bpe_category": bpe_cats[i], "malignant": classes[i], "rescaled": rescaled[i],
-                 "layout": layouts[i]} for i in range(n)]
+                 "layout": layouts[i], "density": densities[i], "echogenicity": echoes[i]} for i in range(n)]
         bar = tqdm(total=n, desc="synth", unit="patient", file=sys.stderr, disable=not progress)
         try:
             if int(workers) > 1:
@@ -204,5 +231,6 @@ def write_cohort(
         "dicom_files": int(sum(r["dicom_files"] for r in results)),
         "bpe_categories": {mri_mod.BPE_CATEGORY_NAMES[k]: v for k, v in sorted(Counter(r["bpe_category"] for r in results).items())},
         "us_classes": {("malignant" if k else "benign"): v for k, v in sorted(Counter(r["us_class"] for r in results).items())},
+        "us_echogenicity": dict(sorted(Counter(r["us_echogenicity"] for r in results).items())),
         **options,
     }

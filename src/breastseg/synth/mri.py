@@ -83,139 +83,319 @@ class MriPhantom:
     phases: list[np.ndarray]  # physical signal (float, arbitrary units) per phase; phase 0 = pre-contrast
     phase_times_s: list[float]  # acquisition time of each phase after the pre-contrast start
     truth: dict[str, Any] = field(default_factory=dict)
+    tissue: np.ndarray | None = None  # uint8 [i, j, k]: index into TISSUES (not written to disk)
+
+
+TISSUES = ("air", "fat", "skin", "fgt", "bpe", "muscle", "sternum", "ribs", "heart", "aorta", "mediastinum", "lungs")
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]) -> np.ndarray:
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_vox, mode="reflect")
+    """Unit-variance Gaussian noise smoothed with ``sigma_vox`` (float32).
+
+    Wide kernels are applied on a coarser grid (at least ~2.5 samples per sigma) and interpolated back, so a
+    field of a 10 mm correlation length on a 0.7 mm grid costs about as much as one on a 2 mm grid.
+    """
+    factors = tuple(max(1, int(s // 2.5)) for s in sigma_vox)
+    coarse = tuple(int(np.ceil(n / f)) + 2 if f > 1 else n for n, f in zip(shape, factors))
+    f = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32),
+                                tuple(s / fa for s, fa in zip(sigma_vox, factors)), mode="reflect")
+    if any(fa > 1 for fa in factors):
+        # voxel n of the fine grid sits at coarse coordinate (n + 0.5) / factor - 0.5 + 1 (one pad sample)
+        axes = [((np.arange(n) + 0.5) / fa - 0.5 + (1.0 if fa > 1 else 0.0)) for n, fa in zip(shape, factors)]
+        f = _interp_separable(f, axes)
+    f = f[tuple(slice(0, n) for n in shape)]
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
-def _normalise_mean(values: np.ndarray, target: float) -> np.ndarray:
-    values = np.clip(values, 0.0, None)
-    m = values.mean() if values.size else 0.0
-    return values * (target / m) if m > 0 else np.full_like(values, target)
+def _interp_separable(a: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
+    """Linear interpolation of ``a`` at the outer product of per-axis coordinates (clamped at the borders)."""
+    for axis, c in enumerate(coords):
+        n = a.shape[axis]
+        if n == c.size and np.allclose(c, np.arange(n)):
+            continue
+        c = np.clip(c, 0.0, n - 1.0)
+        lo = np.floor(c).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (c - lo).astype(np.float32)
+        shape = [1] * a.ndim
+        shape[axis] = -1
+        w = w.reshape(shape)
+        a = np.take(a, lo, axis=axis) * (1.0 - w) + np.take(a, hi, axis=axis) * w
+    return a
 
 
-def draw_geometry(rng: np.random.Generator, matrix: int, slices: int) -> Geometry:
+# Breast density (ACR BI-RADS a-d) as the FGT share of the breast volume.
+DENSITY_CATEGORY_NAMES = ("fatty", "scattered", "heterogeneous", "extremely dense")
+_DENSITY_RANGES = ((0.05, 0.10), (0.10, 0.25), (0.25, 0.50), (0.50, 0.70))
+# Relative enhancement of BPE at the first post-contrast phase, by BPE category: marked BPE is both wider and
+# stronger. Non-enhancing FGT stays below 10 % at every phase.
+_RE1_BPE = ((0.20, 0.35), (0.35, 0.55), (0.55, 0.80), (0.80, 1.20))
+CURVE_TYPES = ("persistent", "plateau", "washout")  # kinetic curve types (late vs first post-contrast phase)
+
+
+def enhancement_curve(t: np.ndarray | float, amplitude: float, k_in: float, k_out: float) -> np.ndarray:
+    """Relative enhancement at ``t`` s after injection (empirical model: A (1 - e^-k_in t) e^-k_out t)."""
+    t = np.asarray(t, dtype=float)
+    return amplitude * (1.0 - np.exp(-k_in * t)) * np.exp(-k_out * t)
+
+
+def curve_type(re_values: list[float] | np.ndarray, tolerance: float = 0.1) -> str:
+    """Kinetic type from the relative enhancement at each post-contrast phase (first vs last, +-10 %)."""
+    first, last = float(re_values[0]), float(re_values[-1])
+    if first <= 0:
+        return "persistent" if last > first else "plateau"
+    change = last / first - 1.0
+    return "persistent" if change > tolerance else ("washout" if change < -tolerance else "plateau")
+
+
+def _draw_kinetics(rng: np.random.Generator, kind: str) -> tuple[float, float]:
+    """(k_in, k_out) in 1/s for a curve of ``kind`` sampled at 60-100 s intervals from 60-100 s on."""
+    if kind == "persistent":
+        return float(rng.uniform(0.004, 0.010)), float(rng.uniform(-0.0006, 0.0))
+    if kind == "plateau":
+        return float(rng.uniform(0.035, 0.06)), float(rng.uniform(0.0, 0.0004))
+    return float(rng.uniform(0.05, 0.09)), float(rng.uniform(0.0025, 0.004))
+
+
+def draw_geometry(rng: np.random.Generator, matrix: int, slices: int, spacing_mm: float | None = None,
+                  slice_mm: float | None = None) -> Geometry:
+    """Axial grid: ``matrix`` x ``matrix`` pixels of ``spacing_mm`` (else a 300-360 mm field of view) and
+    ``slices`` slices of ``slice_mm`` (else a 130-160 mm slab)."""
     fov = rng.uniform(300.0, 360.0)
-    spacing = round(fov / matrix, 4)
+    spacing = round(float(spacing_mm), 4) if spacing_mm else round(fov / matrix, 4)
     slab = rng.uniform(130.0, 160.0)
-    step = round(slab / slices, 4)
+    step = round(float(slice_mm), 4) if slice_mm else round(slab / slices, 4)
     centre = np.array([rng.uniform(-8, 8), rng.uniform(-15, 15), rng.uniform(-40, 40)])
     iop = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial: rows run to the patient's left, columns to posterior
     first = centre - (matrix - 1) / 2.0 * spacing * np.array([1.0, 1.0, 0.0]) - (slices - 1) / 2.0 * step * np.array([0, 0, 1.0])
     return Geometry((matrix, matrix, slices), (spacing, spacing), step, iop, tuple(round(float(v), 4) for v in first))
 
 
+def _axes_mm(geo: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-grid LPS coordinates (mm) of the voxel centres of an axial grid: x [i,1,1], y [1,j,1], z [1,1,k]."""
+    if tuple(geo.iop) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        raise ValueError("the phantom is built on an axial grid")
+    n_i, n_j, n_k = geo.shape
+    x0, y0, z0 = geo.ipp_first
+    x = (x0 + np.arange(n_i) * geo.pixel_spacing[1]).astype(np.float32)[:, None, None]
+    y = (y0 + np.arange(n_j) * geo.pixel_spacing[0]).astype(np.float32)[None, :, None]
+    z = (z0 + np.arange(n_k) * geo.slice_step).astype(np.float32)[None, None, :]
+    return x, y, z
+
+
 def simulate_mri(rng: np.random.Generator, matrix: int = 64, slices: int = 24, post_phases: int = 2,
-                 bpe_category_target: int | None = None) -> MriPhantom:
-    """Anatomy, labels and noise-free-plus-Rician signal of one DCE study."""
-    geo = draw_geometry(rng, matrix, slices)
-    x, y, z = geo.lps_coordinates()
+                 bpe_category_target: int | None = None, *, spacing_mm: float | None = None,
+                 slice_mm: float | None = None, density_target: int | None = None) -> MriPhantom:
+    """Anatomy, labels and signal (bias, partial volume, motion, Rician noise) of one bilateral DCE study.
+
+    Patient LPS millimetres, prone, axial slices; anterior is small y. Anatomy scales with the field of view
+    (``W`` = half of it): two half-ellipsoid breasts with a skin layer, subcutaneous and retromammary fat and
+    fibroglandular tissue (FGT, a cone of tissue towards the nipple, its share of the breast drawn from one
+    of the four ACR density categories); behind them the chest wall (pectoral muscle, ribs), the heart, the
+    aorta and the lungs. BPE is a patchy sub-region of the FGT (its share from one of the four BPE
+    categories) whose relative enhancement rises smoothly from the non-enhancing FGT level over a few mm.
+    """
+    geo = draw_geometry(rng, matrix, slices, spacing_mm, slice_mm)
+    shape = geo.shape
+    x, y, z = _axes_mm(geo)
     vx = (geo.pixel_spacing[1], geo.pixel_spacing[0], geo.slice_step)
-    centre = np.asarray(geo.ipp_first) + np.array([(matrix - 1) / 2.0 * vx[0], (matrix - 1) / 2.0 * vx[1], (slices - 1) / 2.0 * vx[2]])
+    n_i, n_j, n_k = shape
+    cx = float(x[0, 0, 0] + (n_i - 1) / 2.0 * vx[0])
+    cy = float(y[0, 0, 0] + (n_j - 1) / 2.0 * vx[1])
+    cz = float(z[0, 0, 0] + (n_k - 1) / 2.0 * vx[2])
+    half_fov = 0.5 * n_i * vx[0]
+    W = float(np.clip(half_fov, 60.0, 200.0))  # anatomy scale (mm); a tiny grid still sees the whole body
+    slab_half = 0.5 * n_k * vx[2]
 
-    # Chest wall (coronal plane, y = y_cw); breasts in front of it (smaller y = anterior).
-    y_cw = centre[1] + rng.uniform(0.0, 25.0)
-    z_mid = centre[2] + rng.uniform(-8.0, 8.0)
-    breast = np.zeros(geo.shape, bool)
-    depth_in = np.zeros(geo.shape)  # 0 at the skin, 1 at the centre of the ellipsoid base
+    def noise(sigma_mm: float) -> np.ndarray:
+        return _smooth_noise(rng, shape, tuple(sigma_mm / v for v in vx))
+
+    def full(a: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(a, shape)
+
+    # Chest wall: curved (convex anteriorly); the breasts hang in front of it.
+    y0 = cy + rng.uniform(0.08, 0.2) * W
+    ycw = (y0 + 0.22 * (x - cx) ** 2 / W).astype(np.float32)  # [i,1,1]
+    z_mid = cz + rng.uniform(-0.15, 0.15) * min(slab_half, 0.35 * W)
+
+    # Breasts (half-ellipsoids), their skin and the depth below the skin (mm).
+    breast = np.zeros(shape, bool)
+    skin = np.zeros(shape, bool)
+    depth_mm = np.zeros(shape, np.float32)
+    axis_dist = np.full(shape, np.inf, np.float32)  # distance from the nipple axis, relative to the breast radius
+    t_skin = rng.uniform(1.5, 2.5)
+    size = rng.uniform(0.9, 1.1)
+    sides = []
     for side in (-1.0, 1.0):
-        xc = side * rng.uniform(65.0, 90.0) + centre[0]
-        ax, az = rng.uniform(50.0, 70.0), rng.uniform(45.0, 62.0)
-        ay = rng.uniform(60.0, 100.0)
-        r = np.sqrt(((x - xc) / ax) ** 2 + ((y - y_cw) / ay) ** 2 + ((z - z_mid) / az) ** 2)
-        inside = (r <= 1.0) & (y <= y_cw)
+        asym = rng.uniform(0.93, 1.07)
+        xc = cx + side * rng.uniform(0.45, 0.52) * W
+        ax = rng.uniform(0.33, 0.42) * W * size * asym
+        ay = rng.uniform(0.35, 0.65) * W * size * asym  # anterior projection (chest wall to nipple)
+        az = rng.uniform(0.30, 0.38) * W * size * asym
+        lump = 1.0 + 0.03 * noise(25.0)
+        r = np.sqrt(((x - xc) / ax) ** 2 + ((y - ycw) / ay) ** 2 + ((z - z_mid) / az) ** 2) / lump
+        inside = (r <= 1.0) & (y <= ycw)
+        d = (1.0 - r) * (ax + ay + az) / 3.0
         breast |= inside
-        depth_in = np.where(inside, np.maximum(depth_in, 1.0 - r), depth_in)
+        skin |= inside & (d < t_skin)
+        depth_mm = np.where(inside, np.maximum(depth_mm, d), depth_mm)
+        rho = np.sqrt(((x - xc) / ax) ** 2 + ((z - z_mid) / az) ** 2)
+        axis_dist = np.where(inside, np.minimum(axis_dist, rho), axis_dist)
+        sides.append({"centre_x_mm": float(xc), "radii_mm": [float(ax), float(ay), float(az)]})
 
-    # Torso behind the chest wall: muscle layer, lungs, heart.
-    torso = (((x - centre[0]) / rng.uniform(150.0, 175.0)) ** 2 + ((y - (y_cw + 100.0)) / 100.0) ** 2 <= 1.0) & (y > y_cw)
-    muscle = torso & (y <= y_cw + rng.uniform(10.0, 16.0))
-    heart_c = np.array([centre[0] + rng.uniform(5.0, 25.0), y_cw + rng.uniform(45.0, 60.0), z_mid - rng.uniform(10.0, 30.0)])
-    heart = (((x - heart_c[0]) / 55.0) ** 2 + ((y - heart_c[1]) / 40.0) ** 2 + ((z - heart_c[2]) / 45.0) ** 2 <= 1.0) & torso & ~muscle
-    lungs = np.zeros(geo.shape, bool)
-    for side in (-1.0, 1.0):
-        lc = (centre[0] + side * rng.uniform(70.0, 85.0), y_cw + rng.uniform(70.0, 85.0))
-        lungs |= ((x - lc[0]) / 55.0) ** 2 + ((y - lc[1]) / 60.0) ** 2 + ((z - z_mid) / 120.0) ** 2 <= 1.0
-    lungs &= torso & ~muscle & ~heart
+    # Torso: subcutaneous fat and skin in front of the chest wall, pectoral muscle, ribs, thorax.
+    fat_t = rng.uniform(6.0, 16.0)
+    body_ax = rng.uniform(0.88, 0.98) * W
+    yb = y0 + 0.55 * W
+    ell = ((x - cx) / body_ax) ** 2 + ((y - yb) / (0.75 * W)) ** 2
+    torso = (y >= ycw - fat_t) & (ell <= 1.0) & ~breast
+    torso = full(torso) if torso.shape != shape else torso
+    torso_skin = torso & ((y < ycw - fat_t + t_skin) | (ell > (1.0 - t_skin / body_ax) ** 2)) & ~breast
+    t_muscle = rng.uniform(8.0, 18.0)
+    lateral = np.abs(x - cx)
+    muscle = torso & (y >= ycw) & (y < ycw + t_muscle) & (lateral < 0.72 * W) & (lateral > 12.0)
+    sternum = torso & (y >= ycw) & (y < ycw + 14.0) & (lateral <= 12.0)
+    rib_band = torso & (y >= ycw + t_muscle) & (y < ycw + t_muscle + 11.0)
+    period, phase0 = rng.uniform(24.0, 32.0), rng.uniform(0.0, 2 * np.pi)
+    rib_pattern = np.cos(2 * np.pi * (z + 0.45 * lateral) / period + phase0) > 0.15
+    ribs = rib_band & rib_pattern & (lateral > 20.0)
+    intercostal = rib_band & ~ribs & ~sternum
+    thorax = torso & (y >= ycw + t_muscle + 11.0) & (ell <= (1.0 - 12.0 / body_ax) ** 2)
+    heart_c = (cx + rng.uniform(0.08, 0.2) * W, float(y0) + t_muscle + 11.0 + rng.uniform(0.22, 0.3) * W,
+               z_mid - rng.uniform(0.0, 0.25) * W)
+    heart_r = (rng.uniform(0.3, 0.38) * W, rng.uniform(0.22, 0.28) * W, rng.uniform(0.3, 0.4) * W)
+    heart = thorax & ((((x - heart_c[0]) / heart_r[0]) ** 2 + ((y - heart_c[1]) / heart_r[1]) ** 2
+                       + ((z - heart_c[2]) / heart_r[2]) ** 2) <= 1.0)
+    aorta_c = (cx + rng.uniform(0.05, 0.12) * W, heart_c[1] + heart_r[1] + rng.uniform(8.0, 14.0))
+    aorta = thorax & ~heart & (((x - aorta_c[0]) ** 2 + (y - aorta_c[1]) ** 2) <= rng.uniform(10.0, 13.0) ** 2)
+    mediastinum = thorax & ~heart & ~aorta & (np.abs(x - cx) < 0.18 * W)
+    lungs = thorax & ~heart & ~aorta & ~mediastinum
+    body_fat = torso & ~torso_skin & ~muscle & ~sternum & ~ribs & ~intercostal & ~thorax
 
-    # FGT: smooth noise biased towards the breast centre, thresholded to the drawn breast density.
-    sig = tuple(s / v for s, v in zip((9.0, 9.0, 9.0), vx))
-    noise = _smooth_noise(rng, geo.shape, sig)
-    density = rng.uniform(0.15, 0.55)  # FGT share of the breast volume
-    score = noise + 2.0 * depth_in / max(depth_in.max(), 1e-6)
-    fgt = np.zeros(geo.shape, bool)
-    if breast.any():
-        thr = np.quantile(score[breast], 1.0 - density)
-        fgt = breast & (score > thr)
+    # FGT: a cone of tissue towards the nipple, away from the skin and the chest wall, thresholded to the density.
+    density_cat = int(rng.integers(4)) if density_target is None else int(density_target)
+    density = rng.uniform(*_DENSITY_RANGES[density_cat])
+    sub_fat = rng.uniform(3.0, 10.0)
+    retro = rng.uniform(3.0, 8.0)
+    eligible = breast & (depth_mm > t_skin + sub_fat) & (y < ycw - retro)
+    fine = rng.uniform(2.5, 4.0)
+    score = (noise(rng.uniform(7.0, 11.0)) + rng.uniform(0.4, 0.8) * noise(fine)
+             + rng.uniform(1.0, 1.8) * (1.0 - np.clip(axis_dist, 0.0, 1.0)))
+    fgt = np.zeros(shape, bool)
+    if eligible.any():
+        share = min(0.95, density * breast.sum() / eligible.sum())
+        fgt = eligible & (score > np.quantile(score[eligible], 1.0 - share))
 
-    # BPE: a smooth sub-region of the FGT covering the drawn fraction of it.
+    # BPE: patchy, favouring the posterior and lateral parts of the gland; a soft transition into non-enhancing FGT.
     category = int(rng.integers(4)) if bpe_category_target is None else int(bpe_category_target)
     frac_target = rng.uniform(*_BPE_RANGES[category])
-    bpe_score = _smooth_noise(rng, geo.shape, tuple(s / v for s, v in zip((12.0, 12.0, 12.0), vx)))
-    bpe = np.zeros(geo.shape, bool)
+    posterior = np.clip((y - (ycw - 0.5 * W)) / (0.5 * W), 0.0, 1.0)
+    bpe_score = noise(rng.uniform(6.0, 10.0)) + 0.5 * noise(3.0) + rng.uniform(0.3, 0.8) * posterior
+    bpe = np.zeros(shape, bool)
+    thr = 0.0
     if fgt.any():
-        thr = np.quantile(bpe_score[fgt], 1.0 - frac_target)
+        thr = float(np.quantile(bpe_score[fgt], 1.0 - frac_target))
         bpe = fgt & (bpe_score > thr)
+    weight = np.where(fgt, 1.0 / (1.0 + np.exp(-(bpe_score - thr) / 0.12)), 0.0).astype(np.float32)
     nonenh = fgt & ~bpe
 
-    labels = np.zeros(geo.shape, np.uint8)
+    labels = np.zeros(shape, np.uint8)
     labels[nonenh] = LABEL_FGT
     labels[bpe] = LABEL_BPE
 
-    # Pre-contrast tissue signal (fat-suppressed T1), with a little texture.
-    tex = 1.0 + 0.04 * _smooth_noise(rng, geo.shape, tuple(s / v for s, v in zip((4.0, 4.0, 4.0), vx)))
-    s0 = np.zeros(geo.shape)
-    s0[torso] = 0.12  # suppressed fat of the body wall / mediastinum
-    s0[breast] = rng.uniform(0.10, 0.18)  # suppressed breast fat
-    s0[fgt] = rng.uniform(0.55, 0.75)
-    s0[muscle] = rng.uniform(0.35, 0.45)
-    s0[heart] = rng.uniform(0.45, 0.6)
-    s0[lungs] = 0.02
-    s0 *= tex
+    # Pre-contrast signal (fat-suppressed T1 gradient echo; fat suppression weaker towards the sides).
+    fat_residual = rng.uniform(0.06, 0.16) * (1.0 + 1.5 * np.clip(np.abs(x - cx) / W - 0.5, 0.0, None))
+    s0 = np.zeros(shape, np.float32)
+    s0[...] = np.where(breast | body_fat, full(fat_residual), 0.0)
+    s_fgt = rng.uniform(0.5, 0.7)
+    tissues = {  # name: (mask, pre-contrast signal)
+        "skin": (skin | torso_skin, rng.uniform(0.4, 0.5)),
+        "fgt": (fgt, s_fgt),
+        "muscle": (muscle | intercostal, rng.uniform(0.3, 0.4)),
+        "sternum": (sternum, rng.uniform(0.2, 0.3)),
+        "ribs": (ribs, rng.uniform(0.08, 0.15)),
+        "heart": (heart, rng.uniform(0.3, 0.45)),
+        "aorta": (aorta, rng.uniform(0.3, 0.45)),
+        "mediastinum": (mediastinum, float(np.mean(fat_residual))),
+        "lungs": (lungs, 0.02),
+    }
+    for mask, value in tissues.values():
+        s0[mask] = value
+    s0 *= (1.0 + rng.uniform(0.04, 0.08) * noise(3.0)).astype(np.float32)
 
-    # Relative enhancement per phase (phase 1 is the first post-contrast phase).
+    # Contrast kinetics: phases at 60-100 s intervals, from 60-100 s after injection.
     n_post = int(post_phases)
-    times = [0.0] + [float(60.0 + 90.0 * p + rng.uniform(-10.0, 10.0)) for p in range(n_post)]
-    re_bpe1 = rng.uniform(0.3, 1.0)
-    re_fgt1 = rng.uniform(0.0, 0.08)
-    slope = rng.uniform(0.0, 0.08)  # persistent, slowly rising uptake in later phases
-    re_bpe = [float(re_bpe1 * (1.0 + slope * p)) for p in range(n_post)]
-    re_fgt = [float(min(re_fgt1 * (1.0 + slope * p), 0.095)) for p in range(n_post)]
-    re_heart = [float(1.6 * (0.75 ** p)) for p in range(n_post)]  # blood pool: early peak, washout
-    bpe_var = _smooth_noise(rng, geo.shape, tuple(s / v for s, v in zip((6.0, 6.0, 6.0), vx)))
-    fgt_var = _smooth_noise(rng, geo.shape, tuple(s / v for s, v in zip((6.0, 6.0, 6.0), vx)))
+    first, step = rng.uniform(60.0, 100.0), rng.uniform(60.0, 100.0)
+    times = [0.0] + [float(round(first + step * p, 1)) for p in range(n_post)]
+    t_post = np.asarray(times[1:])
+    bpe_type = "persistent" if rng.random() < 0.75 else "plateau"
+    k_in, k_out = _draw_kinetics(rng, bpe_type)
+    re1 = rng.uniform(*_RE1_BPE[category])
+    kinetics = {"bpe": (re1 / float(enhancement_curve(t_post[0], 1.0, k_in, k_out)), k_in, k_out)}
+    k_in_f, k_out_f = _draw_kinetics(rng, "persistent")
+    peak_f = float(enhancement_curve(t_post, 1.0, k_in_f, k_out_f).max())
+    kinetics["fgt"] = (rng.uniform(0.02, 0.08) / peak_f, k_in_f, k_out_f)
+    k_in_h, k_out_h = _draw_kinetics(rng, "washout")
+    kinetics["heart"] = (rng.uniform(1.8, 3.0), k_in_h, k_out_h)
+    kinetics["aorta"] = (kinetics["heart"][0] * rng.uniform(0.9, 1.1), k_in_h, k_out_h)
+    kinetics["muscle"] = (rng.uniform(0.25, 0.45), *_draw_kinetics(rng, "persistent"))
+    kinetics["skin"] = (rng.uniform(0.2, 0.4), *_draw_kinetics(rng, "persistent"))
+    kinetics["fat"] = (rng.uniform(0.02, 0.05), *_draw_kinetics(rng, "persistent"))
+    curves = {name: [float(v) for v in enhancement_curve(t_post, *abc)] for name, abc in kinetics.items()}
+    bpe_var = np.clip(1.0 + 0.2 * noise(5.0), 0.5, 1.5)
 
-    # Coil bias: smooth, multiplicative, shared by all phases; stronger towards the breast coil (anterior).
-    u = (x - centre[0]) / 200.0
-    v = (y - centre[1]) / 200.0
-    w = (z - centre[2]) / 200.0
-    c = rng.uniform(-0.25, 0.25, 6)
-    bias = np.exp(c[0] * u + c[1] * v - abs(c[2]) * v + c[3] * u * u + c[4] * w + c[5] * u * v)
-    bias /= bias[breast].mean() if breast.any() else bias.mean()
+    # Coil sensitivity: smooth, stronger towards the breast coil (anterior), one side brighter than the other.
+    u = (x - cx) / W
+    v = (y - cy) / W
+    w = (z - cz) / W
+    c = rng.uniform(-0.3, 0.3, 5)
+    bias = np.exp(c[0] * u + c[1] * u * u + c[2] * w + c[3] * u * v - rng.uniform(0.2, 0.5) * v
+                  + c[4] * v * v).astype(np.float32)
+    bias = bias * (1.0 + rng.uniform(-0.15, 0.15) * np.tanh(3.0 * u))
+    bias = np.broadcast_to(bias, shape)
+    bias = bias / (bias[breast].mean() if breast.any() else bias.mean())
+
+    # Partial volume: the point-spread function of the acquisition (in-plane and slice profile).
+    psf = (rng.uniform(0.45, 0.65), rng.uniform(0.45, 0.65), rng.uniform(0.3, 0.45))
+    # Mild motion between phases: a drifting rigid shift (mm), none for the pre-contrast phase.
+    motion_mm = [np.zeros(3)]
+    drift = rng.uniform(0.2, 0.8)
+    for _ in range(n_post):
+        motion_mm.append(motion_mm[-1] + rng.normal(0.0, drift, 3) * np.array([1.0, 1.0, 0.5]))
 
     scale = 1000.0
-    snr = rng.uniform(25.0, 45.0)  # FGT pre-contrast signal over the noise sigma
-    sigma = float(s0[fgt].mean() if fgt.any() else 0.6) / snr
+    snr = rng.uniform(18.0, 40.0)  # FGT pre-contrast signal over the noise sigma
+    sigma = float(s_fgt) / snr
 
-    phases = []
-    re_maps = []
+    masks = {"skin": tissues["skin"][0], "muscle": tissues["muscle"][0], "heart": heart, "aorta": aorta,
+             "fat": breast & ~fgt & ~skin | body_fat}
+    phases: list[np.ndarray] = []
+    re_maps: list[np.ndarray] = []
     for p in range(n_post + 1):
-        re = np.zeros(geo.shape)
+        re = np.zeros(shape, np.float32)
         if p > 0:
-            re[bpe] = _normalise_mean(re_bpe[p - 1] * (1.0 + 0.15 * bpe_var[bpe]), re_bpe[p - 1])
-            re[nonenh] = _normalise_mean(re_fgt[p - 1] * (1.0 + 0.4 * fgt_var[nonenh]).clip(0.0, None), re_fgt[p - 1])
-            re[breast & ~fgt] = 0.02 * (1.0 + 0.1 * p)
-            re[muscle] = 0.15 + 0.05 * p
-            re[heart] = re_heart[p - 1]
+            for name, mask in masks.items():
+                re[mask] = curves[name][p - 1]
+            re_f, re_b = curves["fgt"][p - 1], curves["bpe"][p - 1]
+            re[fgt] = re_f + weight[fgt] * (re_b * bpe_var[fgt] - re_f)
         re_maps.append(re)
         clean = s0 * (1.0 + re) * bias
-        noisy = np.hypot(clean + sigma * rng.standard_normal(geo.shape), sigma * rng.standard_normal(geo.shape))
-        phases.append(noisy * scale)
+        clean = ndimage.gaussian_filter(clean, psf, mode="nearest")
+        if p > 0:
+            clean = ndimage.shift(clean, motion_mm[p] / np.asarray(vx), order=1, mode="nearest")
+        noisy = np.hypot(clean + sigma * rng.standard_normal(shape, dtype=np.float32),
+                         sigma * rng.standard_normal(shape, dtype=np.float32))
+        phases.append(noisy.astype(np.float64) * scale)
+
+    tissue = np.zeros(shape, np.uint8)
+    tissue[breast | body_fat] = TISSUES.index("fat")
+    for name, (mask, _) in tissues.items():
+        tissue[mask] = TISSUES.index(name)
+    tissue[bpe] = TISSUES.index("bpe")
 
     n_fgt = int(fgt.sum())
     fraction = float(bpe.sum() / n_fgt) if n_fgt else 0.0
+    n_breast = int(breast.sum())
     truth = {
         "bpe_fraction": fraction,
         "bpe_category": bpe_category(fraction),
@@ -223,16 +403,28 @@ def simulate_mri(rng: np.random.Generator, matrix: int = 64, slices: int = 24, p
         "bpe_fraction_target": float(frac_target),
         "fgt_voxels": n_fgt,
         "bpe_voxels": int(bpe.sum()),
-        "breast_voxels": int(breast.sum()),
-        "breast_density": float(n_fgt / max(int(breast.sum()), 1)),
-        "re_bpe": re_bpe,
-        "re_fgt": re_fgt,
+        "breast_voxels": n_breast,
+        "breast_density": float(n_fgt / max(n_breast, 1)),
+        "density_category": density_cat,
+        "density_category_name": DENSITY_CATEGORY_NAMES[density_cat],
+        "pixel_spacing_mm": list(geo.pixel_spacing),
+        "slice_thickness_mm": geo.slice_step,
+        "re_bpe": curves["bpe"],
+        "re_fgt": curves["fgt"],
+        "enhancement_curves": curves,
+        "curve_types": {name: curve_type(v) for name, v in curves.items()},
+        "bpe_curve_type": bpe_type,
+        "kinetics": {name: {"amplitude": float(a), "k_in": float(ki), "k_out": float(ko)}
+                     for name, (a, ki, ko) in kinetics.items()},
         "noise_sigma": sigma * scale,
         "snr_fgt": float(snr),
+        "psf_sigma_vox": [float(s) for s in psf],
+        "motion_mm": [[float(v) for v in m] for m in motion_mm],
+        "breasts": sides,
         "phase_times_s": times,
         "_re_maps": re_maps,  # consumed by the writer (per-slice means), not serialised
     }
-    return MriPhantom(geo, labels, phases, times, truth)
+    return MriPhantom(geo, labels, phases, times, truth, tissue)
 
 
 # --------------------------------------------------------------------------------------------- DICOM

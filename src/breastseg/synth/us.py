@@ -10,12 +10,20 @@ Model (2-D, one receive line per element position, pulse-echo):
   phase) to its nearest sample of every line its beam reaches (``np.bincount``); the complex baseband signal
   is the axial convolution of that grid with ``g`` and the RF is ``Re(IQ * exp(j 2 pi f0 t))``.
   The envelope is shifted by at most half a sample (12.5 ns at 40 MHz, against a 168 ns pulse FWHM).
-* Tissue: dense background scatterers (fully developed, Rayleigh speckle) with a mild smooth echogenicity
-  variation; the mass is an irregular blob of sparse scatterers (pre-Rayleigh) whose amplitude is scaled so
-  that its mean intensity differs from the surrounding tissue at the same depth by the drawn contrast (a few
-  dB). Distractors: the bright skin line, a bright, gently curved fascia band, optionally a deep fascia
-  band, posterior acoustic shadowing (or enhancement) behind some masses, depth attenuation with a partial
-  time-gain compensation, and electronic noise.
+* The beam is narrowest at the focus and widens with the distance from it; round-trip attenuation
+  (``attenuation`` dB/(cm MHz)) dims echoes with depth; electronic noise is added at the receiver; the
+  time-gain compensation (TGC) then undoes part of the nominal attenuation, with the operator's depth-gain
+  sliders on top. ``simulate_scan(..., apply_tgc=False)`` returns the RF before the TGC.
+* Tissue: dense background scatterers (fully developed, Rayleigh speckle: envelope mean/std = 1.91) whose
+  mean echo follows the breast's layers: the bright skin line, hypoechoic subcutaneous fat crossed by
+  Cooper's ligaments, a bright fascia, glandular tissue with a smooth echogenicity variation and
+  hypoechoic fat lobules (mass look-alikes on B-mode), optionally a deep fascia and striated pectoral muscle.
+* The mass: an oval, lobulated or spiculated blob, anechoic (cyst), hypoechoic, isoechoic or hyperechoic.
+  Its scatterers have their own density, organisation (uniform or clumped) and amplitude spread; their
+  amplitude is scaled so that the mass's mean intensity differs from the surrounding tissue at the same
+  depth by the drawn contrast. Isoechoic masses differ only in scatterer density and organisation (a
+  pre-Rayleigh envelope), which an entropy map sees and B-mode barely shows. Posterior acoustic shadowing
+  behind most spiculated masses, posterior enhancement behind cysts and some hypoechoic benign masses.
 """
 from __future__ import annotations
 
@@ -39,7 +47,9 @@ class Probe:
     pitch: float = 0.3e-3
     lines: int = 510
     depth: float = 0.04
-    beam_fwhm: float = 1.0e-3
+    beam_fwhm: float = 1.0e-3  # lateral resolution at the focus
+    focus: float = 0.55  # focal depth, as a fraction of the imaging depth
+    focal_zone: float = 10e-3  # distance from the focus (m) at which the beam is sqrt(2) wider
 
     @property
     def samples(self) -> int:
@@ -66,26 +76,39 @@ class Probe:
         ax, lat = self.resolution_cell
         return ax * lat
 
+    def beam_sigma(self, z: np.ndarray) -> np.ndarray:
+        """Standard deviation (m) of the lateral beam profile at depth ``z``: narrowest at the focus."""
+        return self.sigma_x * np.sqrt(1.0 + ((np.asarray(z, dtype=float) - self.focus * self.depth) / self.focal_zone) ** 2)
+
     def line_x(self) -> np.ndarray:
         """Lateral positions (m) of the scan lines, centred on 0."""
         return (np.arange(self.lines) - (self.lines - 1) / 2.0) * self.pitch
 
 
 # --------------------------------------------------------------------------------------------- geometry
+MARGINS = ("circumscribed", "lobulated", "spiculated")
+ECHOGENICITIES = ("anechoic", "hypoechoic", "isoechoic", "hyperechoic")
+
+
 @dataclass(frozen=True)
 class MassShape:
-    """Irregular blob: ellipse (centre, radii in m) with a radius modulated by harmonics of the polar angle."""
+    """Irregular blob: ellipse (centre, radii in m) whose radius is modulated along the polar angle by
+    harmonics (lobulation) and by narrow spikes (spiculation)."""
 
     xc: float
     zc: float
     rx: float
     rz: float
     harmonics: tuple[tuple[int, float, float], ...]  # (order k, relative amplitude, phase)
+    spikes: tuple[tuple[float, float, float], ...] = ()  # (angle, relative length, angular half-width)
 
     def radius_factor(self, theta: np.ndarray) -> np.ndarray:
         r = np.ones_like(theta)
         for k, amp, phase in self.harmonics:
             r = r + amp * np.cos(k * theta + phase)
+        for angle, length, width in self.spikes:
+            d = np.angle(np.exp(1j * (theta - angle)))  # wrapped angular distance
+            r = r + length * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 2
         return r
 
     def inside(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -94,35 +117,46 @@ class MassShape:
         return np.hypot(u, v) <= self.radius_factor(np.arctan2(v, u))
 
     @property
+    def extent(self) -> float:
+        """Largest radius factor (upper bound)."""
+        return 1.0 + sum(abs(a) for _, a, _ in self.harmonics) + max((s[1] for s in self.spikes), default=0.0)
+
+    @property
     def bottom(self) -> float:
-        """Deepest point (m) of the blob (upper bound from the harmonic amplitudes)."""
-        return self.zc + self.rz * (1.0 + sum(abs(a) for _, a, _ in self.harmonics))
+        """Deepest point (m) of the blob (upper bound)."""
+        return self.zc + self.rz * self.extent
 
     @property
     def top(self) -> float:
-        return self.zc - self.rz * (1.0 + sum(abs(a) for _, a, _ in self.harmonics))
+        return self.zc - self.rz * self.extent
 
 
-def _draw_shape(rng: np.random.Generator, probe: Probe, malignant: bool, top_limit: float,
-                size: tuple[float, float] | None = None) -> MassShape:
+def _draw_shape(rng: np.random.Generator, probe: Probe, margin: str, top_limit: float,
+                size: tuple[float, float] | None = None, malignant: bool = False) -> MassShape:
     width = probe.lines * probe.pitch
     if size is None:
-        rx = min(rng.uniform(0.12, 0.2) * width, 10e-3)
-        aspect = rng.uniform(0.8, 1.25) if malignant else rng.uniform(0.5, 0.85)
+        rx = min(rng.uniform(0.11, 0.2) * width, 10e-3)
+        aspect = rng.uniform(0.8, 1.3) if malignant else rng.uniform(0.5, 0.85)  # taller-than-wide: suspicious
         rz = min(rx * aspect, 0.2 * probe.depth)
     else:
         rx, rz = size
-    if malignant:  # irregular, spiculated margins
-        harmonics = [(k, rng.uniform(0.04, 0.10) / np.sqrt(k - 1), rng.uniform(0, 2 * np.pi)) for k in range(2, 6)]
-        harmonics += [(int(k), rng.uniform(0.02, 0.05), rng.uniform(0, 2 * np.pi)) for k in rng.choice(np.arange(7, 14), 2, replace=False)]
-    else:  # oval, gently lobulated
-        harmonics = [(k, rng.uniform(0.02, 0.07) / (k - 1), rng.uniform(0, 2 * np.pi)) for k in range(2, 5)]
-    bulge = 1.0 + sum(a for _, a, _ in harmonics)
-    lo = top_limit + rz * bulge + 1e-3
-    hi = probe.depth - rz * bulge - max(1.5e-3, 0.1 * probe.depth)
+    spikes: list[tuple[float, float, float]] = []
+    if margin == "circumscribed":  # oval, smooth
+        harmonics = [(k, rng.uniform(0.0, 0.04) / (k - 1), rng.uniform(0, 2 * np.pi)) for k in range(2, 4)]
+    elif margin == "lobulated":  # two to four gentle lobes
+        harmonics = [(k, rng.uniform(0.06, 0.14) / np.sqrt(k - 1), rng.uniform(0, 2 * np.pi)) for k in range(2, 5)]
+    else:  # spiculated: irregular body with narrow spikes radiating from it
+        harmonics = [(k, rng.uniform(0.04, 0.09) / np.sqrt(k - 1), rng.uniform(0, 2 * np.pi)) for k in range(2, 6)]
+        n = int(rng.integers(6, 12))
+        spikes = [(float(a), float(rng.uniform(0.15, 0.4)), float(rng.uniform(0.06, 0.14)))
+                  for a in np.sort(rng.uniform(0, 2 * np.pi, n))]
+    extent = 1.0 + sum(a for _, a, _ in harmonics) + max((s[1] for s in spikes), default=0.0)
+    lo = top_limit + rz * extent + 0.5e-3
+    hi = probe.depth - rz * extent - max(1.5e-3, 0.1 * probe.depth)
     zc = rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2.0
     xc = rng.uniform(-0.15, 0.15) * width
-    return MassShape(float(xc), float(zc), float(rx), float(rz), tuple((int(k), float(a), float(p)) for k, a, p in harmonics))
+    return MassShape(float(xc), float(zc), float(rx), float(rz),
+                     tuple((int(k), float(a), float(p)) for k, a, p in harmonics), tuple(spikes))
 
 
 def _contrast_regions(roi: np.ndarray, probe: Probe, margin: float = 1.5e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -150,35 +184,51 @@ def contrast_db(envelope: np.ndarray, roi: np.ndarray, probe: Probe | None = Non
 
 
 def envelope(rf: np.ndarray) -> np.ndarray:
-    """Envelope of RF lines (samples x lines) by the Hilbert transform along depth."""
-    from scipy.signal import hilbert
-
-    return np.abs(hilbert(np.asarray(rf, dtype=float), axis=0))
+    """Envelope of RF lines (samples x lines): magnitude of the analytic signal along depth (FFT Hilbert
+    transform, as ``scipy.signal.hilbert``, without importing scipy.signal)."""
+    x = np.asarray(rf, dtype=float)
+    n = x.shape[0]
+    h = np.zeros(n)
+    h[0] = 1.0
+    if n % 2 == 0:
+        h[n // 2] = 1.0
+        h[1: n // 2] = 2.0
+    else:
+        h[1: (n + 1) // 2] = 2.0
+    return np.abs(np.fft.ifft(np.fft.fft(x, axis=0) * h[:, None], axis=0))
 
 
 # --------------------------------------------------------------------------------------------- simulation
 def _accumulate(probe: Probe, x: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Complex baseband RF (samples x lines) of scatterers at (x, z) with amplitudes a."""
+    """Complex baseband RF (samples x lines) of scatterers at (x, z) with amplitudes a.
+
+    The lateral beam profile is Gaussian, narrowest at the focus and widening with the distance from it.
+    """
     n_s, n_l = probe.samples, probe.lines
     tau = 2.0 * z / probe.c
     n = np.rint(tau * probe.fs).astype(np.int64)
     pos = x / probe.pitch + (n_l - 1) / 2.0
     l0 = np.rint(pos).astype(np.int64)
-    half = int(np.ceil(3.0 * probe.sigma_x / probe.pitch))
-    phase = np.exp(-2j * np.pi * probe.f0 * tau) * a
-    grid = np.zeros(n_s * n_l, dtype=np.complex128)
+    sig = probe.beam_sigma(z) / probe.pitch  # in lines
+    half = int(np.ceil(3.0 * probe.beam_sigma(np.array([0.0, probe.depth])).max() / probe.pitch))
+    # A wider beam spreads the same energy: amplitude ~ 1/sqrt(width), so the mean echo intensity of uniform
+    # tissue does not depend on the distance from the focus (only attenuation changes it with depth).
+    phase = np.exp(-2j * np.pi * probe.f0 * tau) * a * np.sqrt(probe.sigma_x / probe.pitch / sig)
+    grid_re = np.zeros(n_s * n_l)
+    grid_im = np.zeros(n_s * n_l)
     keep_n = (n >= 0) & (n < n_s)
     for d in range(-half, half + 1):  # loop over beam taps (a handful), vectorised over scatterers
         line = l0 + d
         ok = keep_n & (line >= 0) & (line < n_l)
-        w = np.exp(-0.5 * ((line[ok] - pos[ok]) * probe.pitch / probe.sigma_x) ** 2) * phase[ok]
+        w = np.exp(-0.5 * ((line[ok] - pos[ok]) / sig[ok]) ** 2) * phase[ok]
         idx = n[ok] * n_l + line[ok]
-        grid += np.bincount(idx, weights=w.real, minlength=n_s * n_l) + 1j * np.bincount(idx, weights=w.imag, minlength=n_s * n_l)
-    grid = grid.reshape(n_s, n_l)
+        grid_re += np.bincount(idx, weights=w.real, minlength=n_s * n_l)
+        grid_im += np.bincount(idx, weights=w.imag, minlength=n_s * n_l)
     m = int(np.ceil(4.0 * probe.sigma_t * probe.fs))
     t = np.arange(-m, m + 1) / probe.fs
     g = np.exp(-0.5 * (t / probe.sigma_t) ** 2)
-    return ndimage.convolve1d(grid.real, g, axis=0, mode="constant") + 1j * ndimage.convolve1d(grid.imag, g, axis=0, mode="constant")
+    return (ndimage.convolve1d(grid_re.reshape(n_s, n_l), g, axis=0, mode="constant")
+            + 1j * ndimage.convolve1d(grid_im.reshape(n_s, n_l), g, axis=0, mode="constant"))
 
 
 def _uniform_points(rng: np.random.Generator, density_per_cell: float, probe: Probe, x_lo: float, x_hi: float,
@@ -188,9 +238,31 @@ def _uniform_points(rng: np.random.Generator, density_per_cell: float, probe: Pr
     return rng.uniform(x_lo, x_hi, count), rng.uniform(z_lo, z_hi, count)
 
 
+def _clustered_points(rng: np.random.Generator, density_per_cell: float, probe: Probe, x_lo: float, x_hi: float,
+                      z_lo: float, z_hi: float, per_cluster: float = 4.0, radius: float = 0.12e-3
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Scatterers in small clumps (a Neyman-Scott process): same mean density, organised texture."""
+    px, pz = _uniform_points(rng, density_per_cell / per_cluster, probe, x_lo, x_hi, z_lo, z_hi)
+    k = rng.poisson(per_cluster, px.size)
+    cx, cz = np.repeat(px, k), np.repeat(pz, k)
+    return cx + radius * rng.standard_normal(cx.size), cz + radius * rng.standard_normal(cz.size)
+
+
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
     f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (f - f.mean()) / (f.std() + 1e-12)
+
+
+# Mean intensity of the mass relative to the tissue around it (dB), scatterers per resolution cell and the
+# log-normal spread of their amplitudes, per echogenicity. Isoechoic masses differ from the tissue only in the
+# density and organisation of their scatterers (fewer, clumped: a pre-Rayleigh envelope), which is what an
+# entropy map sees and a B-mode image barely shows.
+_ECHO = {
+    "anechoic": {"contrast_db": (-24.0, -16.0), "density": (0.5, 1.5), "spread": (0.3, 0.6), "clustered": 0.0},
+    "hypoechoic": {"contrast_db": (-13.0, -5.0), "density": (2.0, 8.0), "spread": (0.3, 0.7), "clustered": 0.2},
+    "isoechoic": {"contrast_db": (-2.5, 2.5), "density": (0.4, 2.0), "spread": (0.7, 1.1), "clustered": 0.5},
+    "hyperechoic": {"contrast_db": (5.0, 10.0), "density": (3.0, 8.0), "spread": (0.4, 0.7), "clustered": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -198,110 +270,200 @@ class ScanParams:
     """Per-patient tissue and system parameters shared by the two orthogonal scans."""
 
     malignant: bool
+    echogenicity: str  # anechoic | hypoechoic | isoechoic | hyperechoic
+    margin: str  # circumscribed | lobulated | spiculated
     contrast_db: float
     density_background: float  # scatterers per resolution cell
     density_mass: float
     mass_amplitude_spread: float  # log-normal sigma of the mass scatterer amplitudes
+    mass_clustered: bool  # mass scatterers in clumps (organised texture)
     posterior: str  # "none" | "shadow" | "enhancement"
     posterior_db: float
     attenuation: float  # dB / (cm MHz), one way
     tgc_compensation: float  # fraction of the round-trip attenuation the TGC undoes
+    tgc_ripple_db: tuple[float, ...]  # the operator's depth-gain sliders: dB at equally spaced depths
     fascia_depth: float  # m
     fascia_gain_db: float
+    subcutaneous_db: float  # subcutaneous fat relative to the glandular tissue
+    ligaments: int  # Cooper's ligaments crossing the fat layer
+    lobules: int  # hypoechoic fat lobules inside the glandular layer
+    lobule_db: float
     deep_fascia: bool
     echogenicity_db: float  # std of the smooth background echogenicity variation
     noise_db: float  # electronic noise relative to the shallow speckle level
 
 
-def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | None = None) -> ScanParams:
+def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | None = None,
+                     echogenicity: str | None = None) -> ScanParams:
     malignant = bool(rng.random() < 0.5) if malignant is None else malignant
-    if rng.random() < 0.85:  # most masses: nearly isoechoic, 0-3 dB either way (mostly hypoechoic)
-        mag = rng.uniform(0.0, 3.0)
-    else:
-        mag = rng.uniform(3.0, 6.0)
-    sign = -1.0 if rng.random() < 0.7 else 1.0
+    if echogenicity is None:
+        if malignant:
+            echogenicity = str(rng.choice(["hypoechoic", "isoechoic", "hyperechoic"], p=[0.6, 0.32, 0.08]))
+        else:
+            echogenicity = str(rng.choice(ECHOGENICITIES, p=[0.15, 0.4, 0.3, 0.15]))
+    if echogenicity not in _ECHO:
+        raise ValueError(f"unknown echogenicity {echogenicity!r}")
     if malignant:
-        posterior = "shadow" if rng.random() < 0.45 else "none"
+        margin = str(rng.choice(MARGINS, p=[0.1, 0.3, 0.6]))
     else:
-        u = rng.random()
-        posterior = "shadow" if u < 0.1 else ("enhancement" if u < 0.35 else "none")
-    posterior_db = {"none": 0.0, "shadow": -rng.uniform(6.0, 14.0), "enhancement": rng.uniform(2.0, 4.0)}[posterior]
+        margin = str(rng.choice(MARGINS, p=[0.6, 0.35, 0.05]))
+    e = _ECHO[echogenicity]
+    if echogenicity == "anechoic":  # cysts: posterior acoustic enhancement
+        posterior = "enhancement"
+    elif margin == "spiculated" or (malignant and rng.random() < 0.3):
+        posterior = "shadow" if rng.random() < 0.7 else "none"
+    else:
+        posterior = "enhancement" if (echogenicity == "hypoechoic" and rng.random() < 0.3) else "none"
+    posterior_db = {"none": 0.0, "shadow": -rng.uniform(6.0, 14.0), "enhancement": rng.uniform(2.0, 5.0)}[posterior]
+    depth_cm = probe.depth * 100.0
     return ScanParams(
         malignant=malignant,
-        contrast_db=float(sign * mag),
-        density_background=float(rng.uniform(12.0, 25.0)),
-        density_mass=float(rng.uniform(1.0, 4.0)),
-        mass_amplitude_spread=float(rng.uniform(0.7, 1.0)),
+        echogenicity=echogenicity,
+        margin=margin,
+        contrast_db=float(rng.uniform(*e["contrast_db"])),
+        density_background=float(rng.uniform(10.0, 25.0)),
+        density_mass=float(rng.uniform(*e["density"])),
+        mass_amplitude_spread=float(rng.uniform(*e["spread"])),
+        mass_clustered=bool(rng.random() < e["clustered"]),
         posterior=posterior,
         posterior_db=float(posterior_db),
         attenuation=float(rng.uniform(0.4, 0.8)),
-        tgc_compensation=float(rng.uniform(0.6, 0.9)),
+        tgc_compensation=float(rng.uniform(0.7, 1.0)),
+        tgc_ripple_db=tuple(float(v) for v in rng.uniform(-1.5, 1.5, max(3, int(round(depth_cm * 2)) + 1))),
         fascia_depth=float(max(1.2e-3, rng.uniform(0.08, 0.15) * probe.depth)),
         fascia_gain_db=float(rng.uniform(8.0, 14.0)),
+        subcutaneous_db=float(rng.uniform(-9.0, -4.0)),
+        ligaments=int(rng.integers(1, 4)),
+        lobules=int(rng.poisson(0.08 * probe.lines * probe.pitch * 1e3 * probe.depth * 1e3 / 100.0)),
+        lobule_db=float(rng.uniform(-9.0, -5.0)),
         deep_fascia=bool(rng.random() < 0.5),
-        echogenicity_db=float(rng.uniform(0.2, 0.5)),
-        noise_db=float(rng.uniform(-50.0, -40.0)),
+        echogenicity_db=float(rng.uniform(0.5, 1.5)),
+        noise_db=float(rng.uniform(-45.0, -35.0)),
     )
 
 
-def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams,
-                  shape: MassShape | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One B-scan: ``(rf int16 [samples, lines], roi uint8 [samples, lines], info)``."""
+def homogeneous(params: ScanParams) -> ScanParams:
+    """The same system and background with every structure removed: fully developed speckle only."""
+    return replace(params, posterior="none", posterior_db=0.0, fascia_gain_db=0.0, subcutaneous_db=0.0,
+                   ligaments=0, lobules=0, deep_fascia=False, echogenicity_db=0.0, noise_db=-120.0)
+
+
+def tgc_gain(probe: Probe, params: ScanParams, z: np.ndarray) -> np.ndarray:
+    """Amplitude gain of the time-gain compensation at depth ``z`` (m): part of the nominal round-trip
+    attenuation plus the operator's depth-gain sliders."""
+    att_db = 2.0 * params.attenuation * (probe.f0 / 1e6) * (np.asarray(z) * 100.0)
+    knots = np.linspace(0.0, probe.depth, len(params.tgc_ripple_db))
+    ripple = np.interp(z, knots, params.tgc_ripple_db)
+    return 10.0 ** ((params.tgc_compensation * att_db + ripple) / 20.0)
+
+
+def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, shape: MassShape | None = None,
+                  *, mass: bool = True, apply_tgc: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One B-scan: ``(rf int16 [samples, lines], roi uint8 [samples, lines], info)``.
+
+    ``mass=False`` leaves the mass out (its region keeps the background scatterers; the roi is still that of
+    the drawn shape); ``apply_tgc=False`` returns the RF before time-gain compensation (attenuation only).
+    """
     width = probe.lines * probe.pitch
     margin = 3.0 * probe.sigma_x
     x_lo, x_hi = -width / 2.0 - margin, width / 2.0 + margin
     fascia_wave = (rng.uniform(0.2e-3, 0.6e-3), rng.uniform(8e-3, 25e-3), rng.uniform(0, 2 * np.pi))
     fascia_max = params.fascia_depth + fascia_wave[0] + 0.2e-3
     if shape is None:
-        shape = _draw_shape(rng, probe, params.malignant, fascia_max + 0.5e-3)
+        shape = _draw_shape(rng, probe, params.margin, fascia_max + 0.5e-3, malignant=params.malignant)
 
-    # Depth gain: round-trip attenuation, partly undone by the TGC.
-    def depth_gain(z: np.ndarray) -> np.ndarray:
-        att_db = 2.0 * params.attenuation * (probe.f0 / 1e6) * (z * 100.0)
-        return 10.0 ** (-(1.0 - params.tgc_compensation) * att_db / 20.0)
+    def fascia(px: np.ndarray) -> np.ndarray:
+        return params.fascia_depth + fascia_wave[0] * np.sin(2 * np.pi * px / fascia_wave[1] + fascia_wave[2])
 
-    # Posterior shadowing / enhancement behind the mass: a lateral window over the mass's central part.
+    def attenuation(z: np.ndarray) -> np.ndarray:  # round trip, amplitude
+        return 10.0 ** (-2.0 * params.attenuation * (probe.f0 / 1e6) * (z * 100.0) / 20.0)
+
+    # Posterior shadowing / enhancement behind the mass, from its lower boundary down, in proportion to the
+    # square root of the path length through the mass along each line.
+    gx = np.linspace(shape.xc - shape.rx * shape.extent, shape.xc + shape.rx * shape.extent, 161)
+    gz = np.linspace(shape.top, shape.bottom, 241)
+    g_in = shape.inside(gx[None, :], gz[:, None])
+    chord = g_in.mean(axis=0)
+    lower = np.where(g_in.any(axis=0), gz[::-1][np.argmax(g_in[::-1], axis=0)], np.inf)
+    chord_w = np.sqrt(chord / max(chord.max(), 1e-12))
+
     def posterior_gain(x: np.ndarray, z: np.ndarray) -> np.ndarray:
         if params.posterior == "none":
             return np.ones_like(x)
-        lateral = np.clip(1.0 - np.abs(x - shape.xc) / (0.8 * shape.rx), 0.0, 1.0)
-        lateral = np.sin(0.5 * np.pi * lateral) ** 2
-        axial = np.clip((z - shape.bottom) / (1.0e-3), 0.0, 1.0)
-        return 10.0 ** (params.posterior_db * lateral * axial / 20.0)
+        idx = np.clip(np.rint((x - gx[0]) / (gx[1] - gx[0])).astype(int), 0, gx.size - 1)
+        inside_x = (x >= gx[0]) & (x <= gx[-1])
+        w = np.where(inside_x, chord_w[idx], 0.0)
+        axial = np.clip((z - np.where(inside_x, lower[idx], np.inf)) / 0.5e-3, 0.0, 1.0)
+        return 10.0 ** (params.posterior_db * w * axial / 20.0)
 
-    # Smooth echogenicity variation of the background tissue (a few mm correlation).
+    # Hypoechoic fat lobules in the glandular layer, away from the mass.
+    lobules = []
+    for _ in range(params.lobules):
+        for _try in range(10):
+            r = (rng.uniform(1.2e-3, 3.5e-3), rng.uniform(0.6e-3, 1.5e-3))
+            c = (rng.uniform(-width / 2, width / 2), rng.uniform(fascia_max + r[1], probe.depth - r[1]))
+            gap_x = abs(c[0] - shape.xc) - (r[0] + shape.rx * shape.extent)
+            gap_z = abs(c[1] - shape.zc) - (r[1] + shape.rz * shape.extent)
+            if max(gap_x, gap_z) > 1.0e-3:
+                lobules.append((c, r, rng.uniform(0, np.pi)))
+                break
+
+    # Smooth echogenicity variation of the glandular tissue (a few mm correlation).
     eg_shape = (64, 64)
     eg = _smooth_field(rng, eg_shape, (4.0, 4.0)) * params.echogenicity_db
+    deep_z = None
+    if params.deep_fascia and shape.bottom + 2e-3 < 0.9 * probe.depth:
+        deep_z = rng.uniform(max(shape.bottom + 2e-3, 0.75 * probe.depth), 0.9 * probe.depth)
+    striation = rng.uniform(0.6e-3, 1.0e-3)
 
-    def echogenicity(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def background_db(x: np.ndarray, z: np.ndarray) -> np.ndarray:
         iz = np.clip((z / probe.depth * (eg_shape[0] - 1)).astype(int), 0, eg_shape[0] - 1)
         ix = np.clip(((x - x_lo) / (x_hi - x_lo) * (eg_shape[1] - 1)).astype(int), 0, eg_shape[1] - 1)
-        return 10.0 ** (eg[iz, ix] / 20.0)
+        db = eg[iz, ix]
+        fat = z < fascia(x)
+        db = np.where(fat, params.subcutaneous_db + 0.5 * db, db)
+        for (cx, cz), (rx, rz), ang in lobules:
+            u = ((x - cx) * np.cos(ang) + (z - cz) * np.sin(ang) * rx / rz) / rx
+            v = (z - cz) / rz
+            q = np.hypot(u, v)
+            db = db + params.lobule_db * np.clip((1.15 - q) / 0.3, 0.0, 1.0)
+        if deep_z is not None:  # pectoral muscle: hypoechoic with oblique striations
+            muscle = z > deep_z
+            db = np.where(muscle, -5.0 + 2.5 * np.sin(2 * np.pi * (z + 0.08 * x) / striation), db)
+        return db
 
-    # Background: dense scatterers outside the mass.
+    # Background: dense scatterers outside the mass (inside too when the mass is left out).
     bx, bz = _uniform_points(rng, params.density_background, probe, x_lo, x_hi, 0.0, probe.depth)
-    keep = ~shape.inside(bx, bz)
-    bx, bz = bx[keep], bz[keep]
-    ba = echogenicity(bx, bz) * depth_gain(bz) * posterior_gain(bx, bz)
+    if mass:
+        keep = ~shape.inside(bx, bz)
+        bx, bz = bx[keep], bz[keep]
+    ba = 10.0 ** (background_db(bx, bz) / 20.0) * attenuation(bz) * posterior_gain(bx, bz)
 
-    # Echogenic bands: the skin line at the top, a gently curved fascia below it, optionally a deep fascia.
-    def band(centre: Any, thickness: float, gain_db: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = rng.poisson(params.density_background * (x_hi - x_lo) * thickness / probe.cell_area)
-        px = rng.uniform(x_lo, x_hi, n)
+    # Echogenic bands: the skin line at the top, a gently curved fascia, Cooper's ligaments, a deep fascia.
+    def band(centre: Any, thickness: float, gain_db: float, x_range: tuple[float, float] = (x_lo, x_hi)
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = rng.poisson(params.density_background * (x_range[1] - x_range[0]) * thickness / probe.cell_area)
+        px = rng.uniform(x_range[0], x_range[1], n)
         pz = centre(px) + rng.uniform(-0.5, 0.5, n) * thickness
-        pa = 10.0 ** (gain_db / 20.0) * depth_gain(pz) * posterior_gain(px, pz)
+        pa = 10.0 ** (gain_db / 20.0) * attenuation(pz) * posterior_gain(px, pz)
         return px, pz, pa
 
-    fascia_thickness = rng.uniform(0.15e-3, 0.35e-3)
-    parts = [
-        (bx, bz, ba),
-        band(lambda px: np.full(px.shape, rng.uniform(0.4e-3, 0.7e-3)), rng.uniform(0.5e-3, 0.9e-3), params.fascia_gain_db - 6.0),
-        band(lambda px: params.fascia_depth + fascia_wave[0] * np.sin(2 * np.pi * px / fascia_wave[1] + fascia_wave[2]),
-             fascia_thickness, params.fascia_gain_db),
-    ]
-    deep_z = None
-    if params.deep_fascia and shape.bottom + 2e-3 < 0.92 * probe.depth:
-        deep_z = rng.uniform(max(shape.bottom + 2e-3, 0.8 * probe.depth), 0.92 * probe.depth)
+    parts = [(bx, bz, ba)]
+    if params.fascia_gain_db > 0:
+        parts.append(band(lambda px: np.full(px.shape, rng.uniform(0.4e-3, 0.7e-3)), rng.uniform(0.5e-3, 0.9e-3),
+                          params.fascia_gain_db - 6.0))
+        parts.append(band(fascia, rng.uniform(0.15e-3, 0.35e-3), params.fascia_gain_db))
+    for _ in range(params.ligaments):  # oblique bright lines from the skin to the fascia
+        x0, slope = rng.uniform(x_lo, x_hi), rng.uniform(-2.0, 2.0)
+        z_top, z_bot = 0.8e-3, params.fascia_depth
+        dx = (z_bot - z_top) * slope
+        lo, hi = sorted((x0, x0 + dx))
+        if hi - lo < 0.3e-3:
+            lo, hi = x0 - 0.15e-3, x0 + 0.15e-3
+        parts.append(band(lambda px, x0=x0, slope=slope: np.clip(z_top + (px - x0) / (slope if abs(slope) > 1e-3 else 1e-3),
+                                                              z_top, z_bot),
+                          0.12e-3, params.fascia_gain_db - 3.0, (lo, hi)))
+    if deep_z is not None:
         wave = (rng.uniform(10e-3, 30e-3), rng.uniform(0, 2 * np.pi))
         parts.append(band(lambda px: deep_z + 0.4e-3 * np.sin(2 * np.pi * px / wave[0] + wave[1]),
                           rng.uniform(0.2e-3, 0.5e-3), params.fascia_gain_db - 4.0))
@@ -309,63 +471,72 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams,
     speckle_rms = np.sqrt(params.density_background / probe.cell_area * np.pi * probe.sigma_x * (probe.c * probe.sigma_t / 2.0))
     iq_out = _accumulate(probe, np.concatenate(sx), np.concatenate(sz), np.concatenate(sa))
 
-    # Mass: sparse scatterers with log-normal amplitudes (unit scale, calibrated below).
-    bbox = (shape.xc - 1.5 * shape.rx, shape.xc + 1.5 * shape.rx, shape.top - 0.5 * shape.rz, shape.bottom + 0.5 * shape.rz)
-    mx, mz = _uniform_points(rng, params.density_mass, probe, *bbox)
-    keep = shape.inside(mx, mz)
-    mx, mz = mx[keep], mz[keep]
-    ma = np.exp(params.mass_amplitude_spread * rng.standard_normal(mx.size)) * depth_gain(mz)
-    iq_mass = _accumulate(probe, mx, mz, ma)
-
     # Mask on the sample grid.
     z_grid = (np.arange(probe.samples) / probe.fs) * probe.c / 2.0
     xx, zz = np.meshgrid(probe.line_x(), z_grid)
     roi = shape.inside(xx, zz).astype(np.uint8)
 
-    # Scale the mass so that its mean intensity is contrast_db relative to its surroundings.
-    inner, outer = _contrast_regions(roi, probe)
-    target = 10.0 ** (params.contrast_db / 10.0)
-    scale = 1.0
-    for _ in range(3):
-        ref = np.mean(np.abs(iq_out[outer] + scale * iq_mass[outer]) ** 2)
-        a_ = np.mean(np.abs(iq_mass[inner]) ** 2)
-        b_ = np.mean(np.real(np.conj(iq_out[inner]) * iq_mass[inner]))
-        c_ = np.mean(np.abs(iq_out[inner]) ** 2) - target * ref
-        disc = b_ * b_ - a_ * c_
-        scale = float((-b_ + np.sqrt(max(disc, 0.0))) / a_) if a_ > 0 else 0.0
-    iq = iq_out + scale * iq_mass
+    # Mass: scatterers of its own density, organisation and amplitude spread (unit scale, calibrated below).
+    scale, n_mass = 0.0, 0
+    iq = iq_out
+    if mass:
+        bbox = (shape.xc - 1.5 * shape.rx * shape.extent, shape.xc + 1.5 * shape.rx * shape.extent,
+                shape.top - 0.5 * shape.rz, shape.bottom + 0.5 * shape.rz)
+        points = _clustered_points if params.mass_clustered else _uniform_points
+        mx, mz = points(rng, params.density_mass, probe, *bbox)
+        keep = shape.inside(mx, mz)
+        mx, mz = mx[keep], mz[keep]
+        n_mass = int(mx.size)
+        ma = np.exp(params.mass_amplitude_spread * rng.standard_normal(mx.size)) * attenuation(mz)
+        iq_mass = _accumulate(probe, mx, mz, ma)
+        # Scale the mass so that its mean intensity is contrast_db relative to its surroundings.
+        inner, outer = _contrast_regions(roi, probe)
+        target = 10.0 ** (params.contrast_db / 10.0)
+        scale = 1.0
+        for _ in range(3):
+            ref = np.mean(np.abs(iq_out[outer] + scale * iq_mass[outer]) ** 2)
+            a_ = np.mean(np.abs(iq_mass[inner]) ** 2)
+            b_ = np.mean(np.real(np.conj(iq_out[inner]) * iq_mass[inner]))
+            c_ = np.mean(np.abs(iq_out[inner]) ** 2) - target * ref
+            disc = b_ * b_ - a_ * c_
+            scale = float((-b_ + np.sqrt(max(disc, 0.0))) / a_) if a_ > 0 else 0.0
+        iq = iq_out + scale * iq_mass
 
-    # Electronic noise (amplified by the TGC at depth), then RF and 16-bit quantisation.
+    # Electronic noise at the receiver (before the TGC), then the TGC, RF and 16-bit quantisation.
     t = np.arange(probe.samples) / probe.fs
-    tgc = 10.0 ** (params.tgc_compensation * 2.0 * params.attenuation * (probe.f0 / 1e6) * (z_grid * 100.0) / 20.0)
-    noise_sigma = speckle_rms * 10.0 ** (params.noise_db / 20.0) * tgc[:, None]
+    noise_sigma = speckle_rms * 10.0 ** (params.noise_db / 20.0)
     rf = np.real(iq * np.exp(2j * np.pi * probe.f0 * t)[:, None]) + noise_sigma * rng.standard_normal(iq.shape)
+    if apply_tgc:
+        rf = rf * tgc_gain(probe, params, z_grid)[:, None]
     peak = np.abs(rf).max()
     rf16 = np.clip(np.rint(rf * (30000.0 / peak)), -32768, 32767).astype(np.int16)
 
-    measured = contrast_db(envelope(rf16), roi, probe)
+    measured = contrast_db(envelope(rf16), roi, probe) if mass else 0.0
     info = {
         "mass": {"xc_mm": shape.xc * 1e3, "zc_mm": shape.zc * 1e3, "rx_mm": shape.rx * 1e3, "rz_mm": shape.rz * 1e3,
-                 "top_mm": shape.top * 1e3, "bottom_mm": shape.bottom * 1e3},
+                 "top_mm": shape.top * 1e3, "bottom_mm": shape.bottom * 1e3, "spikes": len(shape.spikes)},
         "mass_amplitude_scale": scale,
-        "mass_scatterers": int(mx.size),
+        "mass_scatterers": n_mass,
         "background_scatterers": int(bx.size),
         "contrast_db_measured": measured,
         "fascia_depth_mm": params.fascia_depth * 1e3,
         "deep_fascia_depth_mm": None if deep_z is None else deep_z * 1e3,
+        "lobules": len(lobules),
+        "tgc": apply_tgc,
     }
     return rf16, roi, info
 
 
-def simulate_patient(rng: np.random.Generator, probe: Probe = Probe(), malignant: bool | None = None) -> dict[str, Any]:
+def simulate_patient(rng: np.random.Generator, probe: Probe = Probe(), malignant: bool | None = None,
+                     echogenicity: str | None = None) -> dict[str, Any]:
     """Two orthogonal scans of one mass: ``{"rf1", "roi1", "rf2", "roi2", "params", "truth"}``."""
-    params = draw_scan_params(rng, probe, malignant)
+    params = draw_scan_params(rng, probe, malignant, echogenicity)
     rf1, roi1, info1 = simulate_scan(rng, probe, params)
     m1 = info1["mass"]
-    # The orthogonal plane cuts the same mass: similar depth extent, its own width and margin.
+    # The orthogonal plane cuts the same mass: similar depth extent, its own width and margin details.
     rx2 = min(m1["rx_mm"] * 1e-3 * rng.uniform(0.7, 1.3), 0.22 * probe.lines * probe.pitch)
     size2 = (rx2, m1["rz_mm"] * 1e-3 * rng.uniform(0.9, 1.1))
-    shape2 = _draw_shape(rng, probe, params.malignant, params.fascia_depth + 1.1e-3, size=size2)
+    shape2 = _draw_shape(rng, probe, params.margin, params.fascia_depth + 1.1e-3, size=size2, malignant=params.malignant)
     rf2, roi2, info2 = simulate_scan(rng, probe, params, shape=shape2)
     birads = str(rng.choice(["4b", "4c", "5"], p=[0.3, 0.3, 0.4])) if params.malignant else str(
         rng.choice(["2", "3", "4a"], p=[0.3, 0.5, 0.2]))
@@ -374,6 +545,9 @@ def simulate_patient(rng: np.random.Generator, probe: Probe = Probe(), malignant
         "class": int(params.malignant),
         "class_name": "malignant" if params.malignant else "benign",
         "birads": birads,
+        "echogenicity": params.echogenicity,
+        "margin": params.margin,
+        "posterior": params.posterior,
         "contrast_db": params.contrast_db,
         "contrast_db_measured": [info1["contrast_db_measured"], info2["contrast_db_measured"]],
         "density_background_per_cell": params.density_background,

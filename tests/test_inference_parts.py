@@ -110,6 +110,10 @@ def test_mri_readout():
     assert r["fgt_ml"] == pytest.approx(0.04) and r["bpe_ml"] == pytest.approx(0.02)
     assert r["bpe_fraction"] == pytest.approx(2 / 6) and r["bpe_category"] == "mild"
     assert mri_readout(np.zeros((2, 2, 1), np.uint8), (1, 1, 1), (0.25, 0.5, 0.75))["bpe_category"] is None
+    from breastseg.evaluation.statistics import bpe_fraction
+
+    rand = np.random.default_rng(0).integers(0, 3, (8, 8, 3)).astype(np.uint8)
+    assert mri_readout(rand, (1, 1, 1), (0.25, 0.5, 0.75))["bpe_fraction"] == pytest.approx(bpe_fraction(rand))
     u = us_readout(np.pad(np.ones((2, 3)), 1), (0.5, 0.25), True)
     assert u["mass_area_mm2"] == pytest.approx(6 * 0.125)
     assert u["bounding_box"] == {"row_min": 1, "row_max": 2, "col_min": 1, "col_max": 3, "height_px": 2,

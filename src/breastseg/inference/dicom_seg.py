@@ -51,27 +51,40 @@ def build_seg(source_images: Sequence[Any], frames: np.ndarray, dataset: str, ex
               version: str | None) -> Any:
     """A highdicom Segmentation of ``frames`` ((F, rows, cols) label map, frame i on source image i)."""
     import highdicom as hd
+    from pydicom import config
 
+    modes = config.settings.reading_validation_mode, config.settings.writing_validation_mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return hd.seg.Segmentation(
-            source_images=list(source_images),
-            pixel_array=np.ascontiguousarray(frames, dtype=np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=segment_descriptions(dataset, experiment, version),
-            series_instance_uid=hd.UID(),
-            series_number=9901,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="breastseg",
-            manufacturer_model_name=experiment[:64],
-            software_versions=__version__,
-            device_serial_number="0",
-            series_description=f"breastseg {experiment} v{version or 'local'}"[:64],
-            content_label="BREASTSEG",
-            content_description=f"{experiment} model {version or 'local'}"[:64],
-            omit_empty_frames=False,
-        )
+        # the values come from validated source headers and highdicom's own checks: skip pydicom's per-value
+        # re-validation while the many frame items are built (it is most of the time for long series)
+        config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+        try:
+            return _segmentation(hd, source_images, frames, dataset, experiment, version)
+        finally:
+            config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
+
+
+def _segmentation(hd: Any, source_images: Sequence[Any], frames: np.ndarray, dataset: str, experiment: str,
+                  version: str | None) -> Any:
+    return hd.seg.Segmentation(
+        source_images=list(source_images),
+        pixel_array=np.ascontiguousarray(frames, dtype=np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segment_descriptions(dataset, experiment, version),
+        series_instance_uid=hd.UID(),
+        series_number=9901,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="breastseg",
+        manufacturer_model_name=experiment[:64],
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=f"breastseg {experiment} v{version or 'local'}"[:64],
+        content_label="BREASTSEG",
+        content_description=f"{experiment} model {version or 'local'}"[:64],
+        omit_empty_frames=False,
+    )
 
 
 def mri_seg(pre: Any, labels: np.ndarray, experiment: str, version: str | None) -> Any:
@@ -80,7 +93,7 @@ def mri_seg(pre: Any, labels: np.ndarray, experiment: str, version: str | None) 
 
     frames_in_files = {s.frame for s in pre.slices}
     if frames_in_files == {None}:  # classic single-frame images, one per slice, in stack order
-        sources = [pydicom.dcmread(s.path, stop_before_pixels=True) for s in pre.slices]
+        sources = [s.header for s in pre.slices]  # headers without pixel data, read once by discovery
         frames = np.stack([labels[:, :, k].T for k in range(labels.shape[2])])
         return build_seg(sources, frames, "mri", experiment, version)
     paths = {s.path for s in pre.slices}

@@ -22,12 +22,13 @@ def category_name(index: int, n_categories: int) -> str:
 
 def mri_readout(labels: np.ndarray, voxel_mm: Sequence[float], cutoffs: Sequence[float]) -> dict[str, Any]:
     """FGT and BPE volumes (ml), BPE fraction and category of a label volume with voxels of ``voxel_mm``."""
-    from ..evaluation.statistics import bpe_category, bpe_fraction
+    from ..evaluation.statistics import bpe_category
 
     voxel_ml = float(np.prod([float(v) for v in voxel_mm])) / 1000.0
-    counts = np.bincount(np.asarray(labels, np.uint8).ravel(), minlength=3)
-    n_fgt, n_bpe = int(counts[FGT]), int(counts[BPE])
-    fraction = bpe_fraction(labels)
+    labels = np.asarray(labels)
+    n_fgt, n_bpe = int(np.count_nonzero(labels == FGT)), int(np.count_nonzero(labels == BPE))
+    # evaluation.statistics.bpe_fraction on a fully labelled volume, from the counts (one pass over the voxels)
+    fraction = n_bpe / (n_fgt + n_bpe) if n_fgt + n_bpe else None
     out: dict[str, Any] = {
         "fgt_ml": n_fgt * voxel_ml,
         "bpe_ml": n_bpe * voxel_ml,
@@ -86,15 +87,15 @@ def mri_overlay(pre: np.ndarray, labels: np.ndarray, pixel_mm: Sequence[float], 
     """PIL image: the ``panels`` slices with the most fibroglandular tissue (pre-contrast, FGT green, BPE red)."""
     from PIL import Image
 
-    tissue = (labels > 0).sum(axis=(0, 1))
+    tissue = np.count_nonzero(labels.reshape(-1, labels.shape[2], order="F"), axis=0)
     order = np.argsort(-tissue, kind="stable")[:panels] if tissue.any() else [labels.shape[2] // 2]
     ks = sorted(int(k) for k in order)
-    gray = _gray(pre)
+    gray = _gray(np.stack([pre[:, :, k] for k in ks], axis=-1))  # window from the shown slices
     rows, cols = pre.shape[1], pre.shape[0]  # data[col, row, slice]
     width = int(max(16, round(height * (cols * float(pixel_mm[0])) / (rows * float(pixel_mm[1])))))
     tiles = []
-    for k in ks:
-        g = gray[:, :, k].T
+    for n, k in enumerate(ks):
+        g = gray[:, :, n].T
         rgb = np.stack([g] * 3, axis=-1).astype(np.float32)
         lab = labels[:, :, k].T
         for value, colour in ((FGT, (0, 200, 0)), (BPE, (230, 30, 30))):

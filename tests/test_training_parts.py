@@ -56,3 +56,20 @@ def test_dice_per_class_by_hand():
     assert d[1] == pytest.approx(2 * 2 / (3 + 2))          # class 2
     assert np.isnan(dice_per_class(np.zeros((2, 2)), np.zeros((2, 2)), 2)[0])  # both empty: undefined
     assert dice_per_class(np.ones((2, 2)), np.zeros((2, 2)), 2)[0] == 0.0      # empty truth, false positives
+
+
+def test_samples_per_epoch_draws_whole_reshuffled_passes():
+    import numpy as np
+
+    from breastseg.data.datamodule import SliceDataModule
+
+    dm = SliceDataModule("unused", "unused", batch_size=4, seed=3, samples_per_epoch=22)
+    image = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 1, 4, 4), np.float32)
+    dm.data = {"train": {"image": image, "label": np.zeros((5, 4, 4), np.uint8)}}
+    seen = [int(x[0, 0, 0]) for xb, _ in dm._loader("train", True, None, dm.samples_per_epoch) for x in xb]
+    assert len(seen) == 22
+    for start in range(0, 20, 5):  # four complete passes, each a permutation, then two more samples
+        assert sorted(seen[start:start + 5]) == [0, 1, 2, 3, 4]
+    # without it (or with fewer samples than slices), an epoch is one pass
+    assert sum(len(xb) for xb, _ in dm._loader("train", True, None, 0)) == 5
+    assert sum(len(xb) for xb, _ in dm._loader("train", True, None, 3)) == 5

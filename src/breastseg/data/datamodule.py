@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from .split import subset_patients
 
@@ -77,17 +77,21 @@ class SliceDataset(Dataset):
 
 class SliceDataModule(pl.LightningDataModule):
     def __init__(self, processed_dir: Path, split_file: Path, batch_size: int = 8, num_workers: int = 0,
-                 seed: int = 0, augment: dict | None = None):
+                 seed: int = 0, augment: dict | None = None, samples_per_epoch: int = 0):
         super().__init__()
         self.processed_dir, self.split_file = Path(processed_dir), Path(split_file)
         self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
+        # Training samples drawn per epoch (whole reshuffled passes, then part of one): a small cohort gets
+        # several augmented passes per epoch instead of paying validation and logging after each short one.
+        self.samples_per_epoch = int(samples_per_epoch)
         self.data: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
     def from_params(cls, exp: dict, processed_dir: Path, split_file: Path) -> "SliceDataModule":
         t = exp["train"]
         return cls(processed_dir, split_file, batch_size=int(t["batch_size"]), num_workers=int(t.get("num_workers", 0)),
-                   seed=int(t["seed"]), augment={**DEFAULT_AUGMENT, **t.get("augment", {})})
+                   seed=int(t["seed"]), augment={**DEFAULT_AUGMENT, **t.get("augment", {})},
+                   samples_per_epoch=int(t.get("samples_per_epoch", 0)))
 
     def setup(self, stage: str | None = None) -> None:
         for subset in ("train", "val", "test"):
@@ -98,15 +102,19 @@ class SliceDataModule(pl.LightningDataModule):
         if not self.data["val"]:  # a tiny cohort: validate on the training slices rather than not at all
             self.data["val"] = self.data["train"]
 
-    def _loader(self, subset: str, shuffle: bool, augment: dict | None) -> DataLoader:
+    def _loader(self, subset: str, shuffle: bool, augment: dict | None, num_samples: int = 0) -> DataLoader:
         d = self.data[subset]
         ds = SliceDataset(d["image"], d["label"], augment=augment)
         g = torch.Generator().manual_seed(self.seed)
+        if shuffle and num_samples > len(ds):
+            sampler = RandomSampler(ds, num_samples=num_samples, generator=g)
+            return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           generator=g, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.augment)
+        return self._loader("train", True, self.augment, self.samples_per_epoch)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, None)

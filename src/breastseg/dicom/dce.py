@@ -230,6 +230,10 @@ def convert_dce_patient(
         raise InputError(patient_dir, "is not a folder")
     quarantine = Quarantine(on_error, root=patient_dir)
     result = scan(patient_dir, quarantine)
+    patients = {s.patient_key for s in result.slices if s.patient_key}
+    if len(patients) > 1:  # the values themselves are identifying: only their count is said
+        raise InputError(patient_dir, f"holds images of {len(patients)} different patients (PatientID differs "
+                                      "between files); put one patient per folder")
     stacks = build_stacks(result.slices, quarantine)
     studies = order_studies(stacks)
     if not studies:

@@ -104,6 +104,8 @@ class SliceRef:
     pixel_offset: int | None = None  # byte offset of native little-endian pixel data in the file
     frame_bytes: int = 0
     pixel_dtype: str = ""  # numpy dtype of the stored values ("<i2", "<u2", ...)
+    # the raw PatientID, only to refuse folders that mix patients; never written anywhere
+    patient_key: str = field(default="", repr=False)
 
     @property
     def header(self) -> Dataset:
@@ -333,6 +335,10 @@ def _fast_text(value: Any) -> str | None:
     raise ValueError(value)
 
 
+def _patient_text(value: Any) -> str:
+    return str(value or "").strip(" \x00")
+
+
 def fast_slice_ref(path: Path) -> SliceRef | None:
     """The SliceRef of a plain single-frame native little-endian image file, read without pydicom; None for
     every other file (and for any file that is not perfectly well formed), which the pydicom path handles."""
@@ -388,6 +394,7 @@ def fast_slice_ref(path: Path) -> SliceRef | None:
             pixel_offset=h.pixel_value_offset,
             frame_bytes=frame_bytes,
             pixel_dtype=pixel_dtype(bits, g("PixelRepresentation", 0) == 1),
+            patient_key=_patient_text(g("PatientID")),
         )
     except (ValueError, TypeError, InputError):
         return None
@@ -567,6 +574,7 @@ def slice_refs(path: Path, ds: Dataset, hinfo: HeaderInfo) -> list[SliceRef]:
         pixel_offset=offset,
         frame_bytes=frame_bytes,
         pixel_dtype=pixel_dtype(bits, _int(ds.get("PixelRepresentation", 0)) == 1),
+        patient_key=_patient_text(ds.get("PatientID")),
     )
     if not common["study_uid"] or not common["series_uid"]:
         raise InputError(path, "missing StudyInstanceUID or SeriesInstanceUID")

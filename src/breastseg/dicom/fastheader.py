@@ -45,6 +45,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00080031: ("SeriesTime", "TM"),
     0x00080032: ("AcquisitionTime", "TM"),
     0x00080033: ("ContentTime", "TM"),
+    0x00100020: ("PatientID", "LO"),  # compared between files of one patient folder, never written
     0x00180050: ("SliceThickness", "DS"),
     0x00180086: ("EchoNumbers", "IS"),
     0x00180088: ("SpacingBetweenSlices", "DS"),

@@ -43,21 +43,59 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
     if found is not None:
         return found.experiment_id
     root = params["tracking"].get("artifact_root", "mlartifacts")
-    location = root if "://" in root else Path(root).resolve().joinpath(name).as_uri()
+    if "://" in root:
+        location = root
+    elif mlflow_uri(params).startswith(("http://", "https://")):
+        location = None  # a tracking server stores artifacts in its own store (--artifacts-destination)
+    else:
+        location = Path(root).resolve().joinpath(name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location, tags={"breastseg.experiment": name})
     except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
         return client.get_experiment_by_name(name).experiment_id
 
 
-def init_stores(params: dict[str, Any]) -> None:
-    """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema."""
+def optuna_storage(params: dict[str, Any], **rdb_options: Any) -> Any:
+    """The Optuna storage that ``tracking.optuna_storage`` names.
+
+    A database URL (``sqlite:///optuna.db``, ``postgresql://user:password@host:5432/db``, ``mysql://...``) gives an
+    RDBStorage with ``rdb_options`` (heartbeats); ``journal:///shared/path/optuna.log`` gives a JournalStorage on a
+    file, for workers that share a filesystem but no database server.
+    """
     import optuna
 
+    url = params["tracking"]["optuna_storage"]
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = url[len("journal:"):]
+            path = path[2:] if path.startswith("//") else path
+            if not path:
+                raise ValueError("no file path after 'journal:'")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return optuna.storages.RDBStorage(url, **rdb_options)
+    except Exception as exc:  # unreachable server, missing driver, malformed URL: one line, not a traceback
+        from .errors import InputError
+
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError("params.yaml", f"tracking.optuna_storage '{_redact(url)}': {reason}") from None
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def init_stores(params: dict[str, Any]) -> None:
+    """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema."""
     configure(params)
     for name in params["experiments"]:
         experiment_id(params, name)
-    optuna.storages.RDBStorage(params["tracking"]["optuna_storage"])
+    optuna_storage(params)
 
 
 def git_commit() -> str:

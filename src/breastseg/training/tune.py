@@ -53,7 +53,7 @@ def study_name(name: str, exp: dict[str, Any], tune: dict[str, Any], data_hash: 
 
 
 def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
-    storage = optuna.storages.RDBStorage(params["tracking"]["optuna_storage"], heartbeat_interval=30, grace_period=120)
+    storage = tracking.optuna_storage(params, heartbeat_interval=30, grace_period=120)
     return optuna.create_study(
         study_name=study, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"].get("pruner", "median")),
@@ -136,7 +136,9 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         module = SegmentationModule(exp, **module_kwargs(hp, max_epochs))
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
-        trainer = make_trainer(hp, max_epochs, logger, callbacks, enable_checkpointing=False,
+        # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.
+        trainer = make_trainer({**hp, "strategy": "auto", "devices": 1, "num_nodes": 1}, max_epochs, logger, callbacks,
+                               enable_checkpointing=False,
                                default_root_dir=str(work_dir), enable_progress_bar=False)
         try:
             trainer.fit(module, datamodule=dm)

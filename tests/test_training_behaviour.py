@@ -89,6 +89,19 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, params):
     history = mlflow.MlflowClient().get_metric_history(first_run, "val_dice")
     assert len(history) == 4                      # one value per epoch, across both parts
 
+    # The resumed training is the uninterrupted one: same learning curve, to the last digit.
+    other = tmp_path / "uninterrupted"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    q, other_root = make_tiny(other, params)
+    q["train"]["max_epochs"] = 4
+    init_stores(q)
+    o_split, o_processed = _paths(other_root)
+    train_experiment(q, NAME, split_file=o_split, processed_dir=o_processed, best_params=None,
+                     out_dir=other / "models", curve_csv=other / "c.csv")
+    assert (root / "c.csv").read_text() == (other / "c.csv").read_text()
+    monkeypatch.chdir(tmp_path)
+
     # A checkpoint left by a different configuration is never resumed: the rerun starts from scratch.
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_experiment(p, NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)

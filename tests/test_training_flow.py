@@ -26,6 +26,7 @@ def make_tiny(tmp_path, params, n_patients=6, slices=3):
     for e in p["experiments"].values():
         e["image_size"] = 32
         e["model"]["features"] = [4, 8]
+        e.pop("train", None)  # the tests set the training settings they need in p["train"]
     p["train"].update(max_epochs=2, batch_size=4, threads=1)
     p["tune"].update(n_trials=2, max_epochs=1)
     # Absolute store URLs: MLflow caches one database engine per URI string within a process.

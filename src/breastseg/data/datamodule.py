@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .split import subset_patients
 
@@ -45,11 +45,37 @@ def rotate(x: torch.Tensor, y: torch.Tensor, degrees: float) -> tuple[torch.Tens
     return xr, yr.long()
 
 
+class EpochSampler(Sampler):
+    """Training order and augmentation draws as a function of (seed, epoch) alone.
+
+    Each epoch draws ``num_samples`` indices (whole reshuffled passes, then part of one) and one augmentation
+    seed per sample from a generator seeded by the seed and the epoch (Lightning calls :meth:`set_epoch`).
+    Nothing depends on global RNG state, so a training resumed from a checkpoint at epoch k draws exactly
+    what the uninterrupted run drew from epoch k on, and the result is the same.
+    """
+
+    def __init__(self, n: int, num_samples: int, seed: int):
+        self.n, self.num_samples, self.seed, self.epoch = n, max(int(num_samples), n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        passes = -(-self.num_samples // self.n)
+        order = torch.cat([torch.randperm(self.n, generator=g) for _ in range(passes)])[: self.num_samples]
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=g)
+        return iter(list(zip(order.tolist(), seeds.tolist())))
+
+
 class SliceDataset(Dataset):
     """In-memory slices with optional augmentation: flips, small rotations, intensity jitter.
 
-    Random draws come from torch's RNG, which ``seed_everything(seed, workers=True)`` seeds per process and
-    per data-loader worker, so a run is reproducible for a given seed and number of workers.
+    Indexed by ``i`` (no augmentation draws needed, or torch's global RNG) or by ``(i, seed)`` from
+    :class:`EpochSampler`, whose per-sample seed makes every draw reproducible.
     """
 
     def __init__(self, image: np.ndarray, label: np.ndarray, augment: dict | None = None):
@@ -60,18 +86,20 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.label)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        g = None if seed is None else torch.Generator().manual_seed(int(seed))
         x, y = self.image[i], self.label[i]
         aug = self.augment
         if aug.get("flip"):
-            if torch.rand(1) < 0.5:
+            if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
-            if torch.rand(1) < 0.5:
+            if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-2), y.flip(-2)
         if aug.get("rotate_deg"):
-            x, y = rotate(x, y, float((torch.rand(1) * 2 - 1) * aug["rotate_deg"]))
+            x, y = rotate(x, y, float((torch.rand(1, generator=g) * 2 - 1) * aug["rotate_deg"]))
         if aug.get("intensity"):
-            x = x * (1 + aug["intensity"] * (2 * torch.rand(1) - 1))
+            x = x * (1 + aug["intensity"] * (2 * torch.rand(1, generator=g) - 1))
         return x, y
 
 
@@ -105,13 +133,12 @@ class SliceDataModule(pl.LightningDataModule):
     def _loader(self, subset: str, shuffle: bool, augment: dict | None, num_samples: int = 0) -> DataLoader:
         d = self.data[subset]
         ds = SliceDataset(d["image"], d["label"], augment=augment)
-        g = torch.Generator().manual_seed(self.seed)
-        if shuffle and num_samples > len(ds):
-            sampler = RandomSampler(ds, num_samples=num_samples, generator=g)
+        if shuffle:
+            sampler = EpochSampler(len(ds), num_samples, self.seed)
             return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                               persistent_workers=self.num_workers > 0)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          generator=g, persistent_workers=self.num_workers > 0)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.augment, self.samples_per_epoch)

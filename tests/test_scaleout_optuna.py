@@ -21,6 +21,7 @@ def test_two_workers_share_one_postgresql_study_with_pruning(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     p, root = make_tiny(tmp_path, params, n_patients=6, slices=6)
+    p["experiments"][NAME].pop("train", None)  # the global train block is the one in force
     p["tune"].update(n_trials=4, max_epochs=4, pruner="median", space={"lr": {"type": "categorical",
                                                                                "choices": [GOOD, BAD]}})
     split, processed = root / f"data/splits/{NAME}.json", root / f"data/processed/{NAME}"

@@ -88,8 +88,12 @@ def module_kwargs(hp: dict[str, Any], max_epochs: int) -> dict[str, Any]:
 
 
 def is_rank_zero() -> bool:
-    """True in the process that owns logging (rank 0 of the job; always true without DDP)."""
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+    """True in the process that owns logging (rank 0 of the job; always true without DDP).
+
+    Reads the variables the launchers set before Lightning starts: its own (LOCAL_RANK, NODE_RANK), torchrun (RANK)
+    and srun (SLURM_PROCID, the global rank of each task of a multi-node job).
+    """
+    return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def dvc_hash(cohort_root: str | Path) -> str | None:
@@ -145,8 +149,8 @@ def train_experiment(
     if rank_zero and not resume:
         for stale in ckpt_dir.glob("*.ckpt"):
             stale.unlink()
-    if resume or not rank_zero:  # DDP ranks > 0 re-run this function: they join rank 0's run
-        run_id = state["run_id"]
+    if resume or not rank_zero:  # DDP ranks > 0 re-run this function: they join rank 0's run (and log nothing)
+        run_id = state.get("run_id")
         if rank_zero:
             log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:

@@ -1,0 +1,47 @@
+"""Lightning DDP from params alone: `breastseg train` with strategy ddp on two CPU processes (gloo)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from test_training_flow import make_tiny
+
+NAME = "mass_us_bmode"
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_logs_one_mlflow_run(tmp_path, monkeypatch, params):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    p, root = make_tiny(tmp_path, params)
+    p["experiments"][NAME].pop("train", None)  # the global train block below is the one in force
+    p["train"].update(strategy="ddp", devices=2, num_nodes=1, accelerator="cpu", max_epochs=1)
+    (root / "p.yaml").write_text(yaml.safe_dump(p))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOCAL_RANK", "RANK", "NODE_RANK",
+                                                            "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PYTHONUNBUFFERED="1", MASTER_ADDR="127.0.0.1")
+    base = [sys.executable, "-m", "breastseg.cli", "--params", str(root / "p.yaml")]
+    subprocess.run([*base, "-q", "tracking-init"], cwd=root, check=True, env=env)
+    r = subprocess.run([*base, "train", NAME, "--split", f"data/splits/{NAME}.json", "--processed-dir",
+                        f"data/processed/{NAME}", "--out-dir", "models", "--curve", "curve.csv"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in r.stderr  # really two processes
+    assert "distributed_backend=gloo" in r.stderr
+
+    mlflow.set_tracking_uri(p["tracking"]["mlflow_uri"])
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])
+    assert len(runs) == 1                                   # rank 0 logs; rank 1 joins its run, logs nothing
+    run = runs[0]
+    assert run.data.tags["breastseg.stage"] == "train" and run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val_dice")) == 1   # one epoch, one value
+    versions = client.search_model_versions(f"name = 'breastseg-{NAME}'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    model = json.loads((root / "models" / "model.json").read_text())
+    assert model["run_id"] == run.info.run_id and model["hyperparameters"]["strategy"] == "ddp"
+    assert len((root / "curve.csv").read_text().splitlines()) == 2

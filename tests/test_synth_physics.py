@@ -74,7 +74,8 @@ def test_enhancement_curves(phantoms):
         # pre < post in the enhancing tissue; non-enhancing FGT stays below 10 % at every phase
         assert (bpe > 0.15).all() and (fgt < 0.12).all(), (bpe, fgt)
         assert (bpe > fgt + 0.1).all()
-        np.testing.assert_allclose(bpe, t["re_bpe"], atol=0.12)
+        # the drawn curve, diluted a little by partial volume and motion at the patches' edges
+        np.testing.assert_allclose(bpe, t["re_bpe"], rtol=0.25, atol=0.05)
         # kinetic shapes: BPE persistent or plateau (as drawn), blood pool washout, muscle persistent
         assert mri.curve_type(bpe) == t["bpe_curve_type"] in ("persistent", "plateau"), (bpe, t["bpe_curve_type"])
         assert mri.curve_type(heart) == "washout" and heart[0] > 1.0, heart

@@ -1,15 +1,22 @@
-"""DCE breast-MRI phantoms: 3-D anatomy, fat-suppressed T1 signal with contrast uptake, written as DICOM.
+"""DCE breast-MRI phantoms: bilateral anatomy, fat-suppressed T1 signal with contrast kinetics, written as DICOM.
 
-Anatomy (patient LPS millimetres, prone, axial slices): two half-ellipsoid breasts in front of the chest
-wall; inside them fat and fibroglandular tissue (FGT, thresholded smooth noise, denser towards the centre of
-the breast); a background-parenchymal-enhancement (BPE) sub-region of the FGT whose share of the FGT is drawn
-per patient from one of the four conventional categories (minimal < 25 %, mild 25-50 %, moderate 50-75 %,
-marked > 75 %). Behind the chest wall: pectoral muscle, lungs and an enhancing heart.
+Anatomy (patient LPS millimetres, prone, axial slices; it scales with the field of view): two half-ellipsoid
+breasts with a skin layer, subcutaneous and retromammary fat and fibroglandular tissue (FGT: a cone of tissue
+towards the nipple with strands and scalloped edges, its share of the breast drawn from one of the four ACR
+density categories); in front of the chest wall the body's skin and fat; behind it the pectoral muscle, ribs,
+sternum, the heart, the aorta, the mediastinum and the lungs. Background parenchymal enhancement (BPE) is a
+patchy sub-region of the FGT, favouring its posterior part, whose share of the FGT is drawn from one of the
+four conventional categories (minimal < 25 %, mild 25-50 %, moderate 50-75 %, marked > 75 %).
 
-Signal: pre-contrast ``S0`` (fat suppressed: FGT bright, fat dark) times a smooth coil bias field;
-post-contrast phase ``p``: ``S0 * (1 + RE_p)`` with the relative enhancement ``RE_p`` drawn per patient
-(0.3-1.0 in BPE at the first post-contrast phase, < 0.1 in non-enhancing FGT); Rician noise drawn
-independently for every phase. Labels come from the generating tissue maps, never from the noisy images.
+Signal: pre-contrast ``S0`` (fat suppressed, less so towards the sides: FGT bright, fat dark) with a little
+texture; post-contrast phase ``p`` at ``t_p`` s after injection: ``S0 * (1 + RE(t_p))`` with the empirical
+kinetic model ``RE(t) = A (1 - exp(-k_in t)) exp(-k_out t)`` per tissue: BPE persistent or plateau, its
+amplitude rising with the BPE category (0.2-1.2 at the first phase), non-enhancing FGT below 0.1, blood pool
+(heart, aorta) an early peak with washout, muscle and skin slowly persistent. BPE rises from the FGT level
+over a few millimetres (labels: BPE where it is at least half way). Then, per phase: a smooth coil
+sensitivity (bias) field, partial volume (the acquisition's point-spread function and slice profile), a
+drifting rigid shift of the post-contrast phases (mild motion) and Rician noise. Labels come from the
+generating tissue maps on the pre-contrast grid, never from the noisy images.
 """
 from __future__ import annotations
 
@@ -278,9 +285,9 @@ def simulate_mri(rng: np.random.Generator, matrix: int = 64, slices: int = 24, p
     sub_fat = rng.uniform(3.0, 10.0)
     retro = rng.uniform(3.0, 8.0)
     eligible = breast & (depth_mm > t_skin + sub_fat) & (y < ycw - retro)
-    fine = rng.uniform(2.5, 4.0)
-    score = (noise(rng.uniform(7.0, 11.0)) + rng.uniform(0.4, 0.8) * noise(fine)
-             + rng.uniform(1.0, 1.8) * (1.0 - np.clip(axis_dist, 0.0, 1.0)))
+    fine = rng.uniform(2.0, 3.5)  # strands and scalloped edges
+    score = (noise(rng.uniform(6.0, 9.0)) + rng.uniform(0.6, 1.0) * noise(fine)
+             + rng.uniform(1.6, 2.4) * (1.0 - np.clip(axis_dist, 0.0, 1.0)))
     fgt = np.zeros(shape, bool)
     if eligible.any():
         share = min(0.95, density * breast.sum() / eligible.sum())

@@ -155,3 +155,60 @@ def test_same_seed_same_metrics(tmp_path, monkeypatch, params):
                             processed_dir=processed, metrics_json=root / "metrics.json", out_dir=root / "res")
         outputs.append(((root / "metrics.json").read_bytes(), (root / "curve.csv").read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_trial_left_running_by_a_killed_worker_is_failed_and_its_slot_rerun(tmp_path, monkeypatch, params):
+    """A worker killed mid-trial leaves it RUNNING; the rerun fails it (in Optuna and MLflow), does not count it,
+    and samples that slot again exactly as an uninterrupted worker did."""
+    import mlflow
+
+    from breastseg.training.tune import open_study, run_worker
+
+    def study_of(root, p):
+        info = json.loads((root / "study.json").read_text())
+        return info, optuna.load_study(study_name=info["study"], storage=p["tracking"]["optuna_storage"])
+
+    finished = {}
+    for case in ("uninterrupted", "killed"):
+        root = tmp_path / case
+        root.mkdir()
+        monkeypatch.chdir(root)
+        p, _ = make_tiny(root, params)
+        p["tune"].update(n_trials=2, max_epochs=1, pruner="none")
+        split, processed = _paths(root)
+        init_stores(p)
+        open_study(p, NAME, split_file=split, processed_dir=processed, out_json=root / "study.json")
+        kwargs = dict(study_json=root / "study.json", split_file=split, processed_dir=processed,
+                      out_json=root / "w.json", work_dir=root / "work")
+        if case == "killed":
+            with pytest.raises(SimulatedKill):  # dies in its second trial, as under SIGKILL: no cleanup at all
+                run_worker(p, NAME, extra_callbacks=[KillInTrial(after_trials=1)], **kwargs)
+            info, study = study_of(root, p)
+            orphan = study.trials[-1]
+            assert orphan.state == optuna.trial.TrialState.RUNNING
+            # Lightning's logger closes its run as FAILED on the way out; a killed process leaves it RUNNING
+            mlflow.MlflowClient().update_run(orphan.user_attrs["breastseg.mlflow_run"], status="RUNNING")
+        run_worker(p, NAME, **kwargs)
+        info, study = study_of(root, p)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(done) == 2
+        finished[case] = [(t.params, t.value) for t in done]
+        if case == "killed":
+            assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+            run = mlflow.MlflowClient().get_run(orphan.user_attrs["breastseg.mlflow_run"])
+            assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+    assert finished["killed"] == finished["uninterrupted"]
+
+
+class SimulatedKill(BaseException):
+    """Not an Exception: nothing in the worker catches it, like a process killed by a signal."""
+
+
+class KillInTrial(pl.Callback):
+    def __init__(self, after_trials):
+        self.after, self.seen = after_trials, 0
+
+    def on_train_start(self, trainer, pl_module):
+        self.seen += 1
+        if self.seen > self.after:
+            raise SimulatedKill()

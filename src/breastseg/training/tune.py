@@ -93,6 +93,26 @@ def _claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     return trial.number in live[:n_trials]
 
 
+def fail_orphans(study: optuna.Study, worker: int, client: Any = None) -> list[int]:
+    """Mark FAIL the trials this worker left RUNNING when it was killed, in the study and in MLflow.
+
+    Snakemake reruns a worker's job only when its earlier process is gone, so those trials run nowhere; they
+    are failed (never counted as done) and their slots are tried again. Orphans of workers on other machines
+    are failed by the storage heartbeat (``fail_stale_trials``).
+    """
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.user_attrs.get("breastseg.worker") == worker]
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        rid = t.user_attrs.get("breastseg.mlflow_run")
+        if client is not None and rid:
+            client.set_tag(rid, "optuna.state", "FAIL")
+            client.set_terminated(rid, "FAILED")
+        log.warning("trial %d was left running by an interrupted worker %d: failed, its slot runs again",
+                    t.number, worker)
+    return [t.number for t in orphans]
+
+
 def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_file: Path, processed_dir: Path,
                out_json: Path, work_dir: Path, worker: int = 0, extra_callbacks: list | None = None) -> dict:
     """Run trials until the study holds ``tune.n_trials`` finished ones; write this worker's summary."""
@@ -119,18 +139,25 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     max_epochs = int(cfg.get("max_epochs", hp0["max_epochs"]))
     mine: list[int] = []
     optuna.storages.fail_stale_trials(study)
+    fail_orphans(study, worker, client)
     live_states = (*FINISHED, optuna.trial.TrialState.RUNNING)
-    while len(study.get_trials(deepcopy=False, states=live_states)) < n_trials:
+    while (slot := len(study.get_trials(deepcopy=False, states=live_states))) < n_trials:
+        # The sampler is seeded by worker and slot (not by how many asks this process made), so a slot run
+        # again after a crash samples what the uninterrupted run sampled, given the same finished trials.
+        study.sampler = optuna.samplers.TPESampler(seed=int(hp0["seed"]) + 1000 * worker + slot)
         trial = study.ask()
+        trial.set_user_attr("breastseg.worker", worker)
+        trial.set_user_attr("breastseg.slot", slot)
         if not _claim(study, trial, n_trials):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # another worker took the last slot
             break
         hp = {**hp0, **suggest(trial, cfg.get("space", {}))}
-        pl.seed_everything(int(hp["seed"]) + trial.number, workers=True)
+        pl.seed_everything(int(hp["seed"]) + slot, workers=True)
         rid = client.create_run(info["experiment_id"], run_name=f"trial-{trial.number}",
                                 tags={**tags, "mlflow.parentRunId": info["parent_run_id"],
                                       "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
                                       "breastseg.worker": str(worker), "breastseg.stage": "trial"}).info.run_id
+        trial.set_user_attr("breastseg.mlflow_run", rid)
         for k, v in tracking.flat_params({"trial": hp}).items():
             client.log_param(rid, k, v)
         module = SegmentationModule(exp, **module_kwargs(hp, max_epochs))

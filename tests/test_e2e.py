@@ -81,6 +81,21 @@ def test_pipeline_end_to_end(tmp_path):
         blob = p.read_bytes()
         for name in names:
             assert name.encode() not in blob, f"{name} found in {p}"
+    # ... nor any identifying DICOM value, in any output, database, log, artifact or page.
+    import pydicom
+
+    values = set()
+    for f in (repo / "data" / "raw" / "demo" / "mri").rglob("*.dcm"):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        values |= {str(ds.get(k, "")) for k in ("PatientName", "PatientID", "PatientBirthDate")}
+    values = {v for v in values if len(v) >= 4}
+    assert values
+    everything = [p for d in ("data/interim", "data/processed", "data/splits", "results", "metrics", "plots", "logs",
+                              "models", "mlartifacts") for p in (repo / d).rglob("*") if p.is_file()]
+    for p in [*everything, repo / "mlflow.db", repo / "optuna.db"]:
+        blob = p.read_bytes()
+        for v in values:
+            assert v.encode() not in blob, f"an identifying DICOM value is in {p}"
 
     # The Snakemake report holds the figures with their captions and opens in a browser.
     rep = _snakemake(repo, "--report", "report.html")

@@ -134,3 +134,13 @@ def test_bundle_reloads_the_same_network(tmp_path):
     ref = build_model(model.experiment).eval()
     with torch.no_grad():
         torch.testing.assert_close(model.net(x), ref(x))
+
+
+def test_label_map_equals_argmax():
+    import torch
+
+    from breastseg.inference.model import label_map
+
+    logits = torch.randn(3, 4, 17, 9)
+    logits[0, 2] = logits[0, 1]  # ties: the first maximum wins, as in argmax
+    np.testing.assert_array_equal(label_map(logits), logits.argmax(1).numpy().astype(np.uint8))

@@ -97,9 +97,9 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
         try:
             seg = mri_seg(study.pre, labels, exp["name"], model.source.get("version"))
             outputs["dicom_seg"] = "seg.dcm"
-        except InputError as err:
-            seg_note = err.reason
-            log.warning("%s: no DICOM SEG written: %s", root, err.reason)
+        except Exception as err:  # noqa: BLE001 - a SEG the sources do not allow must not cost the other outputs
+            seg_note = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}".splitlines()[0]
+            log.warning("%s: no DICOM SEG written: %s", root, seg_note)
     if seg_note:
         outputs["dicom_seg_note"] = seg_note
     info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
@@ -108,7 +108,7 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
         write_nifti(tmp / "labels.nii.gz", labels, affine)
         if seg is not None:
             save_seg(seg, tmp / "seg.dcm")
-        mri_overlay(study.volumes["pre"], labels, voxel[:2]).save(tmp / "overlay.png")
+        mri_overlay(study.volumes["pre"], labels, voxel[:2]).save(tmp / "overlay.png", compress_level=1)
         record = _record(model, info, readout, outputs, time.perf_counter() - t0)
         write_json(tmp / "readout.json", record)
     return record
@@ -161,7 +161,7 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
         write_nifti(tmp / "labels.nii.gz", np.asfortranarray(mask.T[:, :, None]), affine)
         if seg is not None:
             save_seg(seg, tmp / "seg.dcm")
-        us_overlay(arrays["bmode"], mask, (dy, dx)).save(tmp / "overlay.png")
+        us_overlay(arrays["bmode"], mask, (dy, dx)).save(tmp / "overlay.png", compress_level=1)
         record = _record(model, info, readout, outputs, time.perf_counter() - t0)
         write_json(tmp / "readout.json", record)
     return record

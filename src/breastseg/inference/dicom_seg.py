@@ -1,9 +1,9 @@
 """DICOM SEG objects (highdicom) for predictions on DICOM inputs.
 
 The SEG is a BINARY segmentation of the source images: MRI predictions reference the pre-contrast series (one
-frame per source slice and segment, positions and orientation those of the source slices, every slice kept
-so a reader can tell "no tissue" from "not segmented"); ultrasound predictions reference the single B-mode
-image. As the standard requires, highdicom copies the patient and study modules of the source images into
+frame per source slice and segment holding any pixel of it, at the position and orientation of its source
+slice; empty frames are left out, and every source instance is referenced, so a reader tells "nothing found"
+from "not segmented"); ultrasound predictions reference the single B-mode image. As the standard requires, highdicom copies the patient and study modules of the source images into
 the SEG, so a SEG carries the same identifying values as the study it belongs to.
 
 Segments: MRI 1 = non-enhancing fibroglandular tissue ("FGT"), 2 = background parenchymal enhancement
@@ -83,7 +83,7 @@ def _segmentation(hd: Any, source_images: Sequence[Any], frames: np.ndarray, dat
         series_description=f"breastseg {experiment} v{version or 'local'}"[:64],
         content_label="BREASTSEG",
         content_description=f"{experiment} model {version or 'local'}"[:64],
-        omit_empty_frames=False,
+        omit_empty_frames=True,
     )
 
 

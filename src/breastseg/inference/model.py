@@ -186,7 +186,11 @@ def load_model(model_uri: str, *, allow_pickle: bool = False) -> LoadedModel:
     ``allow_pickle=True`` falls back to ``mlflow.pytorch.load_model`` (which unpickles the model) for models
     logged without a bundle; use it only for models this pipeline logged itself.
     """
+    import os
+
     tmp = Path(tempfile.mkdtemp(prefix="breastseg-model-"))
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # predict shows its own progress
     try:
         folder, source = resolve_model(model_uri, tmp)
         bundle = find_bundle(folder)
@@ -200,6 +204,10 @@ def load_model(model_uri: str, *, allow_pickle: bool = False) -> LoadedModel:
         net = mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
         return LoadedModel(net, {}, source)
     finally:
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -212,5 +220,18 @@ def predict_slices(model: Any, images: np.ndarray, batch_size: int = 16) -> np.n
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32))
-            preds.append(net(x).argmax(1).numpy().astype(np.uint8))
+            preds.append(label_map(net(x)))
     return np.concatenate(preds) if preds else np.zeros((0,) + tuple(images.shape[2:]), np.uint8)
+
+
+def label_map(logits: Any) -> np.ndarray:
+    """``logits.argmax(1)`` as uint8 (N, H, W), the first maximum winning as in argmax: one elementwise pass per
+    class instead of a strided reduction over the channel axis (several times faster on CPU for few classes)."""
+    a = logits.detach().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
+    best = a[:, 0].copy()
+    labels = np.zeros(best.shape, np.uint8)
+    for c in range(1, a.shape[1]):
+        channel = a[:, c]
+        labels[channel > best] = c
+        np.maximum(best, channel, out=best)
+    return labels

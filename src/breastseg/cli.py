@@ -141,9 +141,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     # models:/ and runs:/ URIs resolve against $MLFLOW_TRACKING_URI, else the params file's store when there is one
     if Path(args.params).exists():
+        from .config import load_params
         from .tracking import configure
 
-        configure(_params(args))
+        params = load_params(args.params, validate=False)  # only its tracking store is read
+        if isinstance(params.get("tracking"), dict) and params["tracking"].get("mlflow_uri"):
+            configure(params)
     predict(args.model_uri, Path(args.input), Path(args.out_dir), progress=not args.quiet)
 
 

@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.breastseg-installed
-DEBIAN := graphviz dcm2niix chromium chromium-driver
+DEBIAN := graphviz dcm2niix chromium chromium-driver postgresql
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-fast lint dag report ui clean system-packages
+.PHONY: run test test-fast lint dag report ui server clean system-packages
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check).
+# Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check, chromium for
+# the UI checks, postgresql for the shared Optuna study; the tests start their own server on 127.0.0.1).
 system-packages:
 	@missing=""; for p in $(DEBIAN); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -48,6 +49,18 @@ report: $(STAMP)
 
 ui: $(STAMP)
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1
+
+# MLflow tracking server: runs point at it with MLFLOW_TRACKING_URI=http://HOST:PORT; artifacts are proxied into
+# ARTIFACTS. Loopback only unless HOST says otherwise; BACKEND may be postgresql://user:password@host:5432/db.
+# Server-side jobs (GenAI judges, trace roll-ups: seven extra processes) stay off, the pipeline uses none: JOBS=true.
+HOST      := 127.0.0.1
+PORT      := 5000
+BACKEND   := sqlite:///mlflow.db
+ARTIFACTS := ./mlartifacts
+JOBS      := false
+server: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(JOBS) \
+	mlflow server --host $(HOST) --port $(PORT) --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --workers 1
 
 clean:
 	rm -rf .snakemake data/raw/demo data/interim data/processed data/splits models results metrics plots logs \

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pytest
 
@@ -71,29 +71,41 @@ def postgres_server(database: str = "optuna") -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class Server(NamedTuple):
+    url: str
+    pid: int
+
+
 def _stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM to the server's process group (the server and its workers), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)  # reap the leader, so the group can empty
+            if not group_alive():
+                return
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, backend_store_uri: str | None = None, timeout: float = 120) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 and a free port (as ``make server`` starts it); yields its http:// URL."""
+def mlflow_server(workdir: Path, backend_store_uri: str | None = None, timeout: float = 180) -> Iterator[Server]:
+    """``mlflow server`` on 127.0.0.1 and a free port (as ``make server`` starts it); yields its URL and PID."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     backend = backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend, "--artifacts-destination", str(workdir / "mlartifacts"), "--workers", "1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as `make server`: no GenAI job consumers
     log = open(workdir / "server.log", "w")
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -112,7 +124,7 @@ def mlflow_server(workdir: Path, backend_store_uri: str | None = None, timeout: 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not answer {url}/health within {timeout:.0f} s")
             time.sleep(0.5)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         _stop_group(proc)
         log.close()

@@ -36,7 +36,20 @@ EFFECTIVE_PARAMS = write_effective_params(config, ".snakemake/breastseg/params.y
 BREASTSEG = f"breastseg --params {EFFECTIVE_PARAMS}"
 
 
-GPU = 1 if config["train"].get("accelerator") in ("gpu", "cuda") else 0
+# Resources the cluster profiles map (workflow/profiles/slurm): a tune worker trains on one device; `train` runs
+# train.devices processes per node (DDP) on train.num_nodes nodes, started by srun when it spans several nodes.
+_TRAIN = config["train"]
+_ON_GPU = _TRAIN.get("accelerator") in ("gpu", "cuda")
+_DEVICES = _TRAIN.get("devices", 1) if isinstance(_TRAIN.get("devices", 1), int) and _TRAIN.get("devices", 1) > 0 else 1
+_NODES = int(_TRAIN.get("num_nodes", 1))
+GPU = 1 if _ON_GPU else 0
+TRAIN_GPU = _DEVICES if _ON_GPU and _NODES == 1 else 0
+TRAIN_THREADS = int(_TRAIN.get("threads", 1)) * (_DEVICES if _NODES == 1 else 1)
+TRAIN_LAUNCH = "srun " if _NODES > 1 else ""
+TRAIN_NODES = {} if _NODES == 1 else {
+    "nodes": _NODES, "tasks": _NODES * _DEVICES, "mpi": "srun",
+    "slurm_extra": f"--ntasks-per-node={_DEVICES}" + (f" --gpus-per-node={_DEVICES}" if _ON_GPU else ""),
+}
 
 
 wildcard_constraints:

@@ -13,14 +13,15 @@ rule train:
         train=config["train"],
     log:
         "logs/train/{experiment}.log",
-    threads: config["train"].get("threads", 1)
+    threads: TRAIN_THREADS
     resources:
         mem_mb=4000,
-        gpu=GPU,
+        gpu=TRAIN_GPU,
         runtime=240,
+        **TRAIN_NODES,
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} train {wildcards.experiment} --split {input.split} "
+        "{TRAIN_LAUNCH}{BREASTSEG} train {wildcards.experiment} --split {input.split} "
         "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} "
         "--out-dir models/{wildcards.experiment} --curve {output.curve} > {log} 2>&1"

@@ -45,3 +45,24 @@ def test_two_process_cpu_ddp_logs_one_mlflow_run(tmp_path, monkeypatch, params):
     model = json.loads((root / "models" / "model.json").read_text())
     assert model["run_id"] == run.info.run_id and model["hyperparameters"]["strategy"] == "ddp"
     assert len((root / "curve.csv").read_text().splitlines()) == 2
+
+
+def test_ddp_inside_a_one_task_slurm_job_starts_its_own_processes(monkeypatch):
+    """The slurm executor runs a rule as one srun task: Lightning must start the DDP processes itself."""
+    from breastseg.training.train import make_trainer
+
+    hp = {"strategy": "ddp", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}
+    for var in ("SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    trainer = make_trainer(hp, 1, False, [])
+    assert type(trainer.strategy.cluster_environment).__name__ == "LightningEnvironment"
+    assert trainer.num_devices == 2 and trainer.strategy.launcher.is_interactive_compatible is False
+    # several nodes: srun started one task per device, SLURM's environment gives the ranks
+    for var, value in {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_LOCALID": "0",
+                       "SLURM_NODELIST": "node1,node2"}.items():
+        monkeypatch.setenv(var, value)
+    trainer = make_trainer({**hp, "num_nodes": 2}, 1, False, [])
+    assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"

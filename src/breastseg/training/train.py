@@ -56,6 +56,18 @@ def hyperparameters(exp: dict[str, Any], best_params: Path | None) -> dict[str, 
     return hp
 
 
+def cluster_plugins(hp: dict[str, Any]) -> list[Any]:
+    """Single-node DDP inside a one-task SLURM job (how the slurm executor runs a rule): Lightning starts one process
+    per device itself, instead of waiting for srun to have started them. Several nodes keep SLURM's environment
+    (the `train` rule then starts one srun task per device)."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    devices = hp.get("devices", 1)
+    one_task = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_NTASKS", "1") == "1"
+    ddp = "ddp" in str(hp.get("strategy", "auto")) and isinstance(devices, int) and devices > 1
+    return [LightningEnvironment()] if one_task and ddp and int(hp.get("num_nodes", 1)) == 1 else []
+
+
 def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
     """A Trainer from params: accelerator, devices, strategy, num_nodes (DDP needs no code change), precision.
 
@@ -69,6 +81,7 @@ def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: li
         devices=hp.get("devices", 1),
         strategy=hp.get("strategy", "auto"),
         num_nodes=int(hp.get("num_nodes", 1)),
+        plugins=cluster_plugins(hp) or None,
         precision=hp.get("precision", "32-true"),
         deterministic=True,
         logger=logger,

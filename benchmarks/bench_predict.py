@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print("stages of one predict run:")
         for name, v in stages.items():
             print(f"  {name:34s} {v:6.2f} s")
+        fixed = sum(v for k, v in stages.items() if not k.startswith("forward"))
+        print(f"  everything but the network: {fixed:.2f} s = {fixed / stages['forward + argmax']:.3f} of the forward "
+              f"stage in the same run (ratio {1 + fixed / stages['forward + argmax']:.3f} by stages)")
         print(f"ratio predict / forward: best times {ratio:.3f} (target <= {RATIO_TARGET}: "
               f"{'met' if ratio <= RATIO_TARGET else 'NOT met'}); median of {args.repeats} pairs {ratio_pairs:.3f}")
     finally:

@@ -16,13 +16,14 @@ Targets: Lightning time / plain time <= 1.05 for the training loop; data time < 
 next ``on_train_batch_start``, which holds the fetch plus Lightning's per-batch bookkeeping).
 
     .venv/bin/python benchmarks/bench_training.py [--experiment mass_us_entropy] [--size N] [--slices 256]
-        [--batch 16] [--epochs 3] [--threads 2] [--precision 32-true|bf16-mixed] [--repeats 5]
+        [--batch 16] [--epochs 3] [--threads 2] [--precision 32-true|bf16-mixed] [--repeats 5] [--quick]
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import statistics
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -208,7 +209,7 @@ def max_state_diff(a: dict, b: dict) -> float:
 
 
 # --------------------------------------------------------------------------------------------------- main
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default="mass_us_entropy")
     ap.add_argument("--size", type=int, default=None, help="image size (default: the experiment's)")
@@ -220,7 +221,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per side (alternating)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-augment", action="store_true", help="train without the experiment's augmentation")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="32 slices of 32x32, one epoch, one run per side")
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    bench(sys.argv[1:], quick=args.quick)
+
+
+def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
+    ap = parser()
+    if quick:
+        ap.set_defaults(size=32, slices=32, epochs=1, repeats=1)
+    args = ap.parse_args([] if argv is None else argv)
 
     import logging
     import warnings
@@ -318,6 +332,11 @@ def main() -> None:
     print(f"{'warm-up max |weight difference| plain vs Lightning':<{w}} {diff:>12.3g}  (info: same work)")
     ok = ratio <= RATIO_TARGET and p_data < DATA_TARGET and l_gap < DATA_TARGET
     print(f"\noverall: {verdict(ok)}")
+    return [{"name": "Lightning training step vs plain PyTorch loop", "ratio": ratio, "target": RATIO_TARGET,
+             "reference": "plain PyTorch loop, same model/batch/data, same run",
+             "detail": f"{steps / l_loop:.1f} vs {steps / p_loop:.1f} steps/s ({args.experiment}, {size}x{size}, "
+                       f"batch {args.batch}, {args.precision}); data time {l_gap:.0%} of a step; "
+                       f"median of {args.repeats} pairs"}]
 
 
 if __name__ == "__main__":

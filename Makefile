@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-fast lint dag report ui server clean system-packages
+.PHONY: run test test-fast lint dag report ui server clean system-packages bench bench-quick
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	snakemake --lint
+
+# Speed and quality benchmarks, ratios against references measured in the same run: benchmarks/results.{json,md}.
+# QUALITY_DIR: the folder of a finished quality-profile run (configs/quality.yaml), for the Dice rows.
+QUALITY_DIR ?=
+bench: $(STAMP) system-packages
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json $(if $(QUALITY_DIR),--quality-dir $(QUALITY_DIR))
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick --out benchmarks/results-quick.json
 
 dag: $(STAMP)
 	snakemake --dag | dot -Tsvg > dag.svg

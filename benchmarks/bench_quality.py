@@ -1,0 +1,82 @@
+"""Segmentation quality of a finished quality-profile run against the published reference points.
+
+Reads ``metrics/<experiment>.json`` and ``results/comparisons/entropy_vs_bmode.json`` under ``--quality-dir``
+(the repository a ``snakemake --configfile configs/quality.yaml`` run finished in); runs nothing itself.
+Ratios (lower is better): published mean Dice / measured mean Dice per experiment (BPE/FGT 0.76; ultrasound
+entropy 0.60, B-mode 0.53), and for the paired comparison the B-mode/entropy Dice ratio measured over the
+published one (0.53 / 0.60): at most 1 when entropy leads B-mode by at least the published margin.
+Experiments without a metrics file are "not measured".
+
+    .venv/bin/python benchmarks/bench_quality.py --quality-dir PATH [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PUBLISHED = {"bpe_mri": 0.76, "mass_us_entropy": 0.60, "mass_us_bmode": 0.53}
+LABELS = {"bpe_mri": "BPE/FGT (MRI)", "mass_us_entropy": "US mass, entropy map", "mass_us_bmode": "US mass, B-mode"}
+COMPARISON = "entropy_vs_bmode"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quality-dir", type=Path, default=None,
+                    help="repository folder of a finished quality-profile run (default: not measured)")
+    ap.add_argument("--quick", action="store_true", help="the same (reading files is quick)")
+    return ap
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
+    args = parser().parse_args([] if argv is None else argv)
+    where = args.quality_dir
+    results = []
+    dice: dict[str, float] = {}
+    for exp, ref in PUBLISHED.items():
+        m = _read(where / "metrics" / f"{exp}.json") if where else None
+        row = {"name": f"quality: {LABELS[exp]} Dice vs published", "ratio": None, "target": 1.0,
+               "reference": f"published mean Dice {ref:.2f}", "detail": "not measured"}
+        if m and m.get("dice_mean"):
+            dice[exp] = float(m["dice_mean"])
+            per_class = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("dice") or {}).items() if v is not None)
+            row.update(ratio=ref / dice[exp], detail=f"mean Dice {dice[exp]:.3f} ({per_class}) on "
+                                                     f"{m.get('n_patients', '?')} test patients")
+        results.append(row)
+    published = PUBLISHED["mass_us_bmode"] / PUBLISHED["mass_us_entropy"]
+    row = {"name": "quality: entropy vs B-mode (paired, same patients)", "ratio": None, "target": 1.0,
+           "reference": f"published B-mode/entropy Dice {published:.3f} (0.53 vs 0.60)", "detail": "not measured"}
+    comp = _read(where / "results" / "comparisons" / f"{COMPARISON}.json") if where else None
+    test = (comp or {}).get("wilcoxon") or {}
+    if test.get("mean_x") and test.get("mean_y") is not None:
+        ent, bmode = float(test["mean_x"]), float(test["mean_y"])
+        if comp.get("a") == "mass_us_bmode":
+            ent, bmode = bmode, ent
+        p = test.get("p_value")
+        row.update(ratio=(bmode / ent) / published,
+                   detail=f"entropy {ent:.3f} vs B-mode {bmode:.3f}: difference {ent - bmode:+.3f} (published "
+                          f"+0.07) on {test.get('n', '?')} paired patients, Wilcoxon "
+                          f"p = {'n/a' if p is None else f'{p:.3g}'}")
+    results.append(row)
+    for r in results:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        print(f"{r['name']:<52} ratio {ratio:>6}  ({r['reference']}): {r['detail']}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    bench(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

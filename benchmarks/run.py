@@ -1,0 +1,179 @@
+"""Run the benchmarks and write their results as JSON and as a Markdown table.
+
+Every figure is a ratio against a reference measured in the same run (or against the target itself for
+absolute-time targets), from medians over repeats; lower is better. Each benchmark runs in its own Python
+process (thread settings, deterministic-algorithm flags and imports of one never leak into the next) and
+returns a list of ``{"name", "ratio", "target", "reference", "detail"}`` objects; ``ratio`` is null where
+nothing could be measured. ``results.json`` holds the list, ``results.md`` the table with the machine it was
+measured on (CPU model, cores, memory, load average before and after, date).
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--skip NAME ...]
+        [--out benchmarks/results.json] [--quality-dir PATH]
+
+``--quick``: one repeat on small sizes (what CI runs to keep the harness working; its timings mean little).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: name -> module, in the order they run (the quick ones first).
+BENCHMARKS = {
+    "quality": "bench_quality",
+    "entropy": "bench_entropy",
+    "convert": "bench_convert",
+    "synth": "bench_synth",
+    "workflow": "bench_workflow",
+    "training": "bench_training",
+    "predict": "bench_predict",
+    "pipeline": "bench_pipeline",
+}
+KEYS = ("name", "ratio", "target", "reference", "detail")
+
+
+def run_one(name: str, quick: bool, extra: list[str]) -> list[dict]:
+    """Run one benchmark in a child process; an error becomes a result row saying so."""
+    with tempfile.TemporaryDirectory(prefix="bench_run_") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(HERE / "run.py"), "--child", name, "--child-out", str(out)]
+        if quick:
+            cmd.append("--quick")
+        t0 = time.perf_counter()
+        rc = subprocess.run([*cmd, "--", *extra]).returncode
+        seconds = time.perf_counter() - t0
+        if out.exists():
+            rows = json.loads(out.read_text())
+        else:
+            rows = [{"name": name, "ratio": None, "target": None, "reference": "",
+                     "detail": f"failed: exit status {rc}"}]
+    print(f"[bench] {name}: {len(rows)} result(s) in {seconds:.0f} s", flush=True)
+    return rows
+
+
+def child(name: str, out: Path, quick: bool, extra: list[str]) -> int:
+    sys.path.insert(0, str(HERE))
+    module = importlib.import_module(BENCHMARKS[name])
+    try:
+        rows = module.bench(extra, quick=quick)
+        rc = 0
+    except Exception as exc:  # noqa: BLE001 - one failing benchmark must not lose the others' results
+        import traceback
+
+        traceback.print_exc()
+        rows = [{"name": name, "ratio": None, "target": None, "reference": "",
+                 "detail": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}]
+        rc = 1
+    out.write_text(json.dumps([normalise(r) for r in rows], indent=1))
+    return rc
+
+
+def normalise(row: dict) -> dict:
+    r = {k: row.get(k) for k in KEYS}
+    for k in ("ratio", "target"):
+        v = r[k]
+        r[k] = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(float(v), 4)
+    r["name"], r["reference"], r["detail"] = str(r["name"]), str(r["reference"] or ""), str(r["detail"] or "")
+    return r
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return {"cpu": model, "cores": cores, "memory": mem, "python": platform.python_version()}
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+def verdict(row: dict) -> str:
+    if row["ratio"] is None:
+        return "failed" if row["detail"].startswith("failed") else "not measured"
+    if row["target"] is None:
+        return ""
+    return "met" if row["ratio"] <= row["target"] else "missed"
+
+
+def markdown(rows: list[dict], info: dict) -> str:
+    head = (f"Measured {info['date']} on {info['cores']} cores ({info['cpu']}), {info['memory']} RAM, Python "
+            f"{info['python']}; load average (1/5/15 min) {info['load_before']} before, {info['load_after']} "
+            f"after; {'quick mode (one repeat, small sizes)' if info['quick'] else 'full run'}. Ratios: lower is "
+            f"better.")
+    lines = [head, "", "| benchmark | ratio | target | result | reference | detail |",
+             "| --- | ---: | ---: | --- | --- | --- |"]
+    for r in rows:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3g}×"
+        target = "" if r["target"] is None else f"≤ {r['target']:g}×"
+        cells = [r["name"], ratio, target, verdict(r), r["reference"], r["detail"]]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one repeat, small sizes")
+    ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
+                    help=f"run only these ({', '.join(BENCHMARKS)})")
+    ap.add_argument("--skip", nargs="+", choices=list(BENCHMARKS), metavar="NAME", default=[],
+                    help="leave these out")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json",
+                    help="results JSON (the Markdown table goes beside it, .md)")
+    ap.add_argument("--quality-dir", type=Path, default=None,
+                    help="repository folder of a finished quality-profile run (for the quality rows)")
+    ap.add_argument("--child", choices=list(BENCHMARKS), help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child, args.child_out, args.quick, args.extra)
+
+    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    info = {**machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_before": load(), "quick": args.quick}
+    rows: list[dict] = []
+    for name in names:
+        extra = ["--quality-dir", str(args.quality_dir.resolve())] if name == "quality" and args.quality_dir else []
+        rows += run_one(name, args.quick, extra)
+    info["load_after"] = load()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    table = markdown(rows, info)
+    args.out.with_suffix(".md").write_text(table)
+    print()
+    print(table)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

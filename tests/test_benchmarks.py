@@ -1,0 +1,98 @@
+"""The benchmark harness: result format, the Markdown table and the quality rows; timings are never asserted."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_quality  # noqa: E402
+import run as harness  # noqa: E402
+
+KEYS = {"name", "ratio", "target", "reference", "detail"}
+
+
+def _check_results(out: Path) -> list[dict]:
+    rows = json.loads(out.read_text())
+    assert isinstance(rows, list) and rows
+    for r in rows:
+        assert set(r) == KEYS, r
+        assert isinstance(r["name"], str) and r["name"]
+        assert r["ratio"] is None or (isinstance(r["ratio"], (int, float)) and r["ratio"] >= 0)
+        assert r["target"] is None or r["target"] > 0
+        assert isinstance(r["reference"], str) and isinstance(r["detail"], str)
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert table[0].startswith("Measured ") and "cores" in table[0]
+    assert table[2] == "| benchmark | ratio | target | result | reference | detail |"
+    body = [line for line in table[4:] if line.startswith("| ")]
+    assert len(body) == len(rows)
+    for line, r in zip(body, rows):
+        assert line.count(" | ") == 5 and r["name"].replace("|", "/") in line
+    return rows
+
+
+def _write_quality_run(root: Path) -> Path:
+    (root / "metrics").mkdir(parents=True)
+    for exp, dice in {"bpe_mri": 0.8, "mass_us_entropy": 0.75, "mass_us_bmode": 0.6}.items():
+        (root / "metrics" / f"{exp}.json").write_text(json.dumps({"dice_mean": dice, "dice": {"x": dice},
+                                                                  "n_patients": 12}))
+    (root / "results" / "comparisons").mkdir(parents=True)
+    (root / "results" / "comparisons" / "entropy_vs_bmode.json").write_text(json.dumps(
+        {"a": "mass_us_entropy", "b": "mass_us_bmode",
+         "wilcoxon": {"n": 12, "mean_x": 0.75, "mean_y": 0.6, "p_value": 0.01}}))
+    return root
+
+
+def test_quality_rows_against_the_published_points(tmp_path):
+    rows = {r["name"]: r for r in bench_quality.bench(["--quality-dir", str(_write_quality_run(tmp_path))])}
+    assert rows["quality: BPE/FGT (MRI) Dice vs published"]["ratio"] == pytest.approx(0.76 / 0.8)
+    assert rows["quality: US mass, entropy map Dice vs published"]["ratio"] == pytest.approx(0.60 / 0.75)
+    paired = rows["quality: entropy vs B-mode (paired, same patients)"]
+    assert paired["ratio"] == pytest.approx((0.6 / 0.75) / (0.53 / 0.60))
+    assert "+0.150" in paired["detail"]
+
+
+def test_quality_not_measured_without_a_run(tmp_path):
+    rows = bench_quality.bench(["--quality-dir", str(tmp_path)]) + bench_quality.bench([])
+    assert all(r["ratio"] is None and r["detail"] == "not measured" for r in rows)
+
+
+def test_table_marks_met_missed_and_not_measured():
+    rows = [harness.normalise(r) for r in (
+        {"name": "a", "ratio": 0.5, "target": 1.0, "reference": "x", "detail": "d"},
+        {"name": "b|c", "ratio": 2.0, "target": 1.0, "reference": "x", "detail": "d"},
+        {"name": "q", "ratio": None, "target": 1.0, "reference": "x", "detail": "not measured"},
+        {"name": "f", "ratio": float("nan"), "target": None, "reference": None, "detail": "failed: boom"})]
+    info = {**harness.machine(), "date": "today", "load_before": "1", "load_after": "1", "quick": True}
+    lines = harness.markdown(rows, info).splitlines()
+    assert [line.split(" | ")[3] for line in lines[4:]] == ["met", "missed", "not measured", "failed"]
+    assert "| b/c |" in lines[5]
+
+
+def test_harness_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "bench" / "results.json"
+    quality = _write_quality_run(tmp_path / "quality")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "quality",
+                        "--out", str(out), "--quality-dir", str(quality)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _check_results(out)
+    assert len(rows) == 4 and all(row["ratio"] is not None for row in rows)
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_run(tmp_path):
+    """Every benchmark but the end-to-end pipeline (tests/test_e2e.py runs that) in quick mode."""
+    out = tmp_path / "results.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--skip", "pipeline",
+                        "--out", str(out)], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _check_results(out)
+    failed = [row for row in rows if row["detail"].startswith("failed")]
+    assert not failed, failed
+    names = " ".join(row["name"] for row in rows)
+    for part in ("dcm2niix", "skimage", "Lightning", "predict", "snakemake -n", "synthetic cohort", "quality"):
+        assert part in names

@@ -142,3 +142,32 @@ def test_make_server_binds_to_loopback():
                            text=True, check=True).stdout
     line = next(l for l in other.splitlines() if "mlflow server" in l)
     assert "--host 0.0.0.0 --port 5001" in line and "postgresql://mlflow@db.example:5432/mlflow" in line
+
+
+@pytest.mark.slow
+def test_server_on_a_postgresql_backend(tmp_path, params):
+    """`make server BACKEND=postgresql://...`: the same calls against a server whose store is PostgreSQL."""
+    import mlflow
+    import torch
+
+    from breastseg.tracking import experiment_id, init_stores
+
+    from scaleout_services import postgres_server
+
+    with postgres_server("mlflow") as db, mlflow_server(tmp_path / "server", backend_store_uri=db) as srv, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", srv.url)
+        init_stores({**params, "tracking": {**params["tracking"], "optuna_storage": f"sqlite:///{tmp_path}/o.db"}})
+        client = _client(srv)
+        exp = experiment_id(params, NAME)
+        parent = client.create_run(exp, run_name="study-x", tags={"breastseg.stage": "tune"}).info.run_id
+        child = client.create_run(exp, run_name="trial-0", tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_metric(child, "val_dice", 0.5)
+        with mlflow.start_run(run_id=parent):
+            info = mlflow.pytorch.log_model(torch.nn.Conv2d(1, 2, 1), name="model", serialization_format="pickle",
+                                            pip_requirements=["torch"], registered_model_name=MODEL)
+        client.set_registered_model_alias(MODEL, "champion", info.registered_model_version)
+        assert {e.name for e in client.search_experiments()} >= set(params["experiments"])
+        assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+        assert client.get_model_version_by_alias(MODEL, "champion").version == info.registered_model_version
+        assert mlflow.pytorch.load_model(f"models:/{MODEL}@champion").out_channels == 2

@@ -11,7 +11,7 @@ report: "workflow/report/workflow.rst"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
-from breastseg.data.cohort import check_cohort, discover, us_maps_needed
+from breastseg.data.cohort import check_cohort, data_version, discover, us_maps_needed, write_fingerprints
 from breastseg.errors import InputError
 
 
@@ -87,6 +87,23 @@ def patients(dataset):
         checkpoints.synth.get()
         return discover_patients(dataset)
     return FOUND[dataset]
+
+
+FINGERPRINTS = Path(".snakemake/breastseg/fingerprints")
+_FINGERPRINTED = {}
+
+
+def fingerprints(dataset):
+    """Pseudonym -> a file rewritten only when that patient's raw content changes (the convert rules' input)."""
+    if dataset not in _FINGERPRINTED:
+        _FINGERPRINTED[dataset] = write_fingerprints(patients(dataset), FINGERPRINTS / dataset,
+                                                     cache_file=FINGERPRINTS / "digests.json")
+    return _FINGERPRINTED[dataset]
+
+
+def version_of(dataset):
+    """The data version new patients of this run join under (the cohort's DVC hash, else a content digest)."""
+    return data_version(ROOT, fingerprints(dataset).values())
 
 
 include: "workflow/rules/synth.smk"

@@ -41,6 +41,7 @@ def test_invalid_params_name_the_key(params, mutate, expected):
 def test_experiment_merges_train_overrides(params):
     p = copy.deepcopy(params)
     p["experiments"]["bpe_mri"]["train"] = {"max_epochs": 9}
+    p["experiments"]["mass_us_bmode"].pop("train", None)
     exp = experiment(p, "bpe_mri")
     assert exp["train"]["max_epochs"] == 9
     assert exp["train"]["batch_size"] == params["train"]["batch_size"]

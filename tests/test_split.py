@@ -93,3 +93,27 @@ def test_conflicting_split_files_are_refused(tmp_path, params):
     f.write_text(json.dumps(doc))
     with pytest.raises(Exception, match=pid):
         split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+
+
+def test_ledger_keeps_assignments_when_the_split_files_are_deleted(tmp_path, params):
+    """Snakemake deletes a rule's outputs before rerunning it: the ledger (no rule's output) remembers."""
+    exps = ("mass_us_entropy", "mass_us_bmode")
+    kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    files = [_prepared(tmp_path, e, f"P{i:012x}", "benign" if i % 2 else "malignant") for e in exps for i in range(8)]
+    split_dataset(params, "us", files, data_version="v1", **kw)
+    first = read_split(tmp_path / "splits" / "mass_us_bmode.json")
+    for e in exps:
+        (tmp_path / "splits" / f"{e}.json").unlink()
+    files += [_prepared(tmp_path, e, f"P{i:012x}", "benign") for e in exps for i in range(8, 11)]
+    split_dataset(params, "us", files, data_version="v2", **kw)
+    doc = json.loads((tmp_path / "splits" / "mass_us_bmode.json").read_text())
+    assert doc["data_versions"] == ["v1", "v2"]
+    assert all(doc["patients"][p]["subset"] == v["subset"] and doc["patients"][p]["joined"] == "v1"
+               for p, v in first.items())
+    assert sorted(p for p, v in doc["patients"].items() if v["joined"] == "v2") == [f"P{i:012x}" for i in range(8, 11)]
+    # An older data version checked out again: the split lists the patients present, with their old subsets.
+    older = [f for f in files if int(f.stem[1:], 16) < 8]
+    split_dataset(params, "us", older, data_version="v1", **kw)
+    again = read_split(tmp_path / "splits" / "mass_us_bmode.json")
+    assert again == {p: {**v, "joined": "v1"} for p, v in first.items()}
+    assert len(json.loads((tmp_path / "splits" / "us-ledger.json").read_text())["patients"]) == 11

@@ -77,6 +77,7 @@ def cmd_split(args: argparse.Namespace) -> None:
         [Path(p) for p in args.prepared],
         splits_dir=Path(args.splits_dir),
         processed_dir=Path(args.processed_dir),
+        data_version=args.data_version,
     )
 
 
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prepared", nargs="+", metavar="NPZ", help="prepared patient files of the dataset")
     s.add_argument("--splits-dir", default="data/splits")
     s.add_argument("--processed-dir", default="data/processed")
+    s.add_argument("--data-version", help="the data version new patients join in (recorded per patient)")
 
     for name, func, help in [
         ("study", cmd_study, "create or reopen the Optuna study and its MLflow parent run"),

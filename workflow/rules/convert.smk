@@ -1,8 +1,9 @@
-# Per-patient conversion (only new patients run): DICOM -> NIfTI + sidecars, RF -> B-mode/entropy maps;
-# then per-patient, per-experiment preparation of network-ready slices.
+# Per-patient conversion (only new or changed patients run: the input is the patient's content fingerprint,
+# rewritten only when a raw file of the patient is added, removed or edited): DICOM -> NIfTI + sidecars,
+# RF -> B-mode/entropy maps; then per-patient, per-experiment preparation of network-ready slices.
 rule convert_mri:
     input:
-        lambda wc: patients("mri")[wc.patient].files,
+        lambda wc: fingerprints("mri")[wc.patient],
     output:
         directory("data/interim/mri/{patient}"),
     params:
@@ -25,7 +26,7 @@ rule convert_mri:
 # patient, reading only that patient's files; only the maps the chosen experiments use are computed.
 rule convert_us:
     input:
-        lambda wc: patients("us")[wc.patient].files,
+        lambda wc: fingerprints("us")[wc.patient],
     output:
         directory("data/interim/us/{patient}"),
     params:

@@ -13,6 +13,7 @@ for _dataset in DATASETS:
         params:
             dataset=_dataset,
             split=config["split"],
+            version=lambda wc, ds=_dataset: version_of(ds),
         log:
             f"logs/split/{_dataset}.log",
         threads: 1
@@ -22,4 +23,4 @@ for _dataset in DATASETS:
         conda:
             "../../envs/breastseg.yaml"
         shell:
-            "{BREASTSEG} -q split {params.dataset} {input} > {log} 2>&1"
+            "{BREASTSEG} -q split {params.dataset} --data-version {params.version} {input} > {log} 2>&1"

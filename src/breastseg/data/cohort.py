@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -222,3 +225,79 @@ def check_cohort(params: dict[str, Any], experiments: list[str],
                     f"{label}: experiment {e} needs raw RF for its entropy map, but {len(bmode_only)} of "
                     f"{len(found)} ultrasound patients have B-mode images only "
                     f"({', '.join(sorted({l for p in bmode_only for l in p.layouts}))}); choose {hint}"))
+
+
+# ------------------------------------------------------------------------------------------ change detection
+
+
+def _file_digest(path: str, cache: dict[str, list], stat: os.stat_result) -> str:
+    """BLAKE2 digest of a file's bytes, recomputed only when its size or modification time changed."""
+    key = [stat.st_size, stat.st_mtime_ns]
+    hit = cache.get(path)
+    if hit and hit[:2] == key:
+        return hit[2]
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    cache[path] = [*key, h.hexdigest()]
+    return h.hexdigest()
+
+
+def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
+                       cache_file: str | Path | None = None) -> dict[str, Path]:
+    """One small file per patient that changes (is rewritten) only when the patient's raw content changes.
+
+    The convert rules take it as their input instead of the raw files, so Snakemake reconverts a patient when
+    a file of it was added, removed or edited, and not when only timestamps moved (``dvc checkout``, a copy,
+    ``git clone``). File digests are cached by size and modification time, so an unchanged cohort is not read
+    again. Returns pseudonym -> fingerprint file.
+    """
+    out_dir = Path(out_dir)
+    cache_path = Path(cache_file) if cache_file else out_dir / ".digests.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out: dict[str, Path] = {}
+    for pid, p in patients.items():
+        files = {}
+        for f in p.files:
+            try:
+                files[f] = _file_digest(f, cache, os.stat(f))
+            except OSError as exc:
+                raise InputError(f, f"cannot read ({exc.strerror})") from None
+        text = json.dumps({"patient": pid, "sources": p.sources, "select": p.select, "layouts": p.layouts,
+                           "files": files}, indent=1, sort_keys=True)
+        target = out_dir / f"{pid}.json"
+        if not target.exists() or target.read_text() != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, target)
+        out[pid] = target
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_path)
+    return out
+
+
+def data_version(root: str | Path, fingerprints: Iterable[Path] = ()) -> str:
+    """The cohort's data version: its DVC hash when ``<root>.dvc`` tracks it, else a digest of the patients'
+    fingerprints (``content-<hex>``)."""
+    meta = Path(str(root).rstrip("/") + ".dvc")
+    if meta.exists():
+        import yaml
+
+        try:
+            outs = (yaml.safe_load(meta.read_text()) or {}).get("outs") or [{}]
+        except yaml.YAMLError:
+            raise InputError(meta, "not a valid .dvc file") from None
+        value = outs[0].get("md5") or outs[0].get("hash")
+        if value:
+            return f"dvc-{str(value).removesuffix('.dir')}"
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(map(Path, fingerprints)):
+        h.update(f.read_bytes())
+    return f"content-{h.hexdigest()}"

@@ -74,10 +74,21 @@ def subset_patients(split_file: Path, subset: str) -> list[str]:
     return sorted(p for p, v in read_split(split_file).items() if v["subset"] == subset)
 
 
+def ledger_path(splits_dir: Path, dataset: str) -> Path:
+    """``<splits_dir>/<dataset>-ledger.json``: every patient's assignment and the data version it joined in."""
+    return Path(splits_dir) / f"{dataset}-ledger.json"
+
+
 def split_dataset(
-    params: dict[str, Any], dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path
+    params: dict[str, Any], dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path,
+    data_version: str | None = None,
 ) -> dict[str, str]:
-    """Update the split files and manifests of every experiment on ``dataset``."""
+    """Update the split files and manifests of every experiment on ``dataset``.
+
+    Each patient records the data version it joined in (``joined``; ``data_version`` of the run that first
+    assigned it), and ``data_versions`` lists the versions in the order they added patients, so the test
+    patients of any earlier model version stay identifiable: those that joined in or before its version.
+    """
     experiments = sorted(n for n, e in params["experiments"].items() if e["dataset"] == dataset)
     if not experiments:
         raise InputError("params.yaml", f"no experiment uses dataset '{dataset}'")
@@ -90,14 +101,34 @@ def split_dataset(
         with np.load(f) as z:
             strata[str(z["patient"])] = str(z["stratum"])
     existing: dict[str, str] = {}
-    for e in experiments:
-        path = splits_dir / f"{e}.json"
+    joined: dict[str, str | None] = {}
+    versions: list[str] = []
+    prior_strata: dict[str, str] = {}
+    # The ledger keeps every assignment ever made. It is no rule's output, so Snakemake never deletes it before
+    # rerunning this step (it does delete the split files, which are), and a rerun cannot reassign anyone.
+    ledger = ledger_path(splits_dir, dataset)
+    for path in (ledger, *(splits_dir / f"{e}.json" for e in experiments)):
         if path.exists():
             for p, v in read_split(path).items():
                 if existing.setdefault(p, v["subset"]) != v["subset"]:
                     raise InputError(path, f"patient {p} is in '{v['subset']}' here but '{existing[p]}' elsewhere")
+                joined.setdefault(p, v.get("joined"))
+                prior_strata.setdefault(p, v.get("stratum", "?"))
+            versions = versions or list(json.loads(path.read_text()).get("data_versions", []))
     cfg = params["split"]
     assignment = patient_split(strata, cfg["fractions"], cfg["seed"], existing)
+    newcomers = [p for p in assignment if p not in existing]
+    for p in newcomers:
+        joined[p] = data_version
+    if newcomers and data_version and data_version not in versions:
+        versions.append(data_version)
+    record = {p: {"subset": s, "stratum": strata.get(p) or prior_strata.get(p, "?"), "joined": joined.get(p)}
+              for p, s in assignment.items()}
+    write_json(ledger, {"dataset": dataset, "data_versions": versions, "patients": record})
+    # The split files list the patients present now (an older data version checked out lists fewer), each
+    # with the subset the ledger gave it.
+    record = {p: v for p, v in record.items() if p in strata}
+    assignment = {p: s for p, s in assignment.items() if p in strata}
     counts = Counter(assignment.values())
     for e in experiments:
         write_json(splits_dir / f"{e}.json", {
@@ -106,7 +137,8 @@ def split_dataset(
             "seed": cfg["seed"],
             "fractions": cfg["fractions"],
             "counts": {s: counts.get(s, 0) for s in SUBSETS},
-            "patients": {p: {"subset": s, "stratum": strata.get(p, "?")} for p, s in assignment.items()},
+            "data_versions": versions,
+            "patients": record,
         })
         write_manifest(by_exp[e], assignment, strata, processed_dir / e / "manifest.csv")
     return assignment

@@ -120,6 +120,34 @@ def dvc_hash(cohort_root: str | Path) -> str | None:
     return outs[0].get("md5") or outs[0].get("hash")
 
 
+def warm_start(module: SegmentationModule, registered: str, init_from: str) -> str | None:
+    """``train.init_from: champion``: start from the current champion's weights (same network only).
+
+    Returns what the training started from (``champion v<N>``), or None for a training from scratch: the
+    setting is ``scratch``, there is no champion yet, or its network differs from this one.
+    """
+    if init_from != "champion":
+        return None
+    import mlflow
+
+    from ..inference.model import load_model
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(registered, "champion").version
+    except mlflow.exceptions.MlflowException:
+        log.info("init_from champion: %s has no champion yet, training from scratch", registered)
+        return None
+    champion = load_model(f"models:/{registered}/{version}", allow_pickle=True)
+    try:
+        module.net.load_state_dict(champion.net.state_dict())
+    except RuntimeError as exc:
+        log.warning("init_from champion: v%s has another network (%s), training from scratch", version,
+                    str(exc).splitlines()[0])
+        return None
+    log.info("init_from champion: starting from %s version %s", registered, version)
+    return f"champion v{version}"
+
+
 def train_experiment(
     params: dict[str, Any],
     name: str,
@@ -150,6 +178,9 @@ def train_experiment(
     if cohort_dvc:
         tags["breastseg.data_hash"] = cohort_dvc
         tags["breastseg.data_hash_source"] = "dvc"
+    versions = json.loads(split_file.read_text()).get("data_versions") or []
+    if versions:
+        tags["breastseg.data_version"] = str(versions[-1])
     if best_params and best_params.exists():
         tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
     # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
@@ -173,6 +204,10 @@ def train_experiment(
 
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"])))
+    if not resume:
+        warm = warm_start(module, tracking.model_name(name), str(hp.get("init_from", "scratch")))
+        if warm and rank_zero:
+            mlflow.MlflowClient().set_tag(run_id, "breastseg.init_from", warm)
     logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
     callbacks: list[Callback] = [

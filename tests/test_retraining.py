@@ -1,0 +1,127 @@
+"""The everyday loop: new patients and new annotations arrive, `dvc add`, rerun. Only they are converted, no
+earlier patient changes subset, each patient records the data version it joined in, a new model version is
+trained and `champion` moves only if the gate allowed it; the cohort goes to and comes back from a DVC remote."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_e2e import _copy_repo, _run, _snakemake
+
+CONFIG = """cohort: {name: c1, root: data/raw/c1}
+run: {experiments: [bpe_mri, mass_us_bmode]}
+tune: {n_trials: 2, workers: 1, max_epochs: 1, pruner: median,
+       space: {lr: {type: float, low: 0.001, high: 0.01, log: true}}}
+"""
+
+
+def _jobs(out: str, rule: str) -> int:
+    m = re.search(rf"^{rule}\s+(\d+)\s*$", out, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def _synth(repo: Path, out: Path, patients: int, seed: int) -> None:
+    r = _run(repo, sys.executable, "-m", "breastseg.cli", "-q", "synth", str(out), "--patients", str(patients),
+             "--seed", str(seed), "--from-params")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    r = _run(repo, sys.executable, "-m", "dvc", *args)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r
+
+
+def _split(repo: Path, exp: str) -> dict:
+    return json.loads((repo / "data" / "splits" / f"{exp}.json").read_text())
+
+
+@pytest.mark.slow
+def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
+    repo = _copy_repo(tmp_path / "repo")
+    (repo / "c1.yaml").write_text(CONFIG)
+    cohort = repo / "data" / "raw" / "c1"
+    _synth(repo, cohort, 6, 3)
+    shutil.rmtree(cohort / "truth")
+    _dvc(repo, "remote", "add", "-f", "-d", "local", str(tmp_path / "remote"))
+    _dvc(repo, "add", "data/raw/c1")
+    sm = ("--configfile", "c1.yaml")
+
+    dry = _snakemake(repo, *sm, "-n")
+    assert _jobs(dry.stdout, "convert_mri") == 6 and _jobs(dry.stdout, "convert_us") == 6, dry.stdout[-3000:]
+    first = _snakemake(repo, *sm)
+    assert first.returncode == 0, first.stderr[-5000:]
+    before = {e: _split(repo, e) for e in ("bpe_mri", "mass_us_bmode")}
+    v1 = before["bpe_mri"]["data_versions"]
+    assert len(v1) == 1 and v1[0].startswith("dvc-")
+
+    # Timestamps alone (a dvc checkout, a copy) change nothing: detection is by content.
+    for f in cohort.rglob("*"):
+        if f.is_file():
+            os.utime(f, (f.stat().st_atime + 60, f.stat().st_mtime + 60))
+    assert "Nothing to be done" in _snakemake(repo, *sm, "-n").stdout
+
+    # New patients arrive, and one earlier MRI patient gets one more annotated slice.
+    _synth(repo, tmp_path / "new", 2, 4)
+    for dataset in ("mri", "us"):
+        for p in (tmp_path / "new" / dataset).iterdir():
+            assert not (cohort / dataset / p.name).exists()
+            shutil.copytree(p, cohort / dataset / p.name) if p.is_dir() else shutil.copy2(p, cohort / dataset / p.name)
+    labels = sorted((cohort / "mri").rglob("labels.nii.gz"))[0]
+    img = nib.load(labels)
+    lab = np.asarray(img.dataobj).copy()
+    annotated = [k for k in range(lab.shape[2]) if (lab[:, :, k] != 255).any()]
+    empty = [k for k in range(lab.shape[2]) if (lab[:, :, k] == 255).all()]
+    assert annotated and empty
+    lab[:, :, empty[0]] = lab[:, :, annotated[0]]
+    nib.save(nib.Nifti1Image(lab, img.affine, img.header), labels)
+    _dvc(repo, "add", "data/raw/c1")
+
+    dry = _snakemake(repo, *sm, "-n")
+    assert _jobs(dry.stdout, "convert_mri") == 3, dry.stdout[-3000:]   # 2 new + the one with a new annotation
+    assert _jobs(dry.stdout, "convert_us") == 2, dry.stdout[-3000:]    # the 2 new ones only
+    second = _snakemake(repo, *sm)
+    assert second.returncode == 0, second.stderr[-5000:]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    for e in ("bpe_mri", "mass_us_bmode"):
+        after = _split(repo, e)
+        old, new = before[e]["patients"], after["patients"]
+        assert all(new[p]["subset"] == v["subset"] and new[p]["joined"] == v1[0] for p, v in old.items())
+        added = set(new) - set(old)
+        assert len(added) == 2 and len(after["data_versions"]) == 2
+        assert all(new[p]["joined"] == after["data_versions"][1] for p in added)
+        model = json.loads((repo / "models" / e / "model.json").read_text())
+        assert model["version"] == "2"
+        tags = client.get_model_version(model["model_name"], "2").tags
+        assert tags["breastseg.data_version"] == after["data_versions"][1] and tags["breastseg.git_commit"]
+        assert tags["breastseg.split_hash"] and tags["breastseg.data_hash"].startswith(after["data_versions"][1][4:])
+        decision = json.loads((repo / "results" / e / "decision.json").read_text())
+        champion = client.get_model_version_by_alias(model["model_name"], "champion").version
+        assert champion == ("2" if decision["promoted"] else "1")
+        assert decision["champion_before"]["version"] == "1"  # re-evaluated on the challenger's test patients
+        assert decision["test_patients"] == sorted(p for p, v in after["patients"].items() if v["subset"] == "test")
+
+    # The cohort goes to the DVC remote and comes back, byte for byte.
+    digests = _digests(cohort)
+    _dvc(repo, "push")
+    shutil.rmtree(cohort)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _dvc(repo, "pull")
+    assert _digests(cohort) == digests

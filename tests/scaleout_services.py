@@ -56,9 +56,9 @@ def postgres_server(database: str = "optuna") -> Iterator[str]:
     try:
         try:
             run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "breastseg", "-E", "UTF8", "--no-sync")
+            started = True  # from here on, stop it whatever happens (a timed-out start may still come up)
             run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
                 f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=50", "start")
-            started = True
             run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "breastseg", database)
         except subprocess.CalledProcessError as exc:
             log = (root / "server.log").read_text() if (root / "server.log").exists() else ""

@@ -56,3 +56,13 @@ def test_window_from_pulses_is_odd_with_minimums():
         assert n % 2 == 1 and abs(n - max(x, 1)) <= 1
     with pytest.raises(ValueError):
         window_from_pulses(1.0, f0=7e6, bandwidth=0.75, fs=40e6, pitch=0.0)
+
+
+@pytest.mark.parametrize("n", [255, 256])
+def test_envelope_equals_scipy_hilbert(n):
+    from scipy.signal import hilbert
+
+    from breastseg.us.rf import envelope
+
+    rf = np.random.default_rng(n).standard_normal((n, 7))
+    np.testing.assert_allclose(envelope(rf), np.abs(hilbert(rf, axis=0)), atol=1e-12)

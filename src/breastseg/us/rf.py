@@ -36,13 +36,23 @@ SPEED_OF_SOUND = 1540.0  # m/s, soft-tissue average
 
 
 def envelope(rf: np.ndarray) -> np.ndarray:
-    """Envelope ``|x + i H{x}|`` of each scan line (analytic signal along axis 0), float64."""
-    from scipy.signal import hilbert
+    """Envelope ``|x + i H{x}|`` of each scan line (analytic signal along axis 0), float64.
 
+    The analytic signal is computed as ``scipy.signal.hilbert`` does (FFT, zero the negative frequencies,
+    double the positive ones), with numpy only: importing scipy.signal costs about a second per process.
+    """
     rf = np.asarray(rf, dtype=np.float64)
     if rf.ndim != 2:
         raise ValueError(f"RF must be 2-D (samples x lines), got shape {rf.shape}")
-    return np.abs(hilbert(rf, axis=0))
+    n = rf.shape[0]
+    h = np.zeros(n)
+    h[0] = 1.0
+    if n % 2 == 0:
+        h[n // 2] = 1.0
+        h[1: n // 2] = 2.0
+    else:
+        h[1: (n + 1) // 2] = 2.0
+    return np.abs(np.fft.ifft(np.fft.fft(rf, axis=0) * h[:, None], axis=0))
 
 
 def bmode_from_envelope(env: np.ndarray, dynamic_range_db: float = 50.0) -> np.ndarray:

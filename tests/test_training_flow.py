@@ -151,3 +151,38 @@ def test_gate_does_not_promote_a_worse_model(tiny):
     assert str(champion.version) == good["version"]
     tags = mlflow.MlflowClient().get_model_version(f"breastseg-{name}", bad["version"]).tags
     assert tags["breastseg.gate.promoted"] == "False"
+
+
+def test_warm_start_from_the_champion(tiny):
+    """train.init_from: champion starts from the champion's weights; scratch (or no champion) does not."""
+    import mlflow
+    import torch
+
+    from breastseg.inference.model import WEIGHTS_NAME
+    from breastseg.tracking import configure, init_stores
+    from breastseg.training.module import SegmentationModule
+    from breastseg.training.train import module_kwargs, train_experiment, warm_start
+
+    params, root = tiny
+    name = "mass_us_bmode"
+    split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
+    init_stores(params)
+    configure(params)
+    from breastseg.config import experiment
+
+    exp = experiment(params, name)
+    fresh = SegmentationModule(exp, **module_kwargs(exp["train"], 1))
+    assert warm_start(fresh, f"breastseg-{name}", "champion") is None  # no champion yet
+    first = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+                             out_dir=root / "m1")
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(f"breastseg-{name}", "champion", first["version"])
+    assert warm_start(fresh, f"breastseg-{name}", "scratch") is None
+    assert warm_start(fresh, f"breastseg-{name}", "champion") == f"champion v{first['version']}"
+    champion = torch.load(root / "m1" / "inference" / WEIGHTS_NAME, weights_only=True)
+    state = fresh.net.state_dict()
+    assert champion and all(torch.equal(state[k], champion[k]) for k in champion)
+    params["train"]["init_from"] = "champion"
+    second = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+                              out_dir=root / "m2")
+    assert client.get_run(second["run_id"]).data.tags["breastseg.init_from"] == f"champion v{first['version']}"

@@ -212,3 +212,20 @@ class KillInTrial(pl.Callback):
         self.seen += 1
         if self.seen > self.after:
             raise SimulatedKill()
+
+
+def test_trials_record_heartbeats_so_a_dead_worker_elsewhere_is_failed(tmp_path):
+    import time
+
+    from breastseg.training.tune import _heartbeat
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    silent, beating = study.ask(), study.ask()
+    with _heartbeat(study, beating):
+        time.sleep(0.2)
+    time.sleep(2.5)  # the worker "died": no more heartbeats past the grace period
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.trials}
+    assert states[beating.number] == optuna.trial.TrialState.FAIL
+    assert states[silent.number] == optuna.trial.TrialState.RUNNING  # no heartbeat ever: not judged stale

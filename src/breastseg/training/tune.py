@@ -93,6 +93,18 @@ def _claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     return trial.number in live[:n_trials]
 
 
+def _heartbeat(study: optuna.Study, trial: optuna.Trial):
+    """Record the running trial's heartbeat in the storage (as ``study.optimize`` does; ask/tell does not), so
+    that ``fail_stale_trials`` on any machine fails the trials of a worker that died elsewhere."""
+    import contextlib
+
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - a future Optuna without it: the same-worker rule still applies
+        return contextlib.nullcontext()
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
 def fail_orphans(study: optuna.Study, worker: int, client: Any = None) -> list[int]:
     """Mark FAIL the trials this worker left RUNNING when it was killed, in the study and in MLflow.
 
@@ -168,7 +180,8 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
                                enable_checkpointing=False,
                                default_root_dir=str(work_dir), enable_progress_bar=False)
         try:
-            trainer.fit(module, datamodule=dm)
+            with _heartbeat(study, trial):
+                trainer.fit(module, datamodule=dm)
             value = float(trainer.callback_metrics["val_dice"])
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> d
 
     p = Path(path)
     try:
-        params = yaml.safe_load(p.read_text())
+        params = yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise InputError(p, "no such file") from None
     except yaml.YAMLError as exc:
@@ -31,12 +32,19 @@ def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> d
     return params
 
 
+@functools.lru_cache(maxsize=4)
+def _schema(path: Path, mtime_ns: int) -> dict[str, Any]:
+    """The parsed schema, once per process (libyaml's loader when present: ~15x faster than pure Python)."""
+    import yaml
+
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def validate_params(params: dict[str, Any], *, source: str | Path = "params.yaml", schema: Path = SCHEMA) -> None:
     """Raise InputError with one line naming the offending key when ``params`` breaks the schema."""
     import jsonschema
-    import yaml
 
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(schema.read_text()))
+    validator = jsonschema.Draft202012Validator(_schema(schema, schema.stat().st_mtime_ns))
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
@@ -54,10 +62,8 @@ def schema_defaults(section: str, schema: Path = SCHEMA) -> dict[str, Any]:
 
     The single source of defaults: the CLI and the library read them here, params.yaml repeats them.
     """
-    import yaml
-
-    props = yaml.safe_load(schema.read_text())["properties"][section].get("properties", {})
-    return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+    props = _schema(schema, schema.stat().st_mtime_ns)["properties"][section].get("properties", {})
+    return copy.deepcopy({k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v})
 
 
 def selected_experiments(params: dict[str, Any], source: str | Path = "params.yaml") -> list[str]:

@@ -144,3 +144,19 @@ def test_label_map_equals_argmax():
     logits = torch.randn(3, 4, 17, 9)
     logits[0, 2] = logits[0, 1]  # ties: the first maximum wins, as in argmax
     np.testing.assert_array_equal(label_map(logits), logits.argmax(1).numpy().astype(np.uint8))
+
+
+@pytest.mark.parametrize("matrix", [24, 20])
+def test_mri_network_input_is_the_training_preprocessing(matrix):
+    from breastseg.data.slices import mri_slice_image, mri_study_channels
+    from breastseg.inference.preprocess import MriStudy, mri_network_input
+
+    class Pre:
+        shape = (matrix, matrix, 5)
+
+    rng = np.random.default_rng(0)
+    vols = {"pre": rng.random(Pre.shape).astype(np.float32) * 100, "sub": rng.random(Pre.shape).astype(np.float32)}
+    exp = {"channels": ["pre", "sub"], "image_size": 24}
+    channels = mri_study_channels(exp, vols["pre"], {"sub": vols["sub"]})
+    expected = np.stack([mri_slice_image(exp, channels, k) for k in range(5)])
+    np.testing.assert_array_equal(mri_network_input(exp, MriStudy("study-1", None, Pre(), vols, [], "")), expected)

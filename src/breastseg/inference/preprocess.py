@@ -96,8 +96,12 @@ def mri_network_input(exp: dict[str, Any], study: MriStudy) -> np.ndarray:
     from ..data.slices import mri_slice_image, mri_study_channels
 
     vols = mri_study_channels(exp, study.volumes["pre"], {k: v for k, v in study.volumes.items() if k != "pre"})
-    n = study.pre.shape[2]
-    out = np.empty((n, len(exp["channels"]), exp["image_size"], exp["image_size"]), np.float32)
+    n, size = study.pre.shape[2], exp["image_size"]
+    out = np.empty((n, len(exp["channels"]), size, size), np.float32)
+    if tuple(study.pre.shape[:2]) == (size, size):  # resizing to the same grid is a copy: take all slices at once
+        for c, ch in enumerate(exp["channels"]):
+            out[:, c] = np.moveaxis(vols[ch], 2, 0)
+        return out
     for k in range(n):
         out[k] = mri_slice_image(exp, vols, k)
     return out

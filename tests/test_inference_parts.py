@@ -160,3 +160,13 @@ def test_mri_network_input_is_the_training_preprocessing(matrix):
     channels = mri_study_channels(exp, vols["pre"], {"sub": vols["sub"]})
     expected = np.stack([mri_slice_image(exp, channels, k) for k in range(5)])
     np.testing.assert_array_equal(mri_network_input(exp, MriStudy("study-1", None, Pre(), vols, [], "")), expected)
+
+
+def test_unreadable_scan_is_one_line(tmp_path, capsys):
+    from breastseg.cli import main
+
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not a zip file")
+    assert main(["-q", "predict", str(us_bundle(tmp_path / "m")), str(bad), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.npz" in err[0] and not (tmp_path / "out").exists()

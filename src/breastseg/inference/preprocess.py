@@ -158,12 +158,22 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
     if suffix == ".mat" or (suffix in (".dcm", ".dicom", ".png") and _has_masks(path)):
         return read_scans(path), True
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "roi" in z.files or "rf" not in z.files:
-                return read_scans(path), "roi" in z.files
-            content = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "roi" in z.files or "rf" not in z.files:
+                    return read_scans(path), "roi" in z.files
+                content = {k: z[k] for k in z.files}
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 - not a readable .npz: the reader says why, in one line
+            return read_scans(path), False
         content["roi"] = np.zeros(np.shape(content["rf"]), np.uint8)
-        return _read_with_empty_mask(path, lambda tmp: np.savez(tmp / path.name, **content)), False
+
+        def copy_npz(tmp: Path) -> Path:
+            np.savez(tmp / path.name, **content)
+            return tmp / path.name
+
+        return _read_with_empty_mask(path, copy_npz), False
     if suffix == ".png":
         from PIL import Image
 
@@ -173,9 +183,10 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
         except Exception as exc:  # noqa: BLE001
             raise InputError(path, f"cannot read as an image: {exc}") from None
 
-        def link_png(tmp: Path) -> None:
+        def link_png(tmp: Path) -> Path:
             (tmp / path.name).symlink_to(path.resolve())
             Image.fromarray(np.zeros((size[1], size[0]), np.uint8)).save(tmp / f"{path.stem}_mask.png")
+            return tmp / path.name
 
         return _read_with_empty_mask(path, link_png), False
     if suffix in (".dcm", ".dicom") or _looks_dicom(path):
@@ -183,10 +194,11 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
 
         header = pydicom.dcmread(path, stop_before_pixels=True)
 
-        def link_dcm(tmp: Path) -> None:
+        def link_dcm(tmp: Path) -> Path:
             name = path.name if path.suffix else f"{path.name}.dcm"
             (tmp / name).symlink_to(path.resolve())
             np.save(tmp / f"{Path(name).stem}_mask.npy", np.zeros((int(header.Rows), int(header.Columns)), np.uint8))
+            return tmp / name
 
         return _read_with_empty_mask(path, link_dcm), False
     raise InputError(path, f"unsupported input type '{suffix or path.name}' (expected .npz, .mat, .dcm or .png)")
@@ -219,10 +231,9 @@ def _read_with_empty_mask(path: Path, prepare) -> list[Any]:
     from ..us.readers import read_scans
 
     with tempfile.TemporaryDirectory(prefix="breastseg-us-") as tmp:
-        prepare(Path(tmp))
-        name = next(p for p in Path(tmp).iterdir() if "_mask" not in p.name)
+        linked = prepare(Path(tmp))
         try:
-            scans = read_scans(name)
+            scans = read_scans(linked)
         except InputError as err:
             raise InputError(path, err.reason) from None
         for s in scans:

@@ -170,3 +170,19 @@ def test_unreadable_scan_is_one_line(tmp_path, capsys):
     assert main(["-q", "predict", str(us_bundle(tmp_path / "m")), str(bad), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.npz" in err[0] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("channels", [["entropy"], ["bmode"]])
+def test_us_network_input_is_the_training_preprocessing(tmp_path, channels):
+    """us-maps + prepare (the pipeline) and predict's preprocessing give the same network input for one scan."""
+    from breastseg.data.slices import prepare_us
+    from breastseg.inference.model import load_model
+    from breastseg.inference.preprocess import read_us_input, us_network_input
+    from breastseg.us.maps import write_us_maps
+
+    npz = _rf_npz(tmp_path / "scan.npz", seed=4)
+    model = load_model(str(us_bundle(tmp_path / "m", channels=channels)))
+    write_us_maps(npz, tmp_path / "interim", patient_id="P1", **model.config["us_maps"])
+    expected = prepare_us(model.experiment, tmp_path / "interim")["images"][0]
+    (scan,), _ = read_us_input(npz)
+    np.testing.assert_array_equal(us_network_input(model.config, scan)[0][0], expected)

@@ -113,7 +113,7 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
         assert tags["breastseg.data_version"] == after["data_versions"][1] and tags["breastseg.git_commit"]
         assert tags["breastseg.split_hash"] and tags["breastseg.data_hash"].startswith(after["data_versions"][1][4:])
         decision = json.loads((repo / "results" / e / "decision.json").read_text())
-        champion = client.get_model_version_by_alias(model["model_name"], "champion").version
+        champion = str(client.get_model_version_by_alias(model["model_name"], "champion").version)
         assert champion == ("2" if decision["promoted"] else "1")
         assert decision["champion_before"]["version"] == "1"  # re-evaluated on the challenger's test patients
         assert decision["test_patients"] == sorted(p for p, v in after["patients"].items() if v["subset"] == "test")

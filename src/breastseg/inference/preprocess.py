@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dicom.discover import has_dicm_magic
 from ..errors import InputError
 
 US_SUFFIXES = (".npz", ".mat", ".dcm", ".dicom", ".png")
@@ -153,7 +154,7 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
     from ..us.readers import read_scans
 
     suffix = path.suffix.lower()
-    if suffix in (".dcm", ".dicom") or (suffix not in US_SUFFIXES and _looks_dicom(path)):
+    if suffix in (".dcm", ".dicom") or (suffix not in US_SUFFIXES and has_dicm_magic(path)):
         _check_us_dicom(path)
     if suffix == ".mat" or (suffix in (".dcm", ".dicom", ".png") and _has_masks(path)):
         return read_scans(path), True
@@ -189,7 +190,7 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
             return tmp / path.name
 
         return _read_with_empty_mask(path, link_png), False
-    if suffix in (".dcm", ".dicom") or _looks_dicom(path):
+    if suffix in (".dcm", ".dicom") or has_dicm_magic(path):
         import pydicom
 
         header = pydicom.dcmread(path, stop_before_pixels=True)
@@ -202,15 +203,6 @@ def read_us_input(path: Path) -> tuple[list[Any], bool]:
 
         return _read_with_empty_mask(path, link_dcm), False
     raise InputError(path, f"unsupported input type '{suffix or path.name}' (expected .npz, .mat, .dcm or .png)")
-
-
-def _looks_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _check_us_dicom(path: Path) -> None:

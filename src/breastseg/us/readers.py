@@ -461,14 +461,9 @@ def read_dicom_us(path: str | Path) -> list[Scan]:
 
 
 def is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    from breastseg.dicom.discover import has_dicm_magic
+
+    return path.suffix.lower() in (".dcm", ".dicom") or has_dicm_magic(path)
 
 
 def _check_unique(where: Path, scans: list[Scan]) -> None:

@@ -1,6 +1,5 @@
 # breastseg workflow: synth -> convert -> prepare -> split -> tune -> train -> evaluate -> register -> report
 # Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
-import shlex
 import sys
 from pathlib import Path
 

@@ -92,10 +92,11 @@ def test_pipeline_end_to_end(tmp_path):
     assert values
     everything = [p for d in ("data/interim", "data/processed", "data/splits", "results", "metrics", "plots", "logs",
                               "models", "mlartifacts") for p in (repo / d).rglob("*") if p.is_file()]
+    everything += list((repo / ".snakemake" / "log").glob("*.log"))  # Snakemake's own log: no raw path either
     for p in [*everything, repo / "mlflow.db", repo / "optuna.db"]:
         blob = p.read_bytes()
-        for v in values:
-            assert v.encode() not in blob, f"an identifying DICOM value is in {p}"
+        for v in (*values, *names):
+            assert v.encode() not in blob, f"an identifying value is in {p}"
 
     # The Snakemake report holds the figures with their captions and opens in a browser.
     rep = _snakemake(repo, "--report", "report.html")

@@ -32,7 +32,24 @@ def cmd_synth(args: argparse.Namespace) -> None:
     log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
 
 
+def _from_fingerprint(args: argparse.Namespace) -> dict | None:
+    """``--fingerprint FILE``: the raw inputs and pseudonym of one patient, as the workflow discovered them (so
+    the command line, and Snakemake's log of it, carries no raw path)."""
+    if not args.fingerprint:
+        return None
+    from .data.cohort import read_fingerprint
+
+    fp = read_fingerprint(args.fingerprint)
+    args.patient_id = args.patient_id or fp["patient"]
+    return fp
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
+    fp = _from_fingerprint(args)
+    if fp:
+        args.dicom_dir = fp["sources"][0]
+    if not args.dicom_dir:
+        raise InputError(None, "give DICOM_DIR (or --fingerprint)")
     if args.dce:
         from .dicom.dce import convert_dce_patient
 
@@ -52,6 +69,12 @@ def cmd_us_maps(args: argparse.Namespace) -> None:
                   entropy_on=args.entropy_on)
     if args.maps:
         kwargs["maps"] = tuple(args.maps.split(","))
+    fp = _from_fingerprint(args)
+    if fp:
+        args.input = fp["sources"]
+        args.select = args.select or fp["select"] or None
+    if not args.input:
+        raise InputError(None, "give at least one INPUT (or --fingerprint)")
     if args.patient_id:
         kwargs["patient_id"] = args.patient_id
     if args.select:
@@ -185,18 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-params", action="store_true", help="take image sizes from the synth block of --params")
 
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
-    s.add_argument("dicom_dir", metavar="DICOM_DIR")
+    s.add_argument("dicom_dir", metavar="DICOM_DIR", nargs="?", help="folder of DICOM files (or --fingerprint)")
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="stop at the first bad file, or skip it and list it in quarantine.json")
     s.add_argument("--dce", action="store_true", help="DCE breast MRI patient folder: phases, subtraction, labels")
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
+    s.add_argument("--fingerprint", metavar="FILE",
+                   help="the patient's fingerprint file written by the workflow: its raw folder and pseudonym")
 
     from .config import schema_defaults
 
     us = schema_defaults("us_maps")  # the defaults of params.yaml's us_maps block (one source: the schema)
     s = add("us-maps", cmd_us_maps, "ultrasound RF (or B-mode) to B-mode and Shannon-entropy maps with masks")
-    s.add_argument("input", metavar="INPUT", nargs="+",
+    s.add_argument("input", metavar="INPUT", nargs="*",
                    help=".npz, OASBUD .mat, BUSI image or folder, DICOM US file, or a folder of these (one or more)")
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--maps", help="comma-separated maps to write (bmode,entropy)")
@@ -208,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient-id", help="pseudonym to record instead of the input's own name")
     s.add_argument("--select", action="append", metavar="ID",
                    help="convert only this unit (an OASBUD lesion id, a patient id); repeat for several")
+    s.add_argument("--fingerprint", metavar="FILE",
+                   help="the patient's fingerprint file written by the workflow: its inputs, selection, pseudonym")
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
     s.add_argument("experiment")

@@ -7,7 +7,6 @@ rule convert_mri:
     output:
         directory("data/interim/mri/{patient}"),
     params:
-        raw=lambda wc: patients("mri")[wc.patient].sources[0],
         on_error=config.get("convert", {}).get("on_error", "fail"),
     log:
         "logs/convert/mri/{patient}.log",
@@ -19,11 +18,12 @@ rule convert_mri:
         "../../envs/breastseg.yaml"
     shell:
         "{BREASTSEG} -q convert --dce --patient-id {wildcards.patient} --on-error {params.on_error} "
-        "'{params.raw}' {output} > {log} 2>&1"
+        "--fingerprint {input} {output} > {log} 2>&1"
 
 
 # Any ultrasound layout (RF .npz, OASBUD .mat records, BUSI images, DICOM US, patient folders): one job per
-# patient, reading only that patient's files; only the maps the chosen experiments use are computed.
+# patient, reading only that patient's files; only the maps the chosen experiments use are computed. The
+# commands get the patient's fingerprint file, not raw paths, so no raw name reaches a command line or log.
 rule convert_us:
     input:
         lambda wc: fingerprints("us")[wc.patient],
@@ -32,8 +32,6 @@ rule convert_us:
     params:
         maps={**schema_defaults("us_maps"), **config.get("us_maps", {})},
         which=",".join(us_maps_needed(config, EXPERIMENTS)),
-        sources=lambda wc: patients("us")[wc.patient].sources,
-        select=lambda wc: " ".join(f"--select {shlex.quote(u)}" for u in patients("us")[wc.patient].select),
     log:
         "logs/convert/us/{patient}.log",
     threads: 1
@@ -43,9 +41,9 @@ rule convert_us:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} -q us-maps --patient-id {wildcards.patient} --maps {params.which} {params.select} "
+        "{BREASTSEG} -q us-maps --patient-id {wildcards.patient} --maps {params.which} --fingerprint {input} "
         "--dynamic-range-db {params.maps[dynamic_range_db]} --window-pulses {params.maps[window_pulses]} "
-        "--bins {params.maps[bins]} --entropy-on {params.maps[entropy_on]} {params.sources:q} {output} > {log} 2>&1"
+        "--bins {params.maps[bins]} --entropy-on {params.maps[entropy_on]} {output} > {log} 2>&1"
 
 
 rule prepare:

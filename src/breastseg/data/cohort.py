@@ -283,6 +283,19 @@ def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
     return out
 
 
+def read_fingerprint(path: str | Path) -> dict[str, Any]:
+    """A fingerprint file's ``patient``, ``sources`` and ``select`` (what the convert commands read)."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+        return {"patient": str(doc["patient"]), "sources": [str(s) for s in doc["sources"]],
+                "select": [str(s) for s in doc.get("select") or []]}
+    except FileNotFoundError:
+        raise InputError(p, "no such fingerprint file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(p, f"not a breastseg fingerprint file ({exc})") from None
+
+
 def data_version(root: str | Path, fingerprints: Iterable[Path] = ()) -> str:
     """The cohort's data version: its DVC hash when ``<root>.dvc`` tracks it, else a digest of the patients'
     fingerprints (``content-<hex>``)."""

@@ -137,14 +137,18 @@ def make_run(repo: Path, log: Path) -> tuple[float, TreeMemory, int, float]:
     return seconds, mem, rc, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
 
 
-def noop_dry_run(repo: Path) -> tuple[float, bool]:
+def noop_dry_run(repo: Path) -> tuple[float, bool, float]:
+    """Wall seconds, whether Snakemake found nothing to do, CPU seconds."""
     cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "-n"]
     env = environment()
     env["PATH"] = f"{repo / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
-    return seconds, r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    return seconds, r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, cpu
 
 
 def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
@@ -167,14 +171,15 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
         noop = [noop_dry_run(repo) for _ in range(max(1, args.repeats))]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    noop_s = statistics.median(t for t, _ in noop)
-    nothing = all(ok for _, ok in noop)
+    noop_s = statistics.median(t for t, _, _ in noop)
+    noop_cpu = statistics.median(c for _, _, c in noop)
+    nothing = all(ok for _, ok, _ in noop)
     budget = cores * JOB_MEM_MB * 1e6
     print(f"make run: {seconds / 60:.1f} min ({seconds:.0f} s, CPU {cpu / 60:.1f} min); ratio to the "
           f"{TARGET_S / 60:.0f} min target {seconds / TARGET_S:.2f}")
     print(f"peak resident memory: process tree {mem.peak_sum / 1e6:.0f} MB, largest process {mem.peak_one / 1e6:.0f} MB "
           f"({mem.peak_name}); declared budget {budget / 1e6:.0f} MB")
-    print(f"no-op rerun (snakemake -n): median {noop_s:.2f} s of {len(noop)}; "
+    print(f"no-op rerun (snakemake -n): median {noop_s:.2f} s (CPU {noop_cpu:.2f} s) of {len(noop)}; "
           f"{'Nothing to be done' if nothing else 'NOT a no-op'}")
     return [
         {"name": f"make run end to end, {cohort}", "ratio": seconds / TARGET_S, "target": 1.0,
@@ -186,7 +191,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
                    f"({mem.peak_name or '?'}); sampled every 0.2 s"},
         {"name": f"snakemake -n no-op rerun, {cohort}", "ratio": noop_s / NOOP_TARGET_S if nothing else None,
          "target": 1.0, "reference": f"target {NOOP_TARGET_S:.0f} s",
-         "detail": (f"{noop_s:.2f} s, 'Nothing to be done'; median of {len(noop)}" if nothing else
+         "detail": (f"{noop_s:.2f} s (CPU {noop_cpu:.2f} s), 'Nothing to be done'; median of {len(noop)}" if nothing else
                     "failed: the dry run after make run was not a no-op")},
     ]
 

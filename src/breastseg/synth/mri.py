@@ -147,7 +147,10 @@ def enhancement_curve(t: np.ndarray | float, amplitude: float, k_in: float, k_ou
 
 
 def curve_type(re_values: list[float] | np.ndarray, tolerance: float = 0.1) -> str:
-    """Kinetic type from the relative enhancement at each post-contrast phase (first vs last, +-10 %)."""
+    """Kinetic type from the relative enhancement at each post-contrast phase (first vs last, +-10 %);
+    ``undetermined`` from a single post-contrast phase."""
+    if len(re_values) < 2:
+        return "undetermined"
     first, last = float(re_values[0]), float(re_values[-1])
     if first <= 0:
         return "persistent" if last > first else "plateau"

@@ -139,6 +139,14 @@ def markdown(rows: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(rows: list[dict], info: dict, out: Path) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    table = markdown(rows, info)
+    out.with_suffix(".md").write_text(table)
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one repeat, small sizes")
@@ -158,17 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child, args.child_out, args.quick, args.extra)
 
     names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    if not names:
+        ap.error("nothing to run")
     info = {**machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_before": load(), "quick": args.quick}
     rows: list[dict] = []
     for name in names:
         extra = ["--quality-dir", str(args.quality_dir.resolve())] if name == "quality" and args.quality_dir else []
         rows += run_one(name, args.quick, extra)
-    info["load_after"] = load()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    table = markdown(rows, info)
-    args.out.with_suffix(".md").write_text(table)
+        info["load_after"] = load()
+        table = write(rows, info, args.out)  # after every benchmark: an interrupted run keeps what it measured
     print()
     print(table)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..us.rf import envelope  # the same envelope the pipeline computes from the RF
+
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
@@ -183,19 +185,6 @@ def contrast_db(envelope: np.ndarray, roi: np.ndarray, probe: Probe | None = Non
     return float(10.0 * np.log10(e2[inner].mean() / e2[outer].mean()))
 
 
-def envelope(rf: np.ndarray) -> np.ndarray:
-    """Envelope of RF lines (samples x lines): magnitude of the analytic signal along depth (FFT Hilbert
-    transform, as ``scipy.signal.hilbert``, without importing scipy.signal)."""
-    x = np.asarray(rf, dtype=float)
-    n = x.shape[0]
-    h = np.zeros(n)
-    h[0] = 1.0
-    if n % 2 == 0:
-        h[n // 2] = 1.0
-        h[1: n // 2] = 2.0
-    else:
-        h[1: (n + 1) // 2] = 2.0
-    return np.abs(np.fft.ifft(np.fft.fft(x, axis=0) * h[:, None], axis=0))
 
 
 # --------------------------------------------------------------------------------------------- simulation

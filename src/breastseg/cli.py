@@ -73,6 +73,7 @@ def cmd_us_maps(args: argparse.Namespace) -> None:
     if fp:
         args.input = fp["sources"]
         args.select = args.select or fp["select"] or None
+        kwargs["one_patient"] = True  # the workflow discovered these inputs as one patient
     if not args.input:
         raise InputError(None, "give at least one INPUT (or --fingerprint)")
     if args.patient_id:

@@ -223,6 +223,7 @@ def write_us_maps(
     entropy_on: str | None = None,
     patients: Iterable[str] | None = None,
     patient_id: str | None = None,
+    one_patient: bool = False,
     fs: float | None = None,
     f0: float | None = None,
     pitch: float | None = None,
@@ -238,8 +239,9 @@ def write_us_maps(
     defaults of the params schema. ``patients``: convert only these patient ids (lesion ids for OASBUD). ``fs``, ``f0`` (Hz), ``pitch`` (m),
     ``c`` (m/s), ``bandwidth`` (fractional): override the acquisition parameters of RF inputs.
     ``patient_id``: a pseudonym recorded as the patient instead of the input's own name; the input must hold
-    one patient, unless ``patients`` names the units that make up this patient. Scans are then keyed
-    ``scan-1``, ``scan-2``... in input order, and file names are left out of ``meta.json``.
+    one patient, unless ``patients`` names the units that make up this patient or ``one_patient`` says that
+    the inputs are one patient's (a patient folder of several files, as the workflow discovered it). Scans are
+    then keyed ``scan-1``, ``scan-2``... in input order, and file names are left out of ``meta.json``.
 
     All inputs are read and checked before anything is written; each scan folder appears atomically.
     Returns ``{"input", "out_dir", "maps", "scans": [{"key", "patient", "scan", "class", "dir", "shape"}]}``.
@@ -282,7 +284,7 @@ def write_us_maps(
 
     single_patient = len({s.patient for s in scans}) == 1
     if patient_id is not None:
-        if not single_patient and patients is None:
+        if not single_patient and patients is None and not one_patient:
             raise InputError(input_path, "holds several patients; --patient-id needs one (select it with patients=)")
         if not str(patient_id).strip():
             raise ValueError("patient_id must not be empty")

@@ -25,7 +25,8 @@ tune: {{n_trials: 2, workers: 1, max_epochs: 1, pruner: median,
 
 
 def _start(repo: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
     return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "crash.yaml", *args],
                             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

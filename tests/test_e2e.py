@@ -32,6 +32,8 @@ def _copy_repo(dst: Path) -> Path:
 
 def _run(repo: Path, *cmd: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the copy's own params.yaml stores
+        env.pop(k, None)
     return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
 
 

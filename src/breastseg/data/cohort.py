@@ -94,7 +94,7 @@ def _dicom_patient(path: Path) -> str:
 
 
 def _us_units(base: Path) -> list[_Unit]:
-    from ..us.readers import busi_images, dicom_mask_paths, is_dicom
+    from ..us.readers import busi_images, dicom_mask_paths, is_dicom, masks_beside
 
     units: list[_Unit] = []
     dicom: dict[str, _Unit] = {}
@@ -102,7 +102,7 @@ def _us_units(base: Path) -> list[_Unit]:
         if p.is_dir():
             if p.name.lower() in BUSI_CLASSES:
                 for img in busi_images(p):
-                    masks = [str(m) for m in sorted(p.glob(f"{_glob_escape(img.stem)}_mask*.png"))]
+                    masks = [str(m) for m in masks_beside(img)]
                     units.append(_Unit(img.stem, [str(img)], None, [str(img), *masks], "busi", False))
             else:
                 files = _folder_files(p)
@@ -121,12 +121,6 @@ def _us_units(base: Path) -> list[_Unit]:
             unit.sources.append(str(p))
             unit.files += [str(p), *map(str, dicom_mask_paths(p))]
     return units + list(dicom.values())
-
-
-def _glob_escape(text: str) -> str:
-    from ..us.readers import glob_escape
-
-    return glob_escape(text)
 
 
 def read_patient_map(path: str | Path) -> dict[str, str]:

@@ -136,12 +136,9 @@ def discover_us_inputs(path: Path) -> list[Path]:
 
 
 def _has_masks(path: Path) -> bool:
-    stem = path.stem
-    return any(path.parent.glob(f"{_glob_escape(stem)}_mask*")) if path.parent.is_dir() else False
+    from ..us.readers import glob_escape
 
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
+    return any(path.parent.glob(f"{glob_escape(path.stem)}_mask*")) if path.parent.is_dir() else False
 
 
 def read_us_input(path: Path) -> tuple[list[Any], bool]:

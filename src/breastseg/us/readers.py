@@ -332,7 +332,8 @@ def _png_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return (arr.astype(np.float64) >= top / 2.0).astype(np.uint8) if top > 1 else (arr > 0).astype(np.uint8)
 
 
-def _masks_beside(image_path: Path) -> list[Path]:
+def masks_beside(image_path: Path) -> list[Path]:
+    """The ``<stem>_mask.png``, ``<stem>_mask_1.png``... files beside an image, in region order."""
     stem = image_path.stem
     found = []
     for p in image_path.parent.glob(f"{glob_escape(stem)}_mask*.png"):
@@ -351,7 +352,7 @@ def read_busi_image(path: str | Path, label_class: str | None = None) -> list[Sc
     path = Path(path)
     img = _load_png(path, "image")
     gray = _gray(img)
-    masks = _masks_beside(path)
+    masks = masks_beside(path)
     if not masks:
         raise InputError(path, f"no mask beside the image (expected {path.stem}_mask.png)")
     mask = np.zeros(gray.shape, np.uint8)

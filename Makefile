@@ -1,5 +1,7 @@
 # Two commands do all set-up: `make run` (whole pipeline on the synthetic demo cohort) and `make test`.
-# Both create .venv when it is missing. torch==2.13.0 is installed first, so nothing pulls a CUDA build.
+# Both create .venv when it is missing. torch==2.13.0 is installed first (pip, so the machine's own CPU build is
+# found), so nothing pulls a CUDA build; uv then installs the lock in seconds. Bytecode is compiled once here (in
+# parallel): with PYTHONDONTWRITEBYTECODE set, every process would otherwise recompile what it imports.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,8 +18,9 @@ export UV_LINK_MODE := copy
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0 uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/lock.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements/lock.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib/python3*/site-packages/torch >/dev/null
 	@touch $(STAMP)
 
 # Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check, chromium for

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0 uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements/lock.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib/python3*/site-packages/torch >/dev/null
+	$(BIN)/python -m compileall -q -j 0 -x 'py3[1-9][0-9]_' $(VENV)/lib/python3*/site-packages/torch >/dev/null
 	@touch $(STAMP)
 
 # Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check, chromium for

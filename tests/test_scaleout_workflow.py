@@ -54,12 +54,24 @@ def test_slurm_profile_dry_run_resolves_without_a_cluster(workflow_copy):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "This was a dry-run" in r.stdout
     jobs = _jobs(r.stdout)
-    for rule in ("synth", "study", "tune", "train", "evaluate_us", "register", "report"):
+    for rule in ("synth", "tune", "train", "evaluate_us", "register", "report"):
         assert rule in jobs, rule
         for res in jobs[rule]:
             assert res["slurm_account"] == "imaging-lab" and res["slurm_partition"] == "cpu-short"
     assert jobs["train"][0]["runtime"] == "240" and jobs["train"][0]["mem_mb"] == "4000"
     assert jobs["train"][0]["gpu"] == "0"  # train.accelerator: cpu in params.yaml
+
+
+def test_several_tune_workers_share_one_study(workflow_copy):
+    """tune.workers: 1 is one job per experiment (study, trials and best parameters in one process); with more,
+    `study` opens the study once, the workers share it and `best_params` closes it, each job with its resources."""
+    tune = {**yaml.safe_load((ROOT / "params.yaml").read_text())["tune"], "workers": 3}
+    (workflow_copy / "workers.yaml").write_text(yaml.safe_dump({"tune": tune}))
+    one, three = _jobs(_dry_run(workflow_copy).stdout), _jobs(_dry_run(workflow_copy, "--configfile", "workers.yaml").stdout)
+    n = len(yaml.safe_load((ROOT / "params.yaml").read_text())["run"]["experiments"])
+    assert len(one["tune"]) == n and "study" not in one and "best_params" not in one
+    assert len(three["study"]) == n and len(three["tune"]) == 3 * n and len(three["best_params"]) == n
+    assert all(job["mem_mb"] == "4000" for job in three["tune"]) and three["study"][0]["mem_mb"] == "1000"
 
 
 def test_slurm_profile_maps_gpu_and_multi_node_training(workflow_copy):
@@ -99,9 +111,8 @@ def _rules(repo: Path):
 def test_every_rule_declares_threads_mem_runtime(workflow_copy):
     rules = _rules(workflow_copy)
     jobs = [r for r in rules if not r.norun]  # `all` only names targets: nothing runs, nothing is submitted
-    assert {r.name for r in jobs} >= {"synth", "convert_mri", "convert_us", "prepare", "split_mri", "split_us", "study",
-                                      "tune", "best_params", "train", "evaluate_mri", "evaluate_us", "compare",
-                                      "register", "report"}
+    assert {r.name for r in jobs} >= {"synth", "convert_mri", "convert_us", "split_mri", "split_us", "tune", "train",
+                                      "evaluate_mri", "evaluate_us", "compare", "register", "report"}
     for rule in jobs:
         for key in ("mem_mb", "runtime"):
             assert key in rule.resources, f"{rule.name} declares no {key}"

@@ -1,7 +1,7 @@
 """Command line: thin wrappers that parse arguments and call typed functions.
 
 Heavy libraries (torch, lightning, monai, mlflow) are imported inside the commands that need them, so
-``breastseg --help`` and the per-patient ``convert`` / ``us-maps`` / ``prepare`` jobs start fast.
+``breastseg --help`` and the per-patient ``convert`` / ``us-maps`` jobs start fast.
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
         if not args.patient_id:
             raise InputError(None, "--dce needs --patient-id (the pseudonym to write under)")
         convert_dce_patient(Path(args.dicom_dir), Path(args.out_dir), patient_id=args.patient_id, on_error=args.on_error)
+        _prepare_after(args)
     else:
         from .dicom.convert import convert_dicom_dir
 
@@ -81,6 +82,24 @@ def cmd_us_maps(args: argparse.Namespace) -> None:
     if args.select:
         kwargs["patients"] = args.select
     write_us_maps([Path(p) for p in args.input], Path(args.out_dir), progress=not args.quiet, **kwargs)
+    _prepare_after(args)
+
+
+def _prepare_after(args: argparse.Namespace) -> None:
+    """``--prepare EXPERIMENT[,...]``: the converted patient's network-ready slices for each experiment, written
+    to ``<processed-dir>/<experiment>/<patient>.npz`` in the same process (the workflow's one job per patient)."""
+    if not args.prepare:
+        return
+    if not args.patient_id:
+        raise InputError(None, "--prepare needs --patient-id (or --fingerprint)")
+    from .config import experiment
+    from .data.slices import prepare_patient
+
+    params = _params(args)
+    exps = [experiment(params, name) for name in args.prepare.split(",") if name]
+    for exp in exps:
+        out = Path(args.processed_dir) / exp["name"] / f"{args.patient_id}.npz"
+        prepare_patient(exp, Path(args.out_dir), out, patient_id=args.patient_id)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -113,11 +132,17 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from .training.tune import run_worker
+    from .training.tune import close_study, open_study, run_worker
 
-    run_worker(_params(args), args.experiment, study_json=Path(args.study), split_file=Path(args.split),
+    params = _params(args)
+    if args.best_params:  # the only worker: open the study first (writing --study), close it at the end
+        open_study(params, args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+                   out_json=Path(args.study))
+    run_worker(params, args.experiment, study_json=Path(args.study), split_file=Path(args.split),
                processed_dir=Path(args.processed_dir), out_json=Path(args.out), work_dir=Path(args.work_dir),
                worker=args.worker)
+    if args.best_params:
+        close_study(params, args.experiment, study_json=Path(args.study), out_json=Path(args.best_params))
 
 
 def cmd_best_params(args: argparse.Namespace) -> None:
@@ -217,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
     s.add_argument("--fingerprint", metavar="FILE",
                    help="the patient's fingerprint file written by the workflow: its raw folder and pseudonym")
+    s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
+                   help="also write each experiment's prepared slices (as 'prepare') to "
+                        "PROCESSED_DIR/<experiment>/<patient>.npz")
+    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
 
     from .config import schema_defaults
 
@@ -236,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert only this unit (an OASBUD lesion id, a patient id); repeat for several")
     s.add_argument("--fingerprint", metavar="FILE",
                    help="the patient's fingerprint file written by the workflow: its inputs, selection, pseudonym")
+    s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
+                   help="also write each experiment's prepared slices (as 'prepare') to "
+                        "PROCESSED_DIR/<experiment>/<patient>.npz")
+    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
     s.add_argument("experiment")
@@ -264,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "study":
             s.add_argument("--out", required=True, help="study and parent-run ids (JSON)")
         if name == "tune":
-            s.add_argument("--study", required=True, help="JSON written by 'study'")
+            s.add_argument("--study", required=True, help="JSON written by 'study' (with --best-params: written here)")
+            s.add_argument("--best-params", metavar="JSON",
+                           help="the study's only worker: create or reopen the study first (as 'study'), and write "
+                                "the best trial's parameters here at the end (as 'best-params')")
             s.add_argument("--worker", type=int, default=0, help="worker number (seeds its sampler)")
             s.add_argument("--out", required=True, help="this worker's summary (JSON)")
             s.add_argument("--work-dir", required=True, help="scratch folder for trial logs")

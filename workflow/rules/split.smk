@@ -6,7 +6,9 @@ for _dataset in DATASETS:
         name:
             f"split_{_dataset}"
         input:
-            lambda wc, ds=_dataset: [f"data/processed/{e}/{p}.npz" for e in experiments_of(ds) for p in patients(ds)],
+            # fingerprints(): the patients, and their fingerprint files (the convert rules' inputs) written
+            lambda wc, ds=_dataset: [f"data/processed/{e}/{p}.npz"
+                                     for e in experiments_of(ds) for p in fingerprints(ds)],
         output:
             splits=expand("data/splits/{experiment}.json", experiment=experiments_of(_dataset)),
             manifests=expand("data/processed/{experiment}/manifest.csv", experiment=experiments_of(_dataset)),

@@ -8,24 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .split import subset_patients
-
-
-def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:
-    """Concatenate the prepared slices of every patient of ``subset`` (in patient order)."""
-    keys = ("image", "label", "case", "index", "spacing_mm", "spacing_known", "patient")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for pid in subset_patients(split_file, subset):
-        f = processed_dir / f"{pid}.npz"
-        with np.load(f) as z:
-            n = len(z["label"])
-            for k in ("image", "label", "case", "index", "spacing_mm"):
-                parts[k].append(z[k])
-            parts["spacing_known"].append(z["spacing_known"] if "spacing_known" in z.files else np.ones(n, bool))
-            parts["patient"].append(np.full(n, pid))
-    if not parts["image"]:
-        return {}
-    return {k: np.concatenate(v) for k, v in parts.items()}
+from .slices import load_subset  # noqa: F401  (here before; evaluation imports it from .slices, no Lightning)
 
 
 DEFAULT_AUGMENT = {"flip": True, "rotate_deg": 10.0, "intensity": 0.1}

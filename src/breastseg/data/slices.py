@@ -164,3 +164,22 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
                 stratum=np.asarray(data["stratum"]),
             )
     return out
+
+
+def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:
+    """Concatenate the prepared slices of every patient of ``subset`` (in patient order)."""
+    keys = ("image", "label", "case", "index", "spacing_mm", "spacing_known", "patient")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    from .split import subset_patients
+
+    for pid in subset_patients(split_file, subset):
+        f = processed_dir / f"{pid}.npz"
+        with np.load(f) as z:
+            n = len(z["label"])
+            for k in ("image", "label", "case", "index", "spacing_mm"):
+                parts[k].append(z[k])
+            parts["spacing_known"].append(z["spacing_known"] if "spacing_known" in z.files else np.ones(n, bool))
+            parts["patient"].append(np.full(n, pid))
+    if not parts["image"]:
+        return {}
+    return {k: np.concatenate(v) for k, v in parts.items()}

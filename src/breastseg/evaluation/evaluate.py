@@ -120,7 +120,7 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
 
 def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path):
     """Score ``model_uri`` on the test patients of ``split_file``: (slice rows, patient rows, summary, data, pred)."""
-    from ..data.datamodule import load_subset
+    from ..data.slices import load_subset
 
     exp = experiment(params, name)
     data = load_subset(processed_dir, split_file, "test")

@@ -121,5 +121,10 @@ def test_pipeline_end_to_end(tmp_path):
     assert "Nothing to be done" in first.stdout + first.stderr
     second = _run(repo, sys.executable, "-m", "dvc", "repro")
     assert second.returncode == 0 and "didn't change" in second.stdout, second.stdout[-2000:]
+    # DVC caches `models` (for dvc push): it must leave the files and their timestamps alone, or Snakemake would
+    # see the models newer than their evaluations and rerun them.
+    assert (repo / ".dvc" / "cache").is_dir() and any((repo / ".dvc" / "cache").rglob("*"))
+    dry = _snakemake(repo, "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
     shown = _run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json")
     assert "dice_mean" in shown.stdout, shown.stdout + shown.stderr

@@ -1,6 +1,7 @@
 """The everyday loop: new patients and new annotations arrive, `dvc add`, rerun. Only they are converted, no
 earlier patient changes subset, each patient records the data version it joined in, a new model version is
-trained and `champion` moves only if the gate allowed it; the cohort goes to and comes back from a DVC remote."""
+trained and `champion` moves only if the gate allowed it; checking out the earlier data version reproduces that
+version's metrics; the cohort and the models go to and come back from a DVC remote."""
 from __future__ import annotations
 
 import hashlib
@@ -59,6 +60,7 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     shutil.rmtree(cohort / "truth")
     _dvc(repo, "remote", "add", "-f", "-d", "local", str(tmp_path / "remote"))
     _dvc(repo, "add", "data/raw/c1")
+    shutil.copytree(cohort / "mri", tmp_path / "c1-v1")
     sm = ("--configfile", "c1.yaml")
 
     dry = _snakemake(repo, *sm, "-n")
@@ -66,6 +68,8 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     first = _snakemake(repo, *sm)
     assert first.returncode == 0, first.stderr[-5000:]
     before = {e: _split(repo, e) for e in ("bpe_mri", "mass_us_bmode")}
+    metrics_v1 = {e: json.loads((repo / "metrics" / f"{e}.json").read_text()) for e in before}
+    dvc_v1 = (repo / "data" / "raw" / "c1.dvc").read_text()
     v1 = before["bpe_mri"]["data_versions"]
     assert len(v1) == 1 and v1[0].startswith("dvc-")
 
@@ -118,10 +122,27 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
         assert decision["champion_before"]["version"] == "1"  # re-evaluated on the challenger's test patients
         assert decision["test_patients"] == sorted(p for p, v in after["patients"].items() if v["subset"] == "test")
 
-    # The cohort goes to the DVC remote and comes back, byte for byte.
-    digests = _digests(cohort)
+    # The cohort and the models go to the DVC remote and come back, byte for byte (`dvc commit` records the
+    # outputs of a plain snakemake run in dvc.lock, as `dvc repro` would).
+    _dvc(repo, "commit", "-f")
+    digests, models = _digests(cohort), _digests(repo / "models")
+    assert any(name.endswith("inference/weights.pt") for name in models)
     _dvc(repo, "push")
     shutil.rmtree(cohort)
+    shutil.rmtree(repo / "models")
     shutil.rmtree(repo / ".dvc" / "cache")
     _dvc(repo, "pull")
-    assert _digests(cohort) == digests
+    assert _digests(cohort) == digests and _digests(repo / "models") == models
+
+    # Back to the first data version (`git checkout <rev> data/raw/c1.dvc && dvc checkout`): the pipeline
+    # reproduces that version's metrics on that version's patients, with a model trained from scratch again.
+    (repo / "data" / "raw" / "c1.dvc").write_text(dvc_v1)
+    _dvc(repo, "checkout", "data/raw/c1.dvc")
+    assert sorted(p.name for p in (cohort / "mri").iterdir()) == sorted(p.name for p in (tmp_path / "c1-v1").iterdir())
+    again = _snakemake(repo, *sm)
+    assert again.returncode == 0, again.stderr[-5000:]
+    for e, old in metrics_v1.items():
+        now = json.loads((repo / "metrics" / f"{e}.json").read_text())
+        assert now["test_patients"] == old["test_patients"]
+        assert now["dice_mean"] == pytest.approx(old["dice_mean"], abs=1e-6), (e, now["dice_mean"], old["dice_mean"])
+        assert json.loads((repo / "models" / e / "model.json").read_text())["version"] == "3"

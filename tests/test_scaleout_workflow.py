@@ -67,7 +67,8 @@ def test_several_tune_workers_share_one_study(workflow_copy):
     `study` opens the study once, the workers share it and `best_params` closes it, each job with its resources."""
     tune = {**yaml.safe_load((ROOT / "params.yaml").read_text())["tune"], "workers": 3}
     (workflow_copy / "workers.yaml").write_text(yaml.safe_dump({"tune": tune}))
-    one, three = _jobs(_dry_run(workflow_copy).stdout), _jobs(_dry_run(workflow_copy, "--configfile", "workers.yaml").stdout)
+    one = _jobs(_dry_run(workflow_copy).stdout)
+    three = _jobs(_dry_run(workflow_copy, "--configfile", "workers.yaml").stdout)
     n = len(yaml.safe_load((ROOT / "params.yaml").read_text())["run"]["experiments"])
     assert len(one["tune"]) == n and "study" not in one and "best_params" not in one
     assert len(three["study"]) == n and len(three["tune"]) == 3 * n and len(three["best_params"]) == n

@@ -74,6 +74,12 @@ def subset_patients(split_file: Path, subset: str) -> list[str]:
     return sorted(p for p, v in read_split(split_file).items() if v["subset"] == subset)
 
 
+def split_data_files(processed_dir: Path, split_file: Path) -> list[Path]:
+    """The prepared files of the patients in ``split_file`` (not every file in the folder: a patient that left
+    the cohort, e.g. after ``dvc checkout`` of an older data version, keeps its file but is not in the data)."""
+    return sorted(Path(processed_dir) / f"{p}.npz" for p in read_split(split_file))
+
+
 def ledger_path(splits_dir: Path, dataset: str) -> Path:
     """``<splits_dir>/<dataset>-ledger.json``: every patient's assignment and the data version it joined in."""
     return Path(splits_dir) / f"{dataset}-ledger.json"

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from .. import tracking
 from ..config import experiment, params_hash
 from ..data.datamodule import SliceDataModule
-from ..data.split import read_split
+from ..data.split import split_data_files
 from ..inference.model import bundle_config, write_bundle
 from ..io import atomic_path, write_json
 from .module import SegmentationModule
@@ -172,7 +172,7 @@ def train_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    data_files = sorted(processed_dir / f"{p}.npz" for p in read_split(split_file))
+    data_files = split_data_files(processed_dir, split_file)
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
     cohort_dvc = dvc_hash(params["cohort"]["root"])
     if cohort_dvc:

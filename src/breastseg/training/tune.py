@@ -17,6 +17,7 @@ import optuna
 
 from .. import tracking
 from ..config import experiment
+from ..data.split import split_data_files
 from ..io import write_json
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     import mlflow
 
     exp = experiment(params, name)
-    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
+    tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
     tune = {k: v for k, v in params["tune"].items() if k != "workers"}
     study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp["train"]["seed"]))
     tracking.configure(params)
@@ -145,7 +146,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     study = load_study(params, info["study"], int(hp0["seed"]) + worker)
     tracking.configure(params)
     client = mlflow.MlflowClient()
-    tags = tracking.lineage_tags(params, exp, split_file, sorted(processed_dir.glob("*.npz")))
+    tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
     max_epochs = int(cfg.get("max_epochs", hp0["max_epochs"]))

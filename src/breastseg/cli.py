@@ -132,17 +132,15 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from .training.tune import close_study, open_study, run_worker
+    from .training.tune import run_worker, tune_experiment
 
-    params = _params(args)
+    kw = dict(split_file=Path(args.split), processed_dir=Path(args.processed_dir), work_dir=Path(args.work_dir))
     if args.best_params:  # the only worker: open the study first (writing --study), close it at the end
-        open_study(params, args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
-                   out_json=Path(args.study))
-    run_worker(params, args.experiment, study_json=Path(args.study), split_file=Path(args.split),
-               processed_dir=Path(args.processed_dir), out_json=Path(args.out), work_dir=Path(args.work_dir),
-               worker=args.worker)
-    if args.best_params:
-        close_study(params, args.experiment, study_json=Path(args.study), out_json=Path(args.best_params))
+        tune_experiment(_params(args), args.experiment, out_json=Path(args.best_params), study_json=Path(args.study),
+                        worker_json=Path(args.out), **kw)
+    else:
+        run_worker(_params(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out),
+                   worker=args.worker, **kw)
 
 
 def cmd_best_params(args: argparse.Namespace) -> None:

@@ -232,10 +232,11 @@ def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json
 
 
 def tune_experiment(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path,
-                    work_dir: Path) -> dict:
-    """All three steps in one process (one worker)."""
-    study_json = work_dir / "study.json"
+                    work_dir: Path, study_json: Path | None = None, worker_json: Path | None = None) -> dict:
+    """All three steps in one process (the study's only worker): open, run the trials, write the best
+    parameters to ``out_json``. ``study_json`` / ``worker_json`` default to ``work_dir``/study.json, worker-0.json."""
+    study_json = study_json or work_dir / "study.json"
     open_study(params, name, split_file=split_file, processed_dir=processed_dir, out_json=study_json)
     run_worker(params, name, study_json=study_json, split_file=split_file, processed_dir=processed_dir,
-               out_json=work_dir / "worker-0.json", work_dir=work_dir)
+               out_json=worker_json or work_dir / "worker-0.json", work_dir=work_dir)
     return close_study(params, name, study_json=study_json, out_json=out_json)

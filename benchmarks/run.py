@@ -4,11 +4,15 @@ Every figure is a ratio against a reference measured in the same run (or against
 absolute-time targets), from medians over repeats; lower is better. Each benchmark runs in its own Python
 process (thread settings, deterministic-algorithm flags and imports of one never leak into the next) and
 returns a list of ``{"name", "ratio", "target", "reference", "detail"}`` objects; ``ratio`` is null where
-nothing could be measured. ``results.json`` holds the list, ``results.md`` the table with the machine it was
+nothing could be measured. Each row also records its ``benchmark`` and when it was ``measured`` (UTC time and
+the load average then). ``results.json`` holds the list, ``results.md`` the table with the machine it was
 measured on (CPU model, cores, memory, load average before and after, date).
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--skip NAME ...]
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--skip NAME ...] [--merge]
         [--out benchmarks/results.json] [--quality-dir PATH]
+
+``--merge``: keep the rows of the benchmarks not run now from the existing ``--out`` file (rerun one benchmark
+on a quiet machine without losing the others).
 
 ``--quick``: one repeat on small sizes (what CI runs to keep the harness working; its timings mean little).
 """
@@ -40,10 +44,12 @@ BENCHMARKS = {
     "quality": "bench_quality",
 }
 KEYS = ("name", "ratio", "target", "reference", "detail")
+ROW_KEYS = (*KEYS, "benchmark", "measured")
 
 
 def run_one(name: str, quick: bool, extra: list[str]) -> list[dict]:
     """Run one benchmark in a child process; an error becomes a result row saying so."""
+    measured = f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC, load {load().split()[0]}"
     with tempfile.TemporaryDirectory(prefix="bench_run_") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(HERE / "run.py"), "--child", name, "--child-out", str(out)]
@@ -58,7 +64,7 @@ def run_one(name: str, quick: bool, extra: list[str]) -> list[dict]:
             rows = [{"name": name, "ratio": None, "target": None, "reference": "",
                      "detail": f"failed: exit status {rc}"}]
     print(f"[bench] {name}: {len(rows)} result(s) in {seconds:.0f} s", flush=True)
-    return rows
+    return [{**r, "benchmark": name, "measured": measured} for r in rows]
 
 
 def child(name: str, out: Path, quick: bool, extra: list[str]) -> int:
@@ -129,12 +135,12 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"{info['python']}; load average (1/5/15 min) {info['load_before']} before, {info['load_after']} "
             f"after; {'quick mode (one repeat, small sizes)' if info['quick'] else 'full run'}. Ratios: lower is "
             f"better.")
-    lines = [head, "", "| benchmark | ratio | target | result | reference | detail |",
-             "| --- | ---: | ---: | --- | --- | --- |"]
+    lines = [head, "", "| benchmark | ratio | target | result | reference | detail | measured |",
+             "| --- | ---: | ---: | --- | --- | --- | --- |"]
     for r in rows:
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3g}×"
         target = "" if r["target"] is None else f"≤ {r['target']:g}×"
-        cells = [r["name"], ratio, target, verdict(r), r["reference"], r["detail"]]
+        cells = [r["name"], ratio, target, verdict(r), r["reference"], r["detail"], r.get("measured") or ""]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave these out")
     ap.add_argument("--out", type=Path, default=HERE / "results.json",
                     help="results JSON (the Markdown table goes beside it, .md)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the benchmarks not run now from the existing --out file")
     ap.add_argument("--quality-dir", type=Path, default=None,
                     help="repository folder of a finished quality-profile run (for the quality rows)")
     ap.add_argument("--child", choices=list(BENCHMARKS), help=argparse.SUPPRESS)
@@ -170,12 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("nothing to run")
     info = {**machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_before": load(), "quick": args.quick}
+    kept: list[dict] = []
+    if args.merge and args.out.exists():
+        kept = [r for r in json.loads(args.out.read_text()) if r.get("benchmark") not in names]
+        info["date"] += f" ({', '.join(names)}; other rows: see their measured column)"
     rows: list[dict] = []
+    order = list(BENCHMARKS)
     for name in names:
         extra = ["--quality-dir", str(args.quality_dir.resolve())] if name == "quality" and args.quality_dir else []
         rows += run_one(name, args.quick, extra)
         info["load_after"] = load()
-        table = write(rows, info, args.out)  # after every benchmark: an interrupted run keeps what it measured
+        merged = sorted(kept + rows, key=lambda r: order.index(r["benchmark"]) if r.get("benchmark") in order else 0)
+        table = write(merged, info, args.out)  # after every benchmark: an interrupted run keeps what it measured
     print()
     print(table)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")

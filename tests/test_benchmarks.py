@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_quality  # noqa: E402
 import run as harness  # noqa: E402
 
-KEYS = {"name", "ratio", "target", "reference", "detail"}
+KEYS = {"name", "ratio", "target", "reference", "detail", "benchmark", "measured"}
 
 
 def _check_results(out: Path) -> list[dict]:
@@ -26,11 +26,11 @@ def _check_results(out: Path) -> list[dict]:
         assert isinstance(r["reference"], str) and isinstance(r["detail"], str)
     table = out.with_suffix(".md").read_text().splitlines()
     assert table[0].startswith("Measured ") and "cores" in table[0]
-    assert table[2] == "| benchmark | ratio | target | result | reference | detail |"
+    assert table[2] == "| benchmark | ratio | target | result | reference | detail | measured |"
     body = [line for line in table[4:] if line.startswith("| ")]
     assert len(body) == len(rows)
     for line, r in zip(body, rows):
-        assert line.count(" | ") == 5 and r["name"].replace("|", "/") in line
+        assert line.count(" | ") == 6 and r["name"].replace("|", "/") in line and r["measured"] in line
     return rows
 
 
@@ -81,6 +81,22 @@ def test_harness_writes_json_and_markdown(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _check_results(out)
     assert len(rows) == 4 and all(row["ratio"] is not None for row in rows)
+
+
+def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
+    out = tmp_path / "results.json"
+    old = {"name": "entropy map vs skimage", "ratio": 0.03, "target": 0.05, "reference": "skimage", "detail": "x",
+           "benchmark": "entropy", "measured": "2026-01-01 00:00 UTC, load 0.1"}
+    stale = {**old, "name": "old quality row", "benchmark": "quality"}
+    out.write_text(json.dumps([stale, old]))
+    quality = _write_quality_run(tmp_path / "quality")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "quality", "--merge",
+                        "--out", str(out), "--quality-dir", str(quality)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _check_results(out)
+    assert rows[0] == old and [row["benchmark"] for row in rows[1:]] == ["quality"] * 4  # in the harness's order
+    assert "old quality row" not in out.read_text() and "2026-01-01 00:00 UTC" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow

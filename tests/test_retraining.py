@@ -60,6 +60,7 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     shutil.rmtree(cohort / "truth")
     _dvc(repo, "remote", "add", "-f", "-d", "local", str(tmp_path / "remote"))
     _dvc(repo, "add", "data/raw/c1")
+    _dvc(repo, "push")  # the first data version is on the remote
     shutil.copytree(cohort / "mri", tmp_path / "c1-v1")
     sm = ("--configfile", "c1.yaml")
 
@@ -134,10 +135,11 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     _dvc(repo, "pull")
     assert _digests(cohort) == digests and _digests(repo / "models") == models
 
-    # Back to the first data version (`git checkout <rev> data/raw/c1.dvc && dvc checkout`): the pipeline
-    # reproduces that version's metrics on that version's patients, with a model trained from scratch again.
+    # Back to the first data version (`git checkout <rev> data/raw/c1.dvc && dvc pull data/raw/c1.dvc`: the
+    # local cache no longer holds it): the pipeline reproduces that version's metrics on that version's
+    # patients, with a model trained from scratch again.
     (repo / "data" / "raw" / "c1.dvc").write_text(dvc_v1)
-    _dvc(repo, "checkout", "data/raw/c1.dvc")
+    _dvc(repo, "pull", "data/raw/c1.dvc")
     assert sorted(p.name for p in (cohort / "mri").iterdir()) == sorted(p.name for p in (tmp_path / "c1-v1").iterdir())
     again = _snakemake(repo, *sm)
     assert again.returncode == 0, again.stderr[-5000:]

@@ -7,6 +7,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.breastseg-installed
 UV_VERSION := 0.13.9
+PIP_INDEX  = $(or $(PIP_INDEX_URL),$(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null))
+PIP_LINKS  = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 DEBIAN := graphviz dcm2niix chromium chromium-driver postgresql
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -17,10 +19,15 @@ export UV_LINK_MODE := copy
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0 uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements/lock.txt
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0
+	@# uv gets pip's index and wheel folders; where uv cannot be had or fails, pip installs the lock instead.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) || true
+	if [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
+	     $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach f,$(PIP_LINKS),--find-links $(f)) -r requirements/lock.txt; \
+	then :; else $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m compileall -q -j 0 -x 'py3[1-9][0-9]_' $(VENV)/lib/python3*/site-packages/torch >/dev/null
+	$(BIN)/python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__"
 	@touch $(STAMP)
 
 # Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check, chromium for

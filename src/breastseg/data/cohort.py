@@ -254,6 +254,7 @@ def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
     except (OSError, ValueError):
         cache = {}
     out: dict[str, Path] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
     for pid, p in patients.items():
         files = {}
         for f in p.files:
@@ -264,11 +265,12 @@ def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
         text = json.dumps({"patient": pid, "sources": p.sources, "select": p.select, "layouts": p.layouts,
                            "files": files}, indent=1, sort_keys=True)
         target = out_dir / f"{pid}.json"
-        if not target.exists() or target.read_text() != text:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}")
-            tmp.write_text(text)
-            os.replace(tmp, target)
+        try:
+            same = target.read_text() == text
+        except OSError:
+            same = False
+        if not same:  # a half-written file (a crash) differs from the text, so the next build rewrites it
+            target.write_text(text)
         out[pid] = target
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")

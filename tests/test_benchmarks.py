@@ -53,6 +53,8 @@ def test_quality_rows_against_the_published_points(tmp_path):
     paired = rows["quality: entropy vs B-mode (paired, same patients)"]
     assert paired["ratio"] == pytest.approx((0.6 / 0.75) / (0.53 / 0.60))
     assert "+0.150" in paired["detail"]
+    ceiling = rows["quality: highest Dice vs the 0.95 ceiling (task difficulty)"]
+    assert ceiling["ratio"] == pytest.approx(0.8 / 0.95) and ceiling["detail"].startswith("bpe_mri 0.800")
 
 
 def test_quality_not_measured_without_a_run(tmp_path):
@@ -80,7 +82,7 @@ def test_harness_writes_json_and_markdown(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _check_results(out)
-    assert len(rows) == 4 and all(row["ratio"] is not None for row in rows)
+    assert len(rows) == 5 and all(row["ratio"] is not None for row in rows)
 
 
 def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
@@ -95,7 +97,7 @@ def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _check_results(out)
-    assert rows[0] == old and [row["benchmark"] for row in rows[1:]] == ["quality"] * 4  # in the harness's order
+    assert rows[0] == old and [row["benchmark"] for row in rows[1:]] == ["quality"] * 5  # in the harness's order
     assert "old quality row" not in out.read_text() and "2026-01-01 00:00 UTC" in out.with_suffix(".md").read_text()
 
 

@@ -1,4 +1,5 @@
-# breastseg workflow: synth -> convert -> prepare -> split -> tune -> train -> evaluate -> register -> report
+# breastseg workflow: synth -> convert (and prepare) per patient -> split -> tune -> train -> evaluate -> register
+# -> report
 # Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ report: "workflow/report/workflow.rst"
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
 from breastseg.data.cohort import check_cohort, data_version, discover, us_maps_needed, write_fingerprints
+from breastseg.data.slices import PREPARED_FROM
 from breastseg.errors import InputError
 
 

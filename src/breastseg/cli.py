@@ -93,13 +93,11 @@ def _prepare_after(args: argparse.Namespace) -> None:
     if not args.patient_id:
         raise InputError(None, "--prepare needs --patient-id (or --fingerprint)")
     from .config import experiment
-    from .data.slices import prepare_patient
+    from .data.slices import prepare_experiments
 
     params = _params(args)
     exps = [experiment(params, name) for name in args.prepare.split(",") if name]
-    for exp in exps:
-        out = Path(args.processed_dir) / exp["name"] / f"{args.patient_id}.npz"
-        prepare_patient(exp, Path(args.out_dir), out, patient_id=args.patient_id)
+    prepare_experiments(exps, Path(args.out_dir), Path(args.processed_dir), patient_id=args.patient_id)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -204,6 +202,14 @@ def cmd_tracking_init(args: argparse.Namespace) -> None:
     init_stores(_params(args))
 
 
+def _prepare_options(s: argparse.ArgumentParser) -> None:
+    """``--prepare`` / ``--processed-dir`` of the conversion commands (see :func:`_prepare_after`)."""
+    s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
+                   help="also write each experiment's prepared slices (as 'prepare') to "
+                        "PROCESSED_DIR/<experiment>/<patient>.npz")
+    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="breastseg",
@@ -240,10 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
     s.add_argument("--fingerprint", metavar="FILE",
                    help="the patient's fingerprint file written by the workflow: its raw folder and pseudonym")
-    s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
-                   help="also write each experiment's prepared slices (as 'prepare') to "
-                        "PROCESSED_DIR/<experiment>/<patient>.npz")
-    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
+    _prepare_options(s)
 
     from .config import schema_defaults
 
@@ -263,10 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert only this unit (an OASBUD lesion id, a patient id); repeat for several")
     s.add_argument("--fingerprint", metavar="FILE",
                    help="the patient's fingerprint file written by the workflow: its inputs, selection, pseudonym")
-    s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
-                   help="also write each experiment's prepared slices (as 'prepare') to "
-                        "PROCESSED_DIR/<experiment>/<patient>.npz")
-    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
+    _prepare_options(s)
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
     s.add_argument("experiment")

@@ -2,15 +2,14 @@
 # rewritten only when a raw file of the patient is added, removed or edited): DICOM -> NIfTI + sidecars, or
 # RF -> B-mode/entropy maps, then in the same process the network-ready slices of every experiment of the dataset
 # (data/processed/<experiment>/<patient>.npz). The `prepared` param holds only what preparation reads
-# (channels, image size), so changing a model or training setting reconverts nothing.
+# (data.slices.PREPARED_FROM), so changing a model or training setting reconverts nothing.
 def prepared_outputs(dataset):
     return [f"data/processed/{e}/{{patient}}.npz" for e in experiments_of(dataset)]
 
 
 def preparation(dataset):
     """What preparation reads from each experiment of the dataset (a rerun trigger)."""
-    return {e: {k: config["experiments"][e].get(k) for k in ("channels", "image_size")}
-            for e in experiments_of(dataset)}
+    return {e: {k: config["experiments"][e].get(k) for k in PREPARED_FROM} for e in experiments_of(dataset)}
 
 
 def prepare_args(dataset):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .slices import load_subset  # noqa: F401  (here before; evaluation imports it from .slices, no Lightning)
+from .slices import load_subset
 
 
 DEFAULT_AUGMENT = {"flip": True, "rotate_deg": 10.0, "intensity": 0.1}

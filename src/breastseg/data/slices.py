@@ -16,8 +16,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_path
+from .split import subset_patients
 
 IGNORE = 255
+#: The experiment settings preparation reads (the workflow reprepares a patient when one of them changes).
+PREPARED_FROM = ("channels", "image_size")
 BPE_CUTOFFS = (0.25, 0.50, 0.75)
 
 
@@ -166,12 +169,17 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
     return out
 
 
+def prepare_experiments(exps: list[dict[str, Any]], interim: Path, processed_dir: Path, *, patient_id: str
+                        ) -> list[Path]:
+    """One converted patient prepared for several experiments: ``<processed_dir>/<experiment>/<patient>.npz``."""
+    return [prepare_patient(exp, interim, Path(processed_dir) / exp["name"] / f"{patient_id}.npz",
+                            patient_id=patient_id) for exp in exps]
+
+
 def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:
     """Concatenate the prepared slices of every patient of ``subset`` (in patient order)."""
     keys = ("image", "label", "case", "index", "spacing_mm", "spacing_known", "patient")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    from .split import subset_patients
-
     for pid in subset_patients(split_file, subset):
         f = processed_dir / f"{pid}.npz"
         with np.load(f) as z:

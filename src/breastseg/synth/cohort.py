@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "annotated_fraction": 0.5,
 }
 # Echogenicity mix of the ultrasound masses (cycled over the cohort, anechoic cysts only among benign masses).
-US_ECHO_CYCLE = ("hypoechoic", "isoechoic", "hypoechoic", "anechoic", "isoechoic", "hyperechoic", "hypoechoic",
+US_ECHO_CYCLE = ("hypoechoic", "isoechoic", "hypoechoic", "anechoic", "isoechoic", "hyperechoic", "isoechoic",
                  "isoechoic", "hypoechoic", "hyperechoic")
 
 _INSTITUTIONS = ("St. Elisabeth Hospital", "University Medical Centre", "Northside Breast Clinic",

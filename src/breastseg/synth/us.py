@@ -113,10 +113,22 @@ class MassShape:
             r = r + length * np.clip(1.0 - np.abs(d) / width, 0.0, None) ** 2
         return r
 
-    def inside(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def level(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Normalised radius: < 1 inside the outline, 1 on it, > 1 outside."""
         u = (x - self.xc) / self.rx
         v = (z - self.zc) / self.rz
-        return np.hypot(u, v) <= self.radius_factor(np.arctan2(v, u))
+        return np.hypot(u, v) / self.radius_factor(np.arctan2(v, u))
+
+    def inside(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return self.level(x, z) <= 1.0
+
+    def membership(self, x: np.ndarray, z: np.ndarray, blur: float) -> np.ndarray:
+        """Probability that a scatterer at (x, z) belongs to the mass: 1 inside, 0 outside, a linear ramp
+        over ``1 +- blur`` of the normalised radius (an indistinct margin)."""
+        q = self.level(x, z)
+        if blur <= 0:
+            return (q <= 1.0).astype(float)
+        return np.clip(0.5 - (q - 1.0) / (2.0 * blur), 0.0, 1.0)
 
     @property
     def extent(self) -> float:
@@ -248,8 +260,8 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple
 # entropy map sees and a B-mode image barely shows.
 _ECHO = {
     "anechoic": {"contrast_db": (-24.0, -16.0), "density": (0.5, 1.5), "spread": (0.3, 0.6), "clustered": 0.0},
-    "hypoechoic": {"contrast_db": (-13.0, -5.0), "density": (2.0, 8.0), "spread": (0.3, 0.7), "clustered": 0.2},
-    "isoechoic": {"contrast_db": (-2.5, 2.5), "density": (0.4, 2.0), "spread": (0.7, 1.1), "clustered": 0.5},
+    "hypoechoic": {"contrast_db": (-12.0, -3.0), "density": (2.0, 8.0), "spread": (0.3, 0.7), "clustered": 0.2},
+    "isoechoic": {"contrast_db": (-2.5, 2.5), "density": (0.6, 2.5), "spread": (0.5, 0.9), "clustered": 0.5},
     "hyperechoic": {"contrast_db": (5.0, 10.0), "density": (3.0, 8.0), "spread": (0.4, 0.7), "clustered": 0.0},
 }
 
@@ -261,6 +273,7 @@ class ScanParams:
     malignant: bool
     echogenicity: str  # anechoic | hypoechoic | isoechoic | hyperechoic
     margin: str  # circumscribed | lobulated | spiculated
+    margin_blur: float  # width of the mass-tissue transition, as a fraction of the radius (indistinct margins)
     contrast_db: float
     density_background: float  # scatterers per resolution cell
     density_mass: float
@@ -275,8 +288,10 @@ class ScanParams:
     fascia_gain_db: float
     subcutaneous_db: float  # subcutaneous fat relative to the glandular tissue
     ligaments: int  # Cooper's ligaments crossing the fat layer
-    lobules: int  # hypoechoic fat lobules inside the glandular layer
-    lobule_db: float
+    ligament_shadow_db: float  # refraction shadows cast below the ligaments (0: none)
+    edge_shadows_db: float  # refraction shadows from the lateral edges of a smooth mass (0: none)
+    lobules: int  # hypoechoic fat lobules inside the glandular layer: mass look-alikes on B-mode
+    lobule_db: float  # their mean intensity relative to the glandular tissue (each one varies around it)
     deep_fascia: bool
     echogenicity_db: float  # std of the smooth background echogenicity variation
     noise_db: float  # electronic noise relative to the shallow speckle level
@@ -299,16 +314,20 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
     e = _ECHO[echogenicity]
     if echogenicity == "anechoic":  # cysts: posterior acoustic enhancement
         posterior = "enhancement"
-    elif margin == "spiculated" or (malignant and rng.random() < 0.3):
-        posterior = "shadow" if rng.random() < 0.7 else "none"
+    elif margin == "spiculated" or (malignant and rng.random() < 0.4):
+        posterior = "shadow" if rng.random() < 0.75 else "none"
     else:
         posterior = "enhancement" if (echogenicity == "hypoechoic" and rng.random() < 0.3) else "none"
-    posterior_db = {"none": 0.0, "shadow": -rng.uniform(6.0, 14.0), "enhancement": rng.uniform(2.0, 5.0)}[posterior]
+    posterior_db = {"none": 0.0, "shadow": -rng.uniform(8.0, 18.0), "enhancement": rng.uniform(2.0, 5.0)}[posterior]
+    # Malignant and lobulated masses blend into the tissue over a wider band (indistinct, angular margins).
+    blur = {"circumscribed": (0.0, 0.06), "lobulated": (0.04, 0.12), "spiculated": (0.08, 0.2)}[margin]
+    smooth_edge = margin != "spiculated" and echogenicity in ("anechoic", "hypoechoic") and rng.random() < 0.5
     depth_cm = probe.depth * 100.0
     return ScanParams(
         malignant=malignant,
         echogenicity=echogenicity,
         margin=margin,
+        margin_blur=float(rng.uniform(*blur) * (1.3 if malignant else 1.0)),
         contrast_db=float(rng.uniform(*e["contrast_db"])),
         density_background=float(rng.uniform(10.0, 25.0)),
         density_mass=float(rng.uniform(*e["density"])),
@@ -322,11 +341,13 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
         fascia_depth=float(max(1.2e-3, rng.uniform(0.08, 0.15) * probe.depth)),
         fascia_gain_db=float(rng.uniform(8.0, 14.0)),
         subcutaneous_db=float(rng.uniform(-9.0, -4.0)),
-        ligaments=int(rng.integers(1, 4)),
-        lobules=int(rng.poisson(0.08 * probe.lines * probe.pitch * 1e3 * probe.depth * 1e3 / 100.0)),
-        lobule_db=float(rng.uniform(-9.0, -5.0)),
+        ligaments=int(rng.integers(1, 5)),
+        ligament_shadow_db=float(-rng.uniform(3.0, 9.0) if rng.random() < 0.6 else 0.0),
+        edge_shadows_db=float(-rng.uniform(4.0, 10.0) if smooth_edge else 0.0),
+        lobules=int(rng.poisson(0.3 * probe.lines * probe.pitch * 1e3 * probe.depth * 1e3 / 100.0)),
+        lobule_db=float(rng.uniform(-10.0, -4.0)),
         deep_fascia=bool(rng.random() < 0.5),
-        echogenicity_db=float(rng.uniform(0.5, 1.5)),
+        echogenicity_db=float(rng.uniform(1.5, 3.0)),
         noise_db=float(rng.uniform(-45.0, -35.0)),
     )
 
@@ -334,7 +355,7 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
 def homogeneous(params: ScanParams) -> ScanParams:
     """The same system and background with every structure removed: fully developed speckle only."""
     return replace(params, posterior="none", posterior_db=0.0, fascia_gain_db=0.0, subcutaneous_db=0.0,
-                   ligaments=0, lobules=0, deep_fascia=False, echogenicity_db=0.0, noise_db=-120.0)
+                   ligaments=0, ligament_shadow_db=0.0, edge_shadows_db=0.0, lobules=0, deep_fascia=False, echogenicity_db=0.0, noise_db=-120.0)
 
 
 def tgc_gain(probe: Probe, params: ScanParams, z: np.ndarray) -> np.ndarray:
@@ -376,25 +397,50 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     lower = np.where(g_in.any(axis=0), gz[::-1][np.argmax(g_in[::-1], axis=0)], np.inf)
     chord_w = np.sqrt(chord / max(chord.max(), 1e-12))
 
-    def posterior_gain(x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        if params.posterior == "none":
-            return np.ones_like(x)
-        idx = np.clip(np.rint((x - gx[0]) / (gx[1] - gx[0])).astype(int), 0, gx.size - 1)
-        inside_x = (x >= gx[0]) & (x <= gx[-1])
-        w = np.where(inside_x, chord_w[idx], 0.0)
-        axial = np.clip((z - np.where(inside_x, lower[idx], np.inf)) / 0.5e-3, 0.0, 1.0)
-        return 10.0 ** (params.posterior_db * w * axial / 20.0)
+    # Cooper's ligaments: oblique lines from the skin to the fascia (x0 at the skin, slope dx/dz).
+    ligaments = [(rng.uniform(x_lo, x_hi), rng.uniform(-2.0, 2.0)) for _ in range(params.ligaments)]
+    # Refraction shadows: narrow vertical stripes (x, from depth, half width, dB) below the end of a ligament
+    # and below the lateral edges of a smooth mass.
+    stripes = []
+    if params.ligament_shadow_db < 0:
+        for x0, slope in ligaments:
+            if rng.random() < 0.7:
+                x_end = x0 + (params.fascia_depth - 0.8e-3) * slope
+                stripes.append((x_end, params.fascia_depth, rng.uniform(0.2e-3, 0.6e-3),
+                                params.ligament_shadow_db * rng.uniform(0.6, 1.0)))
+    if params.edge_shadows_db < 0:
+        for side in (0.0, np.pi):
+            edge = shape.xc + np.cos(side) * shape.rx * float(shape.radius_factor(np.array([side]))[0])
+            stripes.append((edge, shape.zc, rng.uniform(0.2e-3, 0.5e-3), params.edge_shadows_db * rng.uniform(0.7, 1.0)))
 
-    # Hypoechoic fat lobules in the glandular layer, away from the mass.
+    def shadow_gain(x: np.ndarray, z: np.ndarray, posterior: bool = True) -> np.ndarray:
+        db = np.zeros(np.broadcast(x, z).shape)
+        for sx_, sz_, half, sdb in stripes:
+            db = db + sdb * np.exp(-0.5 * ((x - sx_) / half) ** 2) * np.clip((z - sz_) / 1.0e-3, 0.0, 1.0)
+        if posterior and params.posterior != "none":
+            idx = np.clip(np.rint((x - gx[0]) / (gx[1] - gx[0])).astype(int), 0, gx.size - 1)
+            inside_x = (x >= gx[0]) & (x <= gx[-1])
+            w = np.where(inside_x, chord_w[idx], 0.0)
+            axial = np.clip((z - np.where(inside_x, lower[idx], np.inf)) / 0.5e-3, 0.0, 1.0)
+            db = db + params.posterior_db * w * axial
+        return 10.0 ** (db / 20.0)
+
+    # Hypoechoic fat lobules in the glandular layer, away from the mass: smooth or lobulated ovals of the
+    # size and brightness of a benign hypoechoic mass, but filled with fully developed speckle.
     lobules = []
     for _ in range(params.lobules):
-        for _try in range(10):
-            r = (rng.uniform(1.2e-3, 3.5e-3), rng.uniform(0.6e-3, 1.5e-3))
-            c = (rng.uniform(-width / 2, width / 2), rng.uniform(fascia_max + r[1], probe.depth - r[1]))
-            gap_x = abs(c[0] - shape.xc) - (r[0] + shape.rx * shape.extent)
-            gap_z = abs(c[1] - shape.zc) - (r[1] + shape.rz * shape.extent)
+        for _try in range(30):
+            rx = rng.uniform(1.5e-3, max(2.0e-3, min(6.0e-3, 0.12 * width)))
+            rz = min(rx * rng.uniform(0.35, 0.75), 0.15 * probe.depth)
+            xc = rng.uniform(-width / 2, width / 2)
+            zc = rng.uniform(fascia_max + rz, probe.depth - rz)
+            harmonics = tuple((k, float(rng.uniform(0.0, 0.12) / (k - 1)), float(rng.uniform(0, 2 * np.pi)))
+                              for k in range(2, 5))
+            lob = MassShape(float(xc), float(zc), float(rx), float(rz), harmonics)
+            gap_x = abs(xc - shape.xc) - (rx + shape.rx) * shape.extent
+            gap_z = abs(zc - shape.zc) - (rz + shape.rz) * shape.extent
             if max(gap_x, gap_z) > 1.0e-3:
-                lobules.append((c, r, rng.uniform(0, np.pi)))
+                lobules.append((lob, params.lobule_db + rng.uniform(-2.0, 2.0)))
                 break
 
     # Smooth echogenicity variation of the glandular tissue (a few mm correlation).
@@ -411,11 +457,8 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
         db = eg[iz, ix]
         fat = z < fascia(x)
         db = np.where(fat, params.subcutaneous_db + 0.5 * db, db)
-        for (cx, cz), (rx, rz), ang in lobules:
-            u = ((x - cx) * np.cos(ang) + (z - cz) * np.sin(ang) * rx / rz) / rx
-            v = (z - cz) / rz
-            q = np.hypot(u, v)
-            db = db + params.lobule_db * np.clip((1.15 - q) / 0.3, 0.0, 1.0)
+        for lob, lob_db in lobules:
+            db = db + lob_db * np.clip((1.1 - lob.level(x, z)) / 0.2, 0.0, 1.0)
         if deep_z is not None:  # pectoral muscle: hypoechoic with oblique striations
             muscle = z > deep_z
             db = np.where(muscle, -5.0 + 2.5 * np.sin(2 * np.pi * (z + 0.08 * x) / striation), db)
@@ -423,10 +466,10 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
 
     # Background: dense scatterers outside the mass (inside too when the mass is left out).
     bx, bz = _uniform_points(rng, params.density_background, probe, x_lo, x_hi, 0.0, probe.depth)
-    if mass:
-        keep = ~shape.inside(bx, bz)
+    if mass:  # an indistinct margin mixes tissue and mass scatterers over a band around the outline
+        keep = rng.random(bx.size) >= shape.membership(bx, bz, params.margin_blur)
         bx, bz = bx[keep], bz[keep]
-    ba = 10.0 ** (background_db(bx, bz) / 20.0) * attenuation(bz) * posterior_gain(bx, bz)
+    ba = 10.0 ** (background_db(bx, bz) / 20.0) * attenuation(bz) * shadow_gain(bx, bz)
 
     # Echogenic bands: the skin line at the top, a gently curved fascia, Cooper's ligaments, a deep fascia.
     def band(centre: Any, thickness: float, gain_db: float, x_range: tuple[float, float] = (x_lo, x_hi)
@@ -434,7 +477,7 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
         n = rng.poisson(params.density_background * (x_range[1] - x_range[0]) * thickness / probe.cell_area)
         px = rng.uniform(x_range[0], x_range[1], n)
         pz = centre(px) + rng.uniform(-0.5, 0.5, n) * thickness
-        pa = 10.0 ** (gain_db / 20.0) * attenuation(pz) * posterior_gain(px, pz)
+        pa = 10.0 ** (gain_db / 20.0) * attenuation(pz) * shadow_gain(px, pz)
         return px, pz, pa
 
     parts = [(bx, bz, ba)]
@@ -442,8 +485,7 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
         parts.append(band(lambda px: np.full(px.shape, rng.uniform(0.4e-3, 0.7e-3)), rng.uniform(0.5e-3, 0.9e-3),
                           params.fascia_gain_db - 6.0))
         parts.append(band(fascia, rng.uniform(0.15e-3, 0.35e-3), params.fascia_gain_db))
-    for _ in range(params.ligaments):  # oblique bright lines from the skin to the fascia
-        x0, slope = rng.uniform(x_lo, x_hi), rng.uniform(-2.0, 2.0)
+    for x0, slope in ligaments:  # oblique bright lines from the skin to the fascia
         z_top, z_bot = 0.8e-3, params.fascia_depth
         dx = (z_bot - z_top) * slope
         lo, hi = sorted((x0, x0 + dx))
@@ -469,14 +511,15 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     scale, n_mass = 0.0, 0
     iq = iq_out
     if mass:
-        bbox = (shape.xc - 1.5 * shape.rx * shape.extent, shape.xc + 1.5 * shape.rx * shape.extent,
-                shape.top - 0.5 * shape.rz, shape.bottom + 0.5 * shape.rz)
+        grow = (1.0 + params.margin_blur) * shape.extent  # the outermost reach of a mass scatterer
+        bbox = (shape.xc - grow * shape.rx, shape.xc + grow * shape.rx, shape.zc - grow * shape.rz, shape.zc + grow * shape.rz)
         points = _clustered_points if params.mass_clustered else _uniform_points
         mx, mz = points(rng, params.density_mass, probe, *bbox)
-        keep = shape.inside(mx, mz)
+        keep = rng.random(mx.size) < shape.membership(mx, mz, params.margin_blur)
         mx, mz = mx[keep], mz[keep]
         n_mass = int(mx.size)
-        ma = np.exp(params.mass_amplitude_spread * rng.standard_normal(mx.size)) * attenuation(mz)
+        ma = (np.exp(params.mass_amplitude_spread * rng.standard_normal(mx.size)) * attenuation(mz)
+              * shadow_gain(mx, mz, posterior=False))
         iq_mass = _accumulate(probe, mx, mz, ma)
         # Scale the mass so that its mean intensity is contrast_db relative to its surroundings.
         inner, outer = _contrast_regions(roi, probe)

@@ -37,6 +37,7 @@ BENCHMARKS = {
     "entropy": "bench_entropy",
     "convert": "bench_convert",
     "synth": "bench_synth",
+    "maps": "bench_maps",
     "workflow": "bench_workflow",
     "training": "bench_training",
     "predict": "bench_predict",

@@ -103,8 +103,18 @@ def test_mass_contrast_matches_its_echogenicity(scans):
         if truth["echogenicity"] == "anechoic":  # as dark as electronic noise and side lobes allow
             assert measured < -10.0, (s["pid"], s["scan"], measured)
         else:
-            # the surroundings hold fat lobules and layers, so the measured contrast scatters around the target
-            assert measured == pytest.approx(truth["contrast_db"], abs=2.0), (s["pid"], s["scan"], truth["echogenicity"])
+            # the mass's core (inside an indistinct margin) is calibrated to the drawn contrast; over the whole
+            # outline the margin band mixes in tissue and pulls the contrast towards 0; the surroundings hold fat
+            # lobules and layers, so the measured contrast scatters around the target
+            target, blur = truth["contrast_db"], truth["scan_params"]["margin_blur"]
+            core = truth["scans"][s["scan"] - 1]["contrast_db_core_measured"]
+            assert core == pytest.approx(target, abs=2.0), (s["pid"], s["scan"], truth["echogenicity"])
+            if blur <= 0.05:
+                assert measured == pytest.approx(target, abs=2.0), (s["pid"], s["scan"], truth["echogenicity"])
+            else:
+                assert abs(measured) <= abs(target) + 2.0, (s["pid"], s["scan"], measured, target)
+                if abs(target) > 4.0:
+                    assert np.sign(measured) == np.sign(target), (s["pid"], s["scan"], measured, target)
         if truth["echogenicity"] == "isoechoic":
             assert abs(measured) <= 4.0
     assert echoes == {"anechoic", "hypoechoic", "isoechoic", "hyperechoic"}

@@ -16,14 +16,20 @@ Model (2-D, one receive line per element position, pulse-echo):
   sliders on top. ``simulate_scan(..., apply_tgc=False)`` returns the RF before the TGC.
 * Tissue: dense background scatterers (fully developed, Rayleigh speckle: envelope mean/std = 1.91) whose
   mean echo follows the breast's layers: the bright skin line, hypoechoic subcutaneous fat crossed by
-  Cooper's ligaments, a bright fascia, glandular tissue with a smooth echogenicity variation and
-  hypoechoic fat lobules (mass look-alikes on B-mode), optionally a deep fascia and striated pectoral muscle.
+  Cooper's ligaments, a bright fascia, glandular tissue with a smooth echogenicity variation of a few dB and
+  hypoechoic fat lobules, optionally a deep fascia and striated pectoral muscle. The lobules are smooth or
+  lobulated ovals of the size and brightness of a hypoechoic mass but filled with fully developed speckle:
+  look-alikes on B-mode that an entropy map does not show.
 * The mass: an oval, lobulated or spiculated blob, anechoic (cyst), hypoechoic, isoechoic or hyperechoic.
   Its scatterers have their own density, organisation (uniform or clumped) and amplitude spread; their
-  amplitude is scaled so that the mass's mean intensity differs from the surrounding tissue at the same
-  depth by the drawn contrast. Isoechoic masses differ only in scatterer density and organisation (a
-  pre-Rayleigh envelope), which an entropy map sees and B-mode barely shows. Posterior acoustic shadowing
-  behind most spiculated masses, posterior enhancement behind cysts and some hypoechoic benign masses.
+  amplitude is scaled so that the mean intensity of the mass's core (inside its indistinct margin) differs
+  from the surrounding tissue at the same depth by the drawn contrast. Isoechoic masses differ only in scatterer density and organisation (a
+  pre-Rayleigh envelope), which an entropy map sees and B-mode barely shows. Indistinct margins: over a band
+  of ``margin_blur`` (a fraction of the radius, widest for spiculated and malignant masses) around the outline
+  mass and tissue scatterers mix with a linearly changing share, so the edge fades instead of stepping.
+* Shadows: posterior acoustic shadowing behind most spiculated and many malignant masses, posterior
+  enhancement behind cysts and some hypoechoic benign masses; narrow refraction shadows below the ends of
+  Cooper's ligaments and below the lateral edges of some smooth (anechoic, hypoechoic) masses.
 """
 from __future__ import annotations
 
@@ -319,7 +325,8 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
     else:
         posterior = "enhancement" if (echogenicity == "hypoechoic" and rng.random() < 0.3) else "none"
     posterior_db = {"none": 0.0, "shadow": -rng.uniform(8.0, 18.0), "enhancement": rng.uniform(2.0, 5.0)}[posterior]
-    # Malignant and lobulated masses blend into the tissue over a wider band (indistinct, angular margins).
+    # Malignant and lobulated masses blend into the tissue over a wider band (indistinct, angular margins);
+    # cysts keep a sharp wall.
     blur = {"circumscribed": (0.0, 0.06), "lobulated": (0.04, 0.12), "spiculated": (0.08, 0.2)}[margin]
     smooth_edge = margin != "spiculated" and echogenicity in ("anechoic", "hypoechoic") and rng.random() < 0.5
     depth_cm = probe.depth * 100.0
@@ -327,7 +334,7 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
         malignant=malignant,
         echogenicity=echogenicity,
         margin=margin,
-        margin_blur=float(rng.uniform(*blur) * (1.3 if malignant else 1.0)),
+        margin_blur=0.0 if echogenicity == "anechoic" else float(rng.uniform(*blur) * (1.3 if malignant else 1.0)),
         contrast_db=float(rng.uniform(*e["contrast_db"])),
         density_background=float(rng.uniform(10.0, 25.0)),
         density_mass=float(rng.uniform(*e["density"])),
@@ -355,7 +362,8 @@ def draw_scan_params(rng: np.random.Generator, probe: Probe, malignant: bool | N
 def homogeneous(params: ScanParams) -> ScanParams:
     """The same system and background with every structure removed: fully developed speckle only."""
     return replace(params, posterior="none", posterior_db=0.0, fascia_gain_db=0.0, subcutaneous_db=0.0,
-                   ligaments=0, ligament_shadow_db=0.0, edge_shadows_db=0.0, lobules=0, deep_fascia=False, echogenicity_db=0.0, noise_db=-120.0)
+                   ligaments=0, ligament_shadow_db=0.0, edge_shadows_db=0.0, lobules=0, deep_fascia=False,
+                   echogenicity_db=0.0, noise_db=-120.0)
 
 
 def tgc_gain(probe: Probe, params: ScanParams, z: np.ndarray) -> np.ndarray:
@@ -521,15 +529,19 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
         ma = (np.exp(params.mass_amplitude_spread * rng.standard_normal(mx.size)) * attenuation(mz)
               * shadow_gain(mx, mz, posterior=False))
         iq_mass = _accumulate(probe, mx, mz, ma)
-        # Scale the mass so that its mean intensity is contrast_db relative to its surroundings.
+        # Scale the mass so that the mean intensity of its core (inside the indistinct margin, where every
+        # scatterer is the mass's) is contrast_db relative to its surroundings.
         inner, outer = _contrast_regions(roi, probe)
+        core = inner & (shape.level(xx, zz) <= 1.0 - params.margin_blur)
+        if core.sum() < 20:
+            core = inner
         target = 10.0 ** (params.contrast_db / 10.0)
         scale = 1.0
         for _ in range(3):
             ref = np.mean(np.abs(iq_out[outer] + scale * iq_mass[outer]) ** 2)
-            a_ = np.mean(np.abs(iq_mass[inner]) ** 2)
-            b_ = np.mean(np.real(np.conj(iq_out[inner]) * iq_mass[inner]))
-            c_ = np.mean(np.abs(iq_out[inner]) ** 2) - target * ref
+            a_ = np.mean(np.abs(iq_mass[core]) ** 2)
+            b_ = np.mean(np.real(np.conj(iq_out[core]) * iq_mass[core]))
+            c_ = np.mean(np.abs(iq_out[core]) ** 2) - target * ref
             disc = b_ * b_ - a_ * c_
             scale = float((-b_ + np.sqrt(max(disc, 0.0))) / a_) if a_ > 0 else 0.0
         iq = iq_out + scale * iq_mass
@@ -543,17 +555,21 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     peak = np.abs(rf).max()
     rf16 = np.clip(np.rint(rf * (30000.0 / peak)), -32768, 32767).astype(np.int16)
 
-    measured = contrast_db(envelope(rf16), roi, probe) if mass else 0.0
+    env16 = envelope(rf16)
+    measured = contrast_db(env16, roi, probe) if mass else 0.0
     info = {
         "mass": {"xc_mm": shape.xc * 1e3, "zc_mm": shape.zc * 1e3, "rx_mm": shape.rx * 1e3, "rz_mm": shape.rz * 1e3,
                  "top_mm": shape.top * 1e3, "bottom_mm": shape.bottom * 1e3, "spikes": len(shape.spikes)},
         "mass_amplitude_scale": scale,
         "mass_scatterers": n_mass,
         "background_scatterers": int(bx.size),
-        "contrast_db_measured": measured,
+        "contrast_db_measured": measured,  # over the whole outline (an indistinct margin pulls it towards 0)
+        "contrast_db_core_measured": contrast_db(env16, core, probe) if mass else 0.0,
         "fascia_depth_mm": params.fascia_depth * 1e3,
         "deep_fascia_depth_mm": None if deep_z is None else deep_z * 1e3,
-        "lobules": len(lobules),
+        "lobules": [{"shape": asdict(lob), "db": float(lob_db)} for lob, lob_db in lobules],  # metres, dB
+        "refraction_shadows": [{"x_mm": x * 1e3, "from_mm": z * 1e3, "half_width_mm": h * 1e3, "db": float(d)}
+                               for x, z, h, d in stripes],
         "tgc": apply_tgc,
     }
     return rf16, roi, info

@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .slices import load_subset
 
 
-DEFAULT_AUGMENT = {"flip": True, "rotate_deg": 10.0, "intensity": 0.1}
+#: flip: left-right mirror; flip_vertical: up-down too (off: ultrasound depth and the anterior-posterior axis of
+#: an axial MRI slice have a direction: shadows fall below a mass, the heart lies behind the breasts).
+DEFAULT_AUGMENT = {"flip": True, "flip_vertical": False, "rotate_deg": 10.0, "intensity": 0.1}
 
 
 def rotate(x: torch.Tensor, y: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +57,7 @@ class EpochSampler(Sampler):
 
 
 class SliceDataset(Dataset):
-    """In-memory slices with optional augmentation: flips, small rotations, intensity jitter.
+    """In-memory slices with optional augmentation: mirroring, small rotations, intensity jitter.
 
     Indexed by ``i`` (no augmentation draws needed, or torch's global RNG) or by ``(i, seed)`` from
     :class:`EpochSampler`, whose per-sample seed makes every draw reproducible.
@@ -77,6 +79,7 @@ class SliceDataset(Dataset):
         if aug.get("flip"):
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
+        if aug.get("flip_vertical"):
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-2), y.flip(-2)
         if aug.get("rotate_deg"):

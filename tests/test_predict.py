@@ -53,8 +53,10 @@ def mri_model(tmp_path_factory):
     os.chdir(tmp)
     try:
         params = copy.deepcopy(load_params(ROOT / "params.yaml", validate=False))
-        params["experiments"]["bpe_mri"].update(image_size=MATRIX, model={"name": "unet", "features": [8, 16]})
-        params["train"].update(max_epochs=40, batch_size=4, threads=1, lr=0.02, augment={}, early_stopping_patience=40,
+        params["experiments"]["bpe_mri"].update(image_size=MATRIX, model={"name": "unet", "features": [8, 16]},
+                                                train={"max_epochs": 40})
+        no_augment = {"flip": False, "flip_vertical": False, "rotate_deg": 0.0, "intensity": 0.0}
+        params["train"].update(max_epochs=40, batch_size=4, threads=1, lr=0.02, augment=no_augment, early_stopping_patience=40,
                                precision="32-true", init_from="scratch")
         params["tracking"].update(mlflow_uri=f"sqlite:///{tmp}/mlflow.db", optuna_storage=f"sqlite:///{tmp}/optuna.db",
                                   artifact_root=str(tmp / "mlartifacts"))

@@ -56,8 +56,8 @@ def mri_model(tmp_path_factory):
         params["experiments"]["bpe_mri"].update(image_size=MATRIX, model={"name": "unet", "features": [8, 16]},
                                                 train={"max_epochs": 40})
         no_augment = {"flip": False, "flip_vertical": False, "rotate_deg": 0.0, "intensity": 0.0}
-        params["train"].update(max_epochs=40, batch_size=4, threads=1, lr=0.02, augment=no_augment, early_stopping_patience=40,
-                               precision="32-true", init_from="scratch")
+        params["train"].update(max_epochs=40, batch_size=4, threads=1, lr=0.02, augment=no_augment,
+                               early_stopping_patience=40, precision="32-true", init_from="scratch")
         params["tracking"].update(mlflow_uri=f"sqlite:///{tmp}/mlflow.db", optuna_storage=f"sqlite:///{tmp}/optuna.db",
                                   artifact_root=str(tmp / "mlartifacts"))
         name = "bpe_mri"

@@ -317,8 +317,9 @@ def test_refraction_shadows_below_ligaments():
             if not (x[3] < s["x_mm"] < x[-4]):
                 continue
             rows = z > s["from_mm"] + 1.5
-            near = np.abs(x - s["x_mm"]) < 0.5 * s["half_width_mm"] + 0.15
-            ring = (np.abs(x - s["x_mm"]) > 4 * s["half_width_mm"]) & (np.abs(x - s["x_mm"]) < 4 * s["half_width_mm"] + 2)
+            dx, half = np.abs(x - s["x_mm"]), s["half_width_mm"]
+            near = dx < 0.5 * half + 0.15
+            ring = (dx > 4 * half) & (dx < 4 * half + 2)
             if near.sum() and ring.sum() and rows.sum():
                 ratio = 20 * np.log10(env[rows][:, near].mean() / env[rows][:, ring].mean())
                 seen.append((ratio, s["db"]))

@@ -23,8 +23,9 @@ Model (2-D, one receive line per element position, pulse-echo):
 * The mass: an oval, lobulated or spiculated blob, anechoic (cyst), hypoechoic, isoechoic or hyperechoic.
   Its scatterers have their own density, organisation (uniform or clumped) and amplitude spread; their
   amplitude is scaled so that the mean intensity of the mass's core (inside its indistinct margin) differs
-  from the surrounding tissue at the same depth by the drawn contrast. Isoechoic masses differ only in scatterer density and organisation (a
-  pre-Rayleigh envelope), which an entropy map sees and B-mode barely shows. Indistinct margins: over a band
+  from the surrounding tissue at the same depth by the drawn contrast. Isoechoic masses differ only in
+  scatterer density and organisation (a pre-Rayleigh envelope), which an entropy map sees and B-mode barely
+  shows. Indistinct margins: over a band
   of ``margin_blur`` (a fraction of the radius, widest for spiculated and malignant masses) around the outline
   mass and tissue scatterers mix with a linearly changing share, so the edge fades instead of stepping.
 * Shadows: posterior acoustic shadowing behind most spiculated and many malignant masses, posterior
@@ -419,7 +420,8 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     if params.edge_shadows_db < 0:
         for side in (0.0, np.pi):
             edge = shape.xc + np.cos(side) * shape.rx * float(shape.radius_factor(np.array([side]))[0])
-            stripes.append((edge, shape.zc, rng.uniform(0.2e-3, 0.5e-3), params.edge_shadows_db * rng.uniform(0.7, 1.0)))
+            stripes.append((edge, shape.zc, rng.uniform(0.2e-3, 0.5e-3),
+                            params.edge_shadows_db * rng.uniform(0.7, 1.0)))
 
     def shadow_gain(x: np.ndarray, z: np.ndarray, posterior: bool = True) -> np.ndarray:
         db = np.zeros(np.broadcast(x, z).shape)
@@ -520,7 +522,8 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     iq = iq_out
     if mass:
         grow = (1.0 + params.margin_blur) * shape.extent  # the outermost reach of a mass scatterer
-        bbox = (shape.xc - grow * shape.rx, shape.xc + grow * shape.rx, shape.zc - grow * shape.rz, shape.zc + grow * shape.rz)
+        bbox = (shape.xc - grow * shape.rx, shape.xc + grow * shape.rx,
+                shape.zc - grow * shape.rz, shape.zc + grow * shape.rz)
         points = _clustered_points if params.mass_clustered else _uniform_points
         mx, mz = points(rng, params.density_mass, probe, *bbox)
         keep = rng.random(mx.size) < shape.membership(mx, mz, params.margin_blur)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 
 from pathlib import Path
 
@@ -93,11 +92,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    bench(argv, quick=parser().parse_args(argv).quick)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from run import standalone
+
+    raise SystemExit(standalone(bench, parser))

@@ -196,11 +196,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    bench(argv, quick=parser().parse_args(argv).quick)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from run import standalone
+
+    raise SystemExit(standalone(bench, parser))

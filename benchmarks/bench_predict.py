@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,12 +119,6 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    bench(argv, quick=parser().parse_args(argv).quick)
-    return 0
-
-
 def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     ap = parser()
     if quick:
@@ -206,4 +199,6 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from run import standalone
+
+    raise SystemExit(standalone(bench, parser))

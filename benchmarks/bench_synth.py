@@ -12,7 +12,6 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,11 +63,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
                        f"{len(files)} files, {size_mb:.0f} MB); median of {len(times)}"}]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    bench(argv, quick=parser().parse_args(argv).quick)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from run import standalone
+
+    raise SystemExit(standalone(bench, parser))

@@ -155,11 +155,7 @@ def _job_count(output: str) -> int | str:
     return "?"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    bench(argv, quick=parser().parse_args(argv).quick)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from run import standalone
+
+    raise SystemExit(standalone(bench, parser))

@@ -48,6 +48,13 @@ KEYS = ("name", "ratio", "target", "reference", "detail")
 ROW_KEYS = (*KEYS, "benchmark", "measured")
 
 
+def standalone(bench, parser) -> int:
+    """Entry point of a ``bench_<name>.py`` script run on its own: its options, ``--quick`` among them."""
+    argv = sys.argv[1:]
+    bench(argv, quick=parser().parse_args(argv).quick)
+    return 0
+
+
 def run_one(name: str, quick: bool, extra: list[str]) -> list[dict]:
     """Run one benchmark in a child process; an error becomes a result row saying so."""
     measured = f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC, load {load().split()[0]}"

@@ -25,9 +25,9 @@ Model (2-D, one receive line per element position, pulse-echo):
   amplitude is scaled so that the mean intensity of the mass's core (inside its indistinct margin) differs
   from the surrounding tissue at the same depth by the drawn contrast. Isoechoic masses differ only in
   scatterer density and organisation (a pre-Rayleigh envelope), which an entropy map sees and B-mode barely
-  shows. Indistinct margins: over a band
-  of ``margin_blur`` (a fraction of the radius, widest for spiculated and malignant masses) around the outline
-  mass and tissue scatterers mix with a linearly changing share, so the edge fades instead of stepping.
+  shows. Indistinct margins: over a band of ``margin_blur`` (a fraction of the radius, widest for spiculated
+  and malignant masses) around the outline, mass and tissue scatterers mix with a linearly changing share, so
+  the edge fades instead of stepping.
 * Shadows: posterior acoustic shadowing behind most spiculated and many malignant masses, posterior
   enhancement behind cysts and some hypoechoic benign masses; narrow refraction shadows below the ends of
   Cooper's ligaments and below the lateral edges of some smooth (anechoic, hypoechoic) masses.
@@ -515,7 +515,8 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
     # Mask on the sample grid.
     z_grid = (np.arange(probe.samples) / probe.fs) * probe.c / 2.0
     xx, zz = np.meshgrid(probe.line_x(), z_grid)
-    roi = shape.inside(xx, zz).astype(np.uint8)
+    level = shape.level(xx, zz)
+    roi = (level <= 1.0).astype(np.uint8)
 
     # Mass: scatterers of its own density, organisation and amplitude spread (unit scale, calibrated below).
     scale, n_mass = 0.0, 0
@@ -535,7 +536,7 @@ def simulate_scan(rng: np.random.Generator, probe: Probe, params: ScanParams, sh
         # Scale the mass so that the mean intensity of its core (inside the indistinct margin, where every
         # scatterer is the mass's) is contrast_db relative to its surroundings.
         inner, outer = _contrast_regions(roi, probe)
-        core = inner & (shape.level(xx, zz) <= 1.0 - params.margin_blur)
+        core = inner & (level <= 1.0 - params.margin_blur)
         if core.sum() < 20:
             core = inner
         target = 10.0 ** (params.contrast_db / 10.0)

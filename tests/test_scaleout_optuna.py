@@ -13,6 +13,19 @@ from test_training_flow import make_tiny
 
 NAME = "mass_us_bmode"
 GOOD, BAD = 0.01, 1e-9  # a learning rate that learns, one that cannot (pruned against the good ones)
+# Runs `breastseg ...` (argv[3:]) once the heavy imports are done and the other worker has done its own (argv[1]
+# marks this one ready, argv[2] is the other's mark): on a loaded machine one worker's imports can otherwise
+# outlast all of the other's tiny trials, and the test is about sharing a study, not about start-up times.
+BARRIER = """
+import pathlib, sys, time
+import lightning.pytorch, mlflow
+import breastseg.cli, breastseg.training.train, breastseg.training.tune
+pathlib.Path(sys.argv[1]).touch()
+deadline = time.time() + 300
+while not pathlib.Path(sys.argv[2]).exists() and time.time() < deadline:
+    time.sleep(0.05)
+sys.exit(breastseg.cli.main(sys.argv[3:]))
+"""
 
 
 @pytest.mark.slow
@@ -38,9 +51,10 @@ def test_two_workers_share_one_postgresql_study_with_pruning(tmp_path, monkeypat
         study = optuna.load_study(study_name=info["study"], storage=url)
         for lr in (GOOD, GOOD, BAD, BAD):  # the bad ones start only after a worker has finished a good one
             study.enqueue_trial({"lr": lr})
-        procs = [subprocess.Popen([*base, "tune", NAME, "--study", "study.json", "--worker", str(w), "--split",
-                                   str(split), "--processed-dir", str(processed), "--out", f"w{w}.json",
-                                   "--work-dir", f"work{w}"], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen([sys.executable, "-c", BARRIER, f"ready{w}", f"ready{1 - w}", *base[3:], "tune", NAME,
+                                   "--study", "study.json", "--worker", str(w), "--split", str(split),
+                                   "--processed-dir", str(processed), "--out", f"w{w}.json", "--work-dir", f"work{w}"],
+                                  cwd=root, env=env, stderr=subprocess.PIPE, text=True)
                  for w in (0, 1)]
         try:
             errors = [proc.communicate(timeout=600)[1] for proc in procs]

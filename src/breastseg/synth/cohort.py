@@ -16,12 +16,22 @@ On-disk layout written by :func:`write_cohort`::
 
 The same ``seed`` (and options) always produces byte-identical files: UIDs are derived from the seed, dates
 and times are drawn from it, and no writer stores the wall clock.
+
+A patient depends only on ``(seed, index)`` and the options, never on the cohort size: its id is a seeded
+bijection of its index, its identity and images come from random streams seeded by ``(seed, index, purpose)``,
+and the balanced assignments (BPE and density category, class, rescaling, file layout, echogenicity) are
+permutations within fixed blocks of consecutive indices, each seeded by ``(seed, block, purpose)``. Raising
+``patients`` from N to N + k therefore adds k patients and leaves the files of the first N byte-identical
+(only ``truth/cohort.json`` and ``oasbud/OASBUD.mat`` grow). Likewise every study ranks its slices once, from
+a stream of its own: raising ``annotated_fraction`` annotates more slices of the same images, and a slice
+annotated before keeps its labels.
 """
 from __future__ import annotations
 
 import sys
 from collections import Counter
 from dataclasses import asdict
+from math import gcd
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,34 +54,98 @@ DEFAULTS: dict[str, Any] = {
     "us_depth_mm": 20.0,
     "annotated_fraction": 0.5,
 }
-# Echogenicity mix of the ultrasound masses (cycled over the cohort, anechoic cysts only among benign masses).
-US_ECHO_CYCLE = ("hypoechoic", "isoechoic", "hypoechoic", "anechoic", "isoechoic", "hyperechoic", "isoechoic",
-                 "isoechoic", "hypoechoic", "hyperechoic")
+# Echogenicity mix of the ultrasound masses per block of ten patients (anechoic cysts only among benign masses).
+# The first four of a block are the four kinds (shuffled), so a cohort of four already has every kind; the other
+# six are shuffled among themselves.
+US_ECHO_CYCLE = ("hypoechoic", "isoechoic", "anechoic", "hyperechoic",
+                 "hypoechoic", "isoechoic", "isoechoic", "isoechoic", "hypoechoic", "hyperechoic")
+_ECHO_HEAD = 4
+MAX_PATIENTS = 90000  # patient ids BRS-10000 ... BRS-99999
+
+# Purposes of the random streams: per patient ``[seed, index, purpose]`` (1 and 2 are the MRI and ultrasound
+# streams), per block ``[seed, block, purpose]``. All distinct and non-zero (a SeedSequence ignores trailing
+# zeros, so ``[seed, 0]`` and ``[seed, 0, 0]`` would coincide).
+_RNG_MRI, _RNG_US, _RNG_IDENTITY, _RNG_SLICES = 1, 2, 3, 4
+_RNG_ID_MAP, _RNG_BPE, _RNG_CLASS, _RNG_RESCALED, _RNG_LAYOUT, _RNG_DENSITY, _RNG_ECHO = 10, 11, 12, 13, 14, 15, 16
 
 _INSTITUTIONS = ("St. Elisabeth Hospital", "University Medical Centre", "Northside Breast Clinic",
                  "Royal Infirmary", "Clinica San Marco")
 _REFERRING = ("Keller^Thomas", "Okoye^Grace", "Lindqvist^Per", "Moreno^Ana", "Weber^Klaus")
 
 
-def _identities(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
-    numbers = rng.choice(np.arange(10000, 100000), size=n, replace=False)
-    out = []
-    for num in numbers:
-        birth_year = int(rng.integers(1945, 1986))
-        study_year = int(rng.integers(2016, 2024))
-        study_date = f"{study_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
-        out.append({
-            "patient_id": f"BRS-{int(num):05d}",
-            "name": f"{rng.choice(mri_mod._SURNAMES)}^{rng.choice(mri_mod._GIVEN)}",
-            "birth_date": f"{birth_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
-            "age": f"{study_year - birth_year:03d}Y",
-            "study_date": study_date,
-            "accession": f"A{int(rng.integers(10**6, 10**7))}",
-            "study_id": str(int(rng.integers(1000, 9999))),
-            "institution": str(rng.choice(_INSTITUTIONS)),
-            "referring": str(rng.choice(_REFERRING)),
-        })
-    return out
+def _patient_number(seed: int, index: int) -> int:
+    """``10000 + (a * index + b) mod 90000`` with ``a`` coprime to 90000 and ``(a, b)`` drawn from the seed:
+    distinct indices get distinct numbers, and a number depends on (seed, index) only."""
+    rng = np.random.default_rng([seed, 0, _RNG_ID_MAP])
+    while True:
+        a = int(rng.integers(1, MAX_PATIENTS))
+        if gcd(a, MAX_PATIENTS) == 1:
+            break
+    b = int(rng.integers(0, MAX_PATIENTS))
+    return 10000 + (a * index + b) % MAX_PATIENTS
+
+
+def _identity(seed: int, index: int) -> dict[str, str]:
+    rng = np.random.default_rng([seed, index, _RNG_IDENTITY])
+    birth_year = int(rng.integers(1945, 1986))
+    study_year = int(rng.integers(2016, 2024))
+    study_date = f"{study_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+    return {
+        "patient_id": f"BRS-{_patient_number(seed, index):05d}",
+        "name": f"{rng.choice(mri_mod._SURNAMES)}^{rng.choice(mri_mod._GIVEN)}",
+        "birth_date": f"{birth_year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+        "age": f"{study_year - birth_year:03d}Y",
+        "study_date": study_date,
+        "accession": f"A{int(rng.integers(10**6, 10**7))}",
+        "study_id": str(int(rng.integers(1000, 9999))),
+        "institution": str(rng.choice(_INSTITUTIONS)),
+        "referring": str(rng.choice(_REFERRING)),
+    }
+
+
+def _in_block(seed: int, index: int, size: int, purpose: int) -> int:
+    """Position of ``index`` in a permutation of ``range(size)`` drawn for its block of ``size`` consecutive
+    indices: each value once per block, whatever the cohort size."""
+    block, pos = divmod(index, size)
+    return int(np.random.default_rng([seed, block, purpose]).permutation(size)[pos])
+
+
+def _malignant(seed: int, index: int) -> bool:
+    return bool(_in_block(seed, index, 2, _RNG_CLASS))  # one benign and one malignant mass per two patients
+
+
+def _echogenicity(seed: int, index: int) -> str:
+    """The echogenicity of ``index`` within its block of ``len(US_ECHO_CYCLE)`` patients (see US_ECHO_CYCLE)."""
+    size = len(US_ECHO_CYCLE)
+    block, pos = divmod(index, size)
+    rng = np.random.default_rng([seed, block, _RNG_ECHO])
+    head = [US_ECHO_CYCLE[i] for i in rng.permutation(_ECHO_HEAD)]
+    tail = [US_ECHO_CYCLE[_ECHO_HEAD + i] for i in rng.permutation(size - _ECHO_HEAD)]
+    echoes = head + tail
+    base = block * size
+    # cysts are benign: an anechoic mass that fell on a malignant patient swaps with a benign one of the head
+    # (a block of ten starts on a class block of two, so the head holds two benign patients)
+    for i, e in enumerate(echoes):
+        if e == "anechoic" and _malignant(seed, base + i):
+            j = next((j for j in range(_ECHO_HEAD) if not _malignant(seed, base + j) and echoes[j] != "anechoic"), None)
+            if j is not None:
+                echoes[i], echoes[j] = echoes[j], echoes[i]
+            else:
+                echoes[i] = "hypoechoic"
+    return echoes[pos]
+
+
+def _plan(seed: int, index: int) -> dict[str, Any]:
+    """Everything the cohort decides about patient ``index``: a function of (seed, index) only."""
+    return {
+        "identity": _identity(seed, index),
+        "bpe_category": _in_block(seed, index, 4, _RNG_BPE),  # every category once per four patients
+        "density": _in_block(seed, index, 4, _RNG_DENSITY),  # ACR a-d, each once per four
+        "malignant": _malignant(seed, index),
+        "rescaled": bool(_in_block(seed, index, 2, _RNG_RESCALED)),  # half the studies rescaled
+        "layout": mri_mod.LAYOUTS[_in_block(seed, index, len(mri_mod.LAYOUTS), _RNG_LAYOUT)],
+        "echogenicity": _echogenicity(seed, index),
+    }
 
 
 def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +157,7 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
     o = job["options"]
 
     # MRI
-    rng = np.random.default_rng([seed, index, 1])
+    rng = np.random.default_rng([seed, index, _RNG_MRI])
     phantom = mri_mod.simulate_mri(rng, o["mri_matrix"], o["mri_slices"], o["mri_post_phases"],
                                    bpe_category_target=job["bpe_category"], spacing_mm=o["mri_spacing_mm"],
                                    slice_mm=o["mri_slice_mm"], density_target=job["density"])
@@ -92,12 +166,13 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
     study_dir.mkdir(parents=True, exist_ok=True)
     mtruth = mri_mod.write_study(study_dir, phantom, ident, rng, (seed, index, pid),
                                  annotated_fraction=o["annotated_fraction"], rescaled=job["rescaled"],
-                                 layout=job["layout"])
+                                 layout=job["layout"],
+                                 slice_rng=np.random.default_rng([seed, index, _RNG_SLICES]))
     mtruth.update({"patient_id": pid, "study_folder": study, "labels": f"mri/{pid}/{study}/labels.nii.gz"})
     write_json(root / "truth" / "mri" / f"{pid}.json", mtruth)
 
     # Ultrasound
-    rng = np.random.default_rng([seed, index, 2])
+    rng = np.random.default_rng([seed, index, _RNG_US])
     probe = us_mod.probe_for(o["us_lines"], o["us_depth_mm"])
     scans = us_mod.simulate_patient(rng, probe, malignant=job["malignant"], echogenicity=job["echogenicity"])
     write_npz(root / "us" / f"{pid}.npz", {
@@ -163,8 +238,8 @@ def write_cohort(
     Same ``seed`` and options, same bytes. See the module docstring for the layout.
     """
     out_dir = Path(out_dir)
-    if int(patients) < 1:
-        raise InputError(None, f"--patients must be at least 1 (got {patients})")
+    if not 1 <= int(patients) <= MAX_PATIENTS:
+        raise InputError(None, f"--patients must be between 1 and {MAX_PATIENTS} (got {patients})")
     if not 0.0 < float(annotated_fraction) <= 1.0:
         raise InputError(None, f"annotated_fraction must be in (0, 1] (got {annotated_fraction})")
     if int(mri_post_phases) < 2:
@@ -182,29 +257,11 @@ def write_cohort(
                "us_lines": int(us_lines), "us_depth_mm": float(us_depth_mm), "annotated_fraction": float(annotated_fraction)}
     n, seed = int(patients), int(seed)
 
-    cohort_rng = np.random.default_rng([seed, 0])
-    identities = _identities(cohort_rng, n)
-    bpe_cats = [int(c) for c in np.resize(cohort_rng.permutation(4), n)]  # every category once per four patients
-    classes = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]
-    rescaled = [bool(c) for c in cohort_rng.permutation(np.arange(n) % 2)]  # half the studies rescaled
-    layouts = [mri_mod.LAYOUTS[c] for c in cohort_rng.permutation(np.arange(n) % len(mri_mod.LAYOUTS))]
-    densities = [int(c) for c in np.resize(cohort_rng.permutation(4), n)]  # ACR a-d, each once per four
-    echoes = [str(e) for e in cohort_rng.permutation(np.resize(np.asarray(US_ECHO_CYCLE), n))]
-    for i in range(n):  # cysts are benign: swap an anechoic malignant mass with a benign one's echogenicity
-        if echoes[i] == "anechoic" and classes[i]:
-            j = next((j for j in range(n) if not classes[j] and echoes[j] != "anechoic"), None)
-            if j is not None:
-                echoes[i], echoes[j] = echoes[j], echoes[i]
-            else:
-                echoes[i] = "hypoechoic"
-
     from tqdm import tqdm
 
     results: list[dict[str, Any]] = []
     with atomic_dir(out_dir) as root:
-        jobs = [{"root": root, "identity": identities[i], "seed": seed, "index": i, "options": options,
-                 "bpe_category": bpe_cats[i], "malignant": classes[i], "rescaled": rescaled[i],
-                 "layout": layouts[i], "density": densities[i], "echogenicity": echoes[i]} for i in range(n)]
+        jobs = [{"root": root, "seed": seed, "index": i, "options": options, **_plan(seed, i)} for i in range(n)]
         bar = tqdm(total=n, desc="synth", unit="patient", file=sys.stderr, disable=not progress)
         try:
             if int(workers) > 1:

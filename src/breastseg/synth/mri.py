@@ -477,13 +477,18 @@ def _stored_values(image: np.ndarray, slope: float, intercept: float, signed: bo
 
 def write_study(study_dir: Path, phantom: MriPhantom, identity: dict[str, str], rng: np.random.Generator,
                 uid_seed: tuple[Any, ...], annotated_fraction: float = 0.5, *, rescaled: bool | None = None,
-                layout: str | None = None) -> dict[str, Any]:
+                layout: str | None = None, slice_rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Write every phase as a DICOM series plus ``labels.nii.gz``; return the study's ground truth.
 
     ``rescaled``: store signed values with a RescaleSlope/Intercept that differs per series (as some vendors
     do) instead of unsigned values with slope 1, intercept 0. ``layout``: ``flat`` (hashed names in the study
     folder), ``nested`` (two levels of hashed sub-folders) or ``series_dirs`` (one opaque folder per series).
     Both are drawn from ``rng`` when not given.
+
+    Annotated slices: ``round(annotated_fraction * slices)`` of the slices holding fibroglandular tissue. With
+    ``slice_rng`` they are the first ones of a ranking of those slices drawn from it, so a larger fraction
+    annotates a superset of the slices; without it they are drawn from ``rng`` after every other draw. Either
+    way no draw that shapes the images depends on the fraction.
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -612,7 +617,10 @@ def write_study(study_dir: Path, phantom: MriPhantom, identity: dict[str, str], 
     with_tissue = np.flatnonzero((labels > 0).any(axis=(0, 1)))
     pool = with_tissue if with_tissue.size else np.arange(n_k)
     n_ann = int(np.clip(round(annotated_fraction * n_k), 1, pool.size))
-    annotated = np.sort(rng.choice(pool, n_ann, replace=False))
+    if slice_rng is None:
+        annotated = np.sort(rng.choice(pool, n_ann, replace=False))
+    else:  # a ranking of the slices that does not depend on the fraction: a larger one annotates a superset
+        annotated = np.sort(slice_rng.permutation(pool)[:n_ann])
     stored_labels = np.full(labels.shape, LABEL_UNANNOTATED, np.uint8)
     stored_labels[:, :, annotated] = labels[:, :, annotated]
     write_nifti_gz(study_dir / "labels.nii.gz", stored_labels, geo.affine)

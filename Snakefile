@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
 from breastseg.data.cohort import check_cohort, data_version, discover, us_maps_needed, write_fingerprints
+from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.data.slices import PREPARED_FROM
 from breastseg.errors import InputError
 
@@ -68,16 +69,30 @@ def dataset_of(experiment):
     return config["experiments"][experiment]["dataset"]
 
 
+# The pseudonym key, checked against the cohort's versioned split ledgers (data/splits/<cohort>/) before any job
+# runs: another key than the ledger's, or a missing key file where a ledger exists, stops the run in one line.
+try:
+    KEY = workspace_key(COHORT, DATASETS)
+except InputError as exc:
+    stop(exc)
+
+
 def discover_patients(dataset):
-    return discover(ROOT, dataset, COHORT.get("pseudonym_key_file"), COHORT.get("patient_map"))
+    """Pseudonym -> RawPatient, without the patients withdrawn from the cohort (breastseg withdraw)."""
+    gone = withdrawn("data/splits", COHORT["name"], dataset)
+    found = discover(ROOT, dataset, KEY.key, COHORT.get("patient_map"))
+    return {pid: p for pid, p in found.items() if pid not in gone}
 
 
 # A user cohort is discovered once, here: no patient for a chosen experiment, or an entropy experiment on
-# B-mode-only data, stops the run with one line before any job starts.
+# B-mode-only data, stops the run with one line before any job starts. A ledger from before ledgers were
+# versioned is moved to the cohort's path (or refused when it was made with another key).
 if COHORT["name"] != "demo":
     try:
         FOUND = {dataset: discover_patients(dataset) for dataset in DATASETS}
         check_cohort(config, EXPERIMENTS, FOUND)
+        for _dataset in DATASETS:
+            migrate_legacy(COHORT, _dataset, KEY, FOUND[_dataset])
     except InputError as exc:
         stop(exc)
 

@@ -43,7 +43,7 @@ def copy_repo(dst: Path) -> Path:
                            text=True, check=True).stdout.splitlines()
     for f in files:
         src = ROOT / f
-        if src.is_file():
+        if src.is_file() and not f.startswith(("data/splits/", "metrics/")):  # the copy makes its own
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
     return dst

@@ -9,9 +9,33 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+USER_KEY_DIR = Path("~/.config/breastseg").expanduser()
+
+
+def _key_dir_state() -> dict[str, tuple[int, int]]:
+    """Every file under the user's breastseg config folder with its size and modification time."""
+    if not USER_KEY_DIR.exists():
+        return {}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(USER_KEY_DIR.rglob("*"))}
+
+
+_USER_KEYS_BEFORE = _key_dir_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite never reads, creates or changes the user's own pseudonym key: fail the run if it did."""
+    after = _key_dir_state()
+    if after != _USER_KEYS_BEFORE:
+        session.config.get_terminal_writer().line(
+            f"FAILED: the tests changed {USER_KEY_DIR} ({sorted(set(after) ^ set(_USER_KEYS_BEFORE)) or 'mtimes'})",
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(autouse=True)
 def _pseudonym_key(tmp_path_factory, monkeypatch):
-    """Every test gets its own pseudonym key, never the user's."""
+    """Every test gets its own pseudonym key, never the user's: the environment variable wins over
+    cohort.pseudonym_key_file, in this process and in the Snakemake and CLI processes the tests start."""
     key = tmp_path_factory.getbasetemp() / "pseudonym.key"
     monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(key))
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -155,3 +156,57 @@ def test_a_patient_folder_of_several_rf_files_converts_as_one_patient(tmp_path):
     assert write_fingerprints(found, tmp_path / "fp")[pid].read_text() == before
     np.savez(folder / "radial.npz", rf=rng.normal(size=(64, 12)), roi=np.zeros((64, 12)), fs=40e6, f0=7e6, pitch=2e-4)
     assert write_fingerprints(found, tmp_path / "fp")[pid].read_text() != before
+
+
+def test_the_environment_key_wins_over_params_so_tests_never_touch_the_users_key(tmp_path, monkeypatch):
+    from breastseg.pseudonym import cohort_key
+
+    named_in_params = tmp_path / "home" / ".config" / "breastseg" / "pseudonym.key"
+    env_key = tmp_path / "env.key"
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(env_key))
+    key = cohort_key({"name": "mycohort", "root": "x", "pseudonym_key_file": str(named_in_params)})
+    assert key.origin == str(env_key) and env_key.exists() and not named_in_params.exists()
+    monkeypatch.delenv("BREASTSEG_PSEUDONYM_KEY_FILE")
+    assert cohort_key({"name": "mycohort", "root": "x", "pseudonym_key_file": str(named_in_params)}).origin == \
+        str(named_in_params)
+
+
+def test_demo_key_is_fixed_and_refused_for_any_other_cohort(tmp_path, monkeypatch):
+    from breastseg.errors import InputError
+    from breastseg.pseudonym import DEMO_FINGERPRINT, DEMO_KEY, cohort_key
+
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(tmp_path / "missing.key"))
+    demo = cohort_key({"name": "demo", "root": "data/raw/demo"}, create=False)  # no file is read or written
+    assert demo.key == DEMO_KEY and demo.fingerprint == DEMO_FINGERPRINT and not (tmp_path / "missing.key").exists()
+    stolen = tmp_path / "demo.key"
+    stolen.write_text(DEMO_KEY.decode())
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(stolen))
+    with pytest.raises(InputError, match="public demo key"):
+        cohort_key({"name": "mycohort", "root": "data/raw/demo"})
+
+
+def test_a_missing_key_is_refused_where_a_ledger_exists(tmp_path, monkeypatch):
+    from breastseg.data.ledger import workspace_key
+    from breastseg.errors import InputError
+
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(tmp_path / "k.key"))
+    cohort = {"name": "mycohort", "root": "x"}
+    key = workspace_key(cohort, ["us"], tmp_path / "splits")  # no ledger yet: created on first use
+    ledger = tmp_path / "splits" / "mycohort" / "us-ledger.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text(json.dumps({"key_fingerprint": key.fingerprint, "patients": {}}))
+    assert workspace_key(cohort, ["us"], tmp_path / "splits").fingerprint == key.fingerprint
+    (tmp_path / "k.key").unlink()
+    with pytest.raises(InputError, match="no pseudonym key file"):
+        workspace_key(cohort, ["us"], tmp_path / "splits")
+    assert not (tmp_path / "k.key").exists()
+
+
+def test_a_demo_workspace_from_before_the_fixed_key_is_refused_with_how(tmp_path):
+    from breastseg.data.ledger import workspace_key
+    from breastseg.errors import InputError
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "mri-ledger.json").write_text(json.dumps({"patients": {}}))
+    with pytest.raises(InputError, match="make clean"):
+        workspace_key({"name": "demo", "root": "x"}, ["mri"], tmp_path / "splits")

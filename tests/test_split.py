@@ -83,16 +83,42 @@ def test_split_dataset_shares_assignment_and_writes_manifests(tmp_path, params):
     assert len(grown) == 11 and all(grown[p]["subset"] == v["subset"] for p, v in a.items())
 
 
-def test_conflicting_split_files_are_refused(tmp_path, params):
+def test_split_files_follow_the_ledger_not_the_other_way(tmp_path, params):
+    """A split file is an output: edited or stale, it is rewritten from the ledger, which alone decides."""
     files = [_prepared(tmp_path, e, f"P{i:012x}", "x") for e in ("mass_us_entropy", "mass_us_bmode") for i in range(4)]
     split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     f = tmp_path / "splits" / "mass_us_bmode.json"
+    before = read_split(f)
     doc = json.loads(f.read_text())
     pid = next(iter(doc["patients"]))
     doc["patients"][pid]["subset"] = {"train": "test", "test": "val", "val": "train"}[doc["patients"][pid]["subset"]]
     f.write_text(json.dumps(doc))
-    with pytest.raises(Exception, match=pid):
-        split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    assert read_split(f) == before
+
+
+@pytest.mark.parametrize("order", [("mass_us_entropy",), ("mass_us_bmode",), ("mass_us_bmode", "mass_us_entropy"),
+                                   ("mass_us_entropy", "mass_us_bmode")])
+def test_any_subset_of_experiments_gets_the_same_split(tmp_path, params, order):
+    """Each experiment alone, or both in any order: the same patients and subsets; other split files untouched."""
+    kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    files = {e: [_prepared(tmp_path, e, f"P{i:012x}", "benign" if i % 3 else "malignant") for i in range(10)]
+             for e in ("mass_us_entropy", "mass_us_bmode")}
+    reference = patient_split({f"P{i:012x}": "benign" if i % 3 else "malignant" for i in range(10)},
+                              params["split"]["fractions"], params["split"]["seed"])
+    other = tmp_path / "splits" / "mass_us_other.json"
+    other.parent.mkdir(parents=True)
+    for e in ("mass_us_entropy", "mass_us_bmode"):
+        if e not in order:
+            (tmp_path / "splits" / f"{e}.json").write_text("left as it was")
+    assignment = split_dataset(params, "us", [f for e in order for f in files[e]], **kw)
+    assert assignment == reference
+    for e in ("mass_us_entropy", "mass_us_bmode"):
+        written = (tmp_path / "splits" / f"{e}.json").read_text()
+        if e in order:
+            assert {p: v["subset"] for p, v in read_split(tmp_path / "splits" / f"{e}.json").items()} == reference
+        else:
+            assert written == "left as it was"
 
 
 def test_ledger_keeps_assignments_when_the_split_files_are_deleted(tmp_path, params):
@@ -116,4 +142,53 @@ def test_ledger_keeps_assignments_when_the_split_files_are_deleted(tmp_path, par
     split_dataset(params, "us", older, data_version="v1", **kw)
     again = read_split(tmp_path / "splits" / "mass_us_bmode.json")
     assert again == {p: {**v, "joined": "v1"} for p, v in first.items()}
-    assert len(json.loads((tmp_path / "splits" / "us-ledger.json").read_text())["patients"]) == 11
+    ledger = json.loads((tmp_path / "splits" / "demo" / "us-ledger.json").read_text())
+    assert len(ledger["patients"]) == 11 and ledger["cohort"] == "demo"
+
+
+def _mycohort(params):
+    return {**params, "cohort": {"name": "mycohort", "root": "data/raw/mycohort"}}
+
+
+def test_ledger_records_the_key_fingerprint_and_refuses_another_key(tmp_path, params, monkeypatch):
+    from breastseg.errors import InputError
+    from breastseg.pseudonym import DEMO_FINGERPRINT, cohort_key
+
+    kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    files = [_prepared(tmp_path, "mass_us_bmode", f"P{i:012x}", "x") for i in range(5)]
+    split_dataset(params, "us", files, **kw)
+    assert json.loads((tmp_path / "splits" / "demo" / "us-ledger.json").read_text())["key_fingerprint"] == \
+        DEMO_FINGERPRINT
+    own = _mycohort(params)
+    split_dataset(own, "us", files, **kw)
+    ledger = json.loads((tmp_path / "splits" / "mycohort" / "us-ledger.json").read_text())
+    fingerprint = cohort_key(own["cohort"]).fingerprint
+    assert ledger["key_fingerprint"] == fingerprint != DEMO_FINGERPRINT
+    assert "key" not in json.dumps(ledger).replace("key_fingerprint", "")  # the fingerprint, never the key
+    other = tmp_path / "other.key"
+    other.write_text("f" * 64)
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(other))
+    with pytest.raises(InputError, match=f"made with pseudonym key {fingerprint}.*{other}"):
+        split_dataset(own, "us", files, **kw)
+
+
+def test_withdrawn_patients_are_never_split_again(tmp_path, params):
+    from breastseg.data.ledger import withdraw
+    from breastseg.errors import InputError
+
+    own = _mycohort(params)
+    kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    files = [_prepared(tmp_path, "mass_us_bmode", f"P{i:012x}", "x") for i in range(6)]
+    first = split_dataset(own, "us", files, **kw)
+    gone = "P000000000002"
+    report = withdraw(own, gone, interim_dir=tmp_path / "interim", tag_models=False, **kw)
+    assert report["datasets"]["us"]["subset"] == first[gone]
+    assert not (tmp_path / "processed" / "mass_us_bmode" / f"{gone}.npz").exists()
+    ledger = json.loads((tmp_path / "splits" / "mycohort" / "us-ledger.json").read_text())
+    assert gone not in ledger["patients"] and ledger["withdrawn"] == [gone]
+    assert gone not in read_split(tmp_path / "splits" / "mass_us_bmode.json")
+    rest = [f for f in files if f.exists()]
+    assert split_dataset(own, "us", rest, **kw) == {p: s for p, s in first.items() if p != gone}
+    back = _prepared(tmp_path, "mass_us_bmode", gone, "x")  # its raw files were left: refused, never re-added
+    with pytest.raises(InputError, match="withdrawn"):
+        split_dataset(own, "us", [*rest, back], **kw)

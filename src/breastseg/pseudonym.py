@@ -1,7 +1,17 @@
 """Pseudonyms: patients are named by a keyed hash, never by a raw identifier.
 
-The key lives outside git (default ``~/.config/breastseg/pseudonym.key``, or the file named by
-``BREASTSEG_PSEUDONYM_KEY_FILE``). It is created on first use. Keep it: a new key renames every patient.
+Real cohorts: the key lives outside git, in the file named by ``$BREASTSEG_PSEUDONYM_KEY_FILE``, else by
+``cohort.pseudonym_key_file``, else ``~/.config/breastseg/pseudonym.key`` (the environment wins, as
+``MLFLOW_TRACKING_URI`` does, so a test or a CI job can never read or create a user's key). It is created on
+first use, when no split ledger exists yet; where a ledger exists, a missing key is refused, never replaced.
+A team shares the key file the way it shares a DVC remote's credentials.
+
+The demo cohort (``cohort.name: demo``) is synthetic and carries no identity: its patients are named with
+:data:`DEMO_KEY`, a fixed, public key, so every machine draws the same demo split. The demo key is applied in
+code only when the cohort is named ``demo``, and a key file holding it is refused for any other cohort.
+
+Each ledger records the key's fingerprint (:func:`key_fingerprint`: a keyed hash of a fixed string, never the
+key), so a run with another key is refused instead of silently renaming and re-splitting every patient.
 """
 from __future__ import annotations
 
@@ -9,21 +19,42 @@ import hashlib
 import hmac
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .errors import InputError
 
 DEFAULT_KEY_FILE = Path("~/.config/breastseg/pseudonym.key")
+ENV_KEY_FILE = "BREASTSEG_PSEUDONYM_KEY_FILE"
+DEMO_COHORT = "demo"
+# Public on purpose: the demo's phantoms have no identity to protect, and one key everywhere gives one split.
+DEMO_KEY = b"breastseg public demo key: synthetic phantoms only, never real patients"
+_FINGERPRINT_MESSAGE = b"breastseg pseudonym key fingerprint v1"
 
 
 def key_file(path: str | Path | None = None) -> Path:
-    """The key file in force: the argument, else $BREASTSEG_PSEUDONYM_KEY_FILE, else the default."""
-    chosen = path or os.environ.get("BREASTSEG_PSEUDONYM_KEY_FILE") or DEFAULT_KEY_FILE
+    """The key file in force: $BREASTSEG_PSEUDONYM_KEY_FILE, else the argument, else the default."""
+    chosen = os.environ.get(ENV_KEY_FILE) or path or DEFAULT_KEY_FILE
     return Path(chosen).expanduser()
 
 
-def load_key(path: str | Path | None = None) -> bytes:
-    """Read the key, creating a random one (mode 0600) if the file does not exist yet."""
-    p = key_file(path)
+def key_fingerprint(key: bytes) -> str:
+    """A short keyed hash of a fixed string: names the key in a ledger without revealing it."""
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+DEMO_FINGERPRINT = key_fingerprint(DEMO_KEY)
+
+
+def load_key(path: str | Path | None = None, *, create: bool = True) -> bytes:
+    """Read the key from ``path`` (None: the file :func:`key_file` names); create a random one (mode 0600) if
+    the file does not exist yet and ``create`` is set."""
+    p = Path(path).expanduser() if path else key_file()
     if not p.exists():
+        if not create:
+            raise InputError(p, "no pseudonym key file (a split ledger exists, so a new key would rename every "
+                                "patient): restore the team's key file or set $BREASTSEG_PSEUDONYM_KEY_FILE")
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -37,10 +68,31 @@ def load_key(path: str | Path | None = None) -> bytes:
             tmp.unlink(missing_ok=True)
     key = p.read_text().strip()
     if len(key) < 32:
-        from .errors import InputError
-
         raise InputError(p, "pseudonym key is shorter than 32 characters")
     return key.encode()
+
+
+@dataclass(frozen=True)
+class CohortKey:
+    """The pseudonym key of one cohort, where it was read from, and its fingerprint."""
+
+    key: bytes
+    origin: str
+    fingerprint: str
+
+
+def cohort_key(cohort: dict[str, Any], *, create: bool = True) -> CohortKey:
+    """The key in force for ``cohort`` (the ``cohort`` block of params): the public demo key for ``demo``, else
+    the key file (see :func:`key_file`), which must not hold the demo key."""
+    if cohort.get("name") == DEMO_COHORT:
+        return CohortKey(DEMO_KEY, "the built-in demo key", DEMO_FINGERPRINT)
+    path = key_file(cohort.get("pseudonym_key_file"))
+    key = load_key(path, create=create)
+    fingerprint = key_fingerprint(key)
+    if fingerprint == DEMO_FINGERPRINT:
+        raise InputError(path, f"holds the public demo key, which cohort '{cohort.get('name')}' must never use: "
+                               "give real patients a key of their own")
+    return CohortKey(key, str(path), fingerprint)
 
 
 def pseudonym(identifier: str, key: bytes, prefix: str = "P") -> str:

@@ -146,9 +146,12 @@ def read_patient_map(path: str | Path) -> dict[str, str]:
     return out
 
 
-def discover(root: str | Path, dataset: str, key_file: str | Path | None = None,
+def discover(root: str | Path, dataset: str, key: bytes | str | Path | None = None,
              patient_map: str | Path | None = None) -> dict[str, RawPatient]:
-    """Pseudonym -> :class:`RawPatient` for one dataset of a cohort, sorted by pseudonym."""
+    """Pseudonym -> :class:`RawPatient` for one dataset of a cohort, sorted by pseudonym.
+
+    ``key``: the pseudonym key itself (bytes, e.g. :func:`breastseg.pseudonym.cohort_key`), or a key file.
+    """
     base = Path(root) / dataset
     if dataset not in LAYOUTS:
         raise ValueError(f"unknown dataset {dataset!r}")
@@ -168,7 +171,8 @@ def discover(root: str | Path, dataset: str, key_file: str | Path | None = None,
     groups: dict[str, list[_Unit]] = {}
     for u in units:
         groups.setdefault(mapping.get(u.id, u.id), []).append(u)
-    key = load_key(key_file)
+    if not isinstance(key, bytes):
+        key = load_key(key)
     out: dict[str, RawPatient] = {}
     for name, group in groups.items():
         pid = pseudonym(name, key)

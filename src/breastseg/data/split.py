@@ -80,66 +80,78 @@ def split_data_files(processed_dir: Path, split_file: Path) -> list[Path]:
     return sorted(Path(processed_dir) / f"{p}.npz" for p in read_split(split_file))
 
 
-def ledger_path(splits_dir: Path, dataset: str) -> Path:
-    """``<splits_dir>/<dataset>-ledger.json``: every patient's assignment and the data version it joined in."""
-    return Path(splits_dir) / f"{dataset}-ledger.json"
-
-
 def split_dataset(
     params: dict[str, Any], dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path,
-    data_version: str | None = None,
+    data_version: str | None = None, key_fingerprint: str | None = None,
 ) -> dict[str, str]:
-    """Update the split files and manifests of every experiment on ``dataset``.
+    """Update the ledger, and the split files and manifests of the experiments whose prepared files are given.
 
-    Each patient records the data version it joined in (``joined``; ``data_version`` of the run that first
-    assigned it), and ``data_versions`` lists the versions in the order they added patients, so the test
-    patients of any earlier model version stay identifiable: those that joined in or before its version.
+    The ledger (:mod:`breastseg.data.ledger`, ``<splits_dir>/<cohort>/<dataset>-ledger.json``) is the one record
+    of assignments: patients in it keep their subset, new ones are assigned and added. Only the experiments of
+    ``prepared`` (those of this run) get split files; the split files of other experiments on the dataset are
+    left as they were. Each patient records the data version it joined in (``joined``; ``data_version`` of the
+    run that first assigned it), and ``data_versions`` lists the versions in the order they added patients, so
+    the test patients of any earlier model version stay identifiable: those that joined in or before its version.
     """
-    experiments = sorted(n for n, e in params["experiments"].items() if e["dataset"] == dataset)
-    if not experiments:
+    from ..pseudonym import cohort_key
+    from .ledger import check_key, ledger_path, read_ledger
+
+    cohort = params["cohort"]
+    ledger_file = ledger_path(splits_dir, cohort["name"], dataset)
+    key = cohort_key(cohort, create=not ledger_file.exists())  # never a new key where a ledger exists
+    if key_fingerprint is not None and key_fingerprint != key.fingerprint:
+        raise InputError(key.origin, f"pseudonym key {key.fingerprint} is not the run's key {key_fingerprint}")
+    of_dataset = {n for n, e in params["experiments"].items() if e["dataset"] == dataset}
+    if not of_dataset:
         raise InputError("params.yaml", f"no experiment uses dataset '{dataset}'")
-    by_exp: dict[str, list[Path]] = {e: [] for e in experiments}
+    by_exp: dict[str, list[Path]] = {}
     for f in prepared:
-        if f.parent.name in by_exp:
-            by_exp[f.parent.name].append(f)
+        if f.parent.name in of_dataset:
+            by_exp.setdefault(f.parent.name, []).append(f)
+    if not by_exp:
+        raise InputError(processed_dir, f"no prepared patient of dataset '{dataset}' was given")
+    # Strata from the prepared files of this run's experiments (every experiment of a dataset writes the same
+    # patients and strata, so any of them will do): not from an experiment outside the run.
     strata: dict[str, str] = {}
-    for f in by_exp[experiments[0]]:
-        with np.load(f) as z:
-            strata[str(z["patient"])] = str(z["stratum"])
-    existing: dict[str, str] = {}
-    joined: dict[str, str | None] = {}
-    versions: list[str] = []
-    prior_strata: dict[str, str] = {}
+    for files in by_exp.values():
+        for f in files:
+            if f.stem not in strata:
+                with np.load(f) as z:
+                    strata[str(z["patient"])] = str(z["stratum"])
     # The ledger keeps every assignment ever made. It is no rule's output, so Snakemake never deletes it before
     # rerunning this step (it does delete the split files, which are), and a rerun cannot reassign anyone.
-    ledger = ledger_path(splits_dir, dataset)
-    for path in (ledger, *(splits_dir / f"{e}.json" for e in experiments)):
-        if path.exists():
-            for p, v in read_split(path).items():
-                if existing.setdefault(p, v["subset"]) != v["subset"]:
-                    raise InputError(path, f"patient {p} is in '{v['subset']}' here but '{existing[p]}' elsewhere")
-                joined.setdefault(p, v.get("joined"))
-                prior_strata.setdefault(p, v.get("stratum", "?"))
-            versions = versions or list(json.loads(path.read_text()).get("data_versions", []))
+    ledger = read_ledger(ledger_file) or {}
+    if ledger:
+        check_key(ledger_file, ledger, key)
+    entries: dict[str, dict[str, Any]] = ledger.get("patients", {})
+    withdrawn = set(ledger.get("withdrawn", []))
+    back = sorted(withdrawn & set(strata))
+    if back:
+        raise InputError(ledger_file, f"patient {back[0]} was withdrawn from the cohort but has prepared data; "
+                                      "remove its raw files (withdrawn patients are never split again)")
+    existing = {p: v["subset"] for p, v in entries.items()}
+    versions: list[str] = list(ledger.get("data_versions", []))
     cfg = params["split"]
     assignment = patient_split(strata, cfg["fractions"], cfg["seed"], existing)
     newcomers = [p for p in assignment if p not in existing]
-    for p in newcomers:
-        joined[p] = data_version
     if newcomers and data_version and data_version not in versions:
         versions.append(data_version)
-    record = {p: {"subset": s, "stratum": strata.get(p) or prior_strata.get(p, "?"), "joined": joined.get(p)}
+    record = {p: {"subset": s, "stratum": entries.get(p, {}).get("stratum") or strata.get(p, "?"),
+                  "joined": entries[p].get("joined") if p in entries else data_version}
               for p, s in assignment.items()}
-    write_json(ledger, {"dataset": dataset, "data_versions": versions, "patients": record})
+    write_json(ledger_file, {"cohort": cohort["name"], "dataset": dataset, "key_fingerprint": key.fingerprint,
+                             "split": {"seed": cfg["seed"], "fractions": cfg["fractions"]},
+                             "data_versions": versions, "withdrawn": sorted(withdrawn), "patients": record})
     # The split files list the patients present now (an older data version checked out lists fewer), each
     # with the subset the ledger gave it.
     record = {p: v for p, v in record.items() if p in strata}
     assignment = {p: s for p, s in assignment.items() if p in strata}
     counts = Counter(assignment.values())
-    for e in experiments:
+    for e in sorted(by_exp):
         write_json(splits_dir / f"{e}.json", {
             "experiment": e,
             "dataset": dataset,
+            "cohort": cohort["name"],
             "seed": cfg["seed"],
             "fractions": cfg["fractions"],
             "counts": {s: counts.get(s, 0) for s in SUBSETS},

@@ -122,6 +122,30 @@ def cmd_split(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_rekey(args: argparse.Namespace) -> None:
+    from .data.ledger import rekey
+
+    renamed = rekey(_params(args), args.old_key, args.new_key, splits_dir=Path(args.splits_dir),
+                    interim_dir=Path(args.interim_dir), processed_dir=Path(args.processed_dir))
+    for dataset, mapping in renamed.items():
+        print(f"{dataset}: {len(mapping)} patients re-keyed; their converted data is rebuilt by the next run")
+    print(f"now point cohort.pseudonym_key_file (or $BREASTSEG_PSEUDONYM_KEY_FILE) at {args.new_key}")
+
+
+def cmd_withdraw(args: argparse.Namespace) -> None:
+    from .data.ledger import withdraw
+
+    report = withdraw(_params(args), args.patient, splits_dir=Path(args.splits_dir),
+                      interim_dir=Path(args.interim_dir), processed_dir=Path(args.processed_dir),
+                      tag_models=not args.no_tag)
+    for dataset, done in report["datasets"].items():
+        print(f"{report['patient']}: withdrawn from {dataset} (was {done['subset']}); removed {len(done['removed'])} "
+              "converted outputs")
+    for mv in report["model_versions"]:
+        print(f"tagged breastseg.withdrawn_patients on {mv}")
+    print("delete the patient's raw files and `dvc add` the cohort again; the ledger keeps the pseudonym out")
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     from .training.tune import open_study
 
@@ -280,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--splits-dir", default="data/splits")
     s.add_argument("--processed-dir", default="data/processed")
     s.add_argument("--data-version", help="the data version new patients join in (recorded per patient)")
+
+    s = add("rekey", cmd_rekey, "rotate the pseudonym key: the ledger and outputs follow every patient to its new name")
+    s.add_argument("--old-key", required=True, metavar="FILE", help="the key file the ledgers were made with")
+    s.add_argument("--new-key", required=True, metavar="FILE", help="the new key file (created when missing)")
+    s.add_argument("--splits-dir", default="data/splits")
+    s.add_argument("--interim-dir", default="data/interim")
+    s.add_argument("--processed-dir", default="data/processed")
+
+    s = add("withdraw", cmd_withdraw, "withdraw a patient on request: ledger, splits and converted data; model "
+                                      "versions trained with the patient are tagged")
+    s.add_argument("patient", metavar="PATIENT", help="the raw patient identifier (folder name, lesion id) or its "
+                                                     "pseudonym (P + 12 hex digits)")
+    s.add_argument("--no-tag", action="store_true", help="do not tag model versions in MLflow")
+    s.add_argument("--splits-dir", default="data/splits")
+    s.add_argument("--interim-dir", default="data/interim")
+    s.add_argument("--processed-dir", default="data/processed")
 
     for name, func, help in [
         ("study", cmd_study, "create or reopen the Optuna study and its MLflow parent run"),

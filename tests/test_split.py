@@ -192,3 +192,33 @@ def test_withdrawn_patients_are_never_split_again(tmp_path, params):
     back = _prepared(tmp_path, "mass_us_bmode", gone, "x")  # its raw files were left: refused, never re-added
     with pytest.raises(InputError, match="withdrawn"):
         split_dataset(own, "us", [*rest, back], **kw)
+
+
+def test_rekey_keeps_every_patient_in_its_subset_under_its_new_name(tmp_path, params, monkeypatch):
+    """Key rotation: the ledger follows each woman (found by her raw files) to her new pseudonym."""
+    from breastseg.data.cohort import discover
+    from breastseg.data.ledger import rekey
+    from breastseg.errors import InputError
+    from breastseg.pseudonym import key_fingerprint, load_key
+
+    root = tmp_path / "cohort"
+    for name in ("Doe^Jane", "Roe^Ann", "Poe^Eve", "Loe^Kim", "Moe^Ida"):
+        (root / "mri" / name / "study").mkdir(parents=True)
+        (root / "mri" / name / "study" / "x.dcm").write_bytes(name.encode())
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(old))
+    own = {**params, "cohort": {"name": "mycohort", "root": str(root)}}
+    kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    before = discover(root, "mri", load_key(old))
+    files = [_prepared(tmp_path, "bpe_mri", pid, "x") for pid in before]
+    first = split_dataset(own, "mri", files, **kw)
+    renamed = rekey(own, old, new, interim_dir=tmp_path / "interim", **kw)["mri"]
+    after = discover(root, "mri", load_key(new))
+    assert set(renamed) == set(before) and set(renamed.values()) == set(after)
+    assert all(before[o].sources == after[n].sources for o, n in renamed.items())
+    ledger = json.loads((tmp_path / "splits" / "mycohort" / "mri-ledger.json").read_text())
+    assert ledger["key_fingerprint"] == key_fingerprint(load_key(new))
+    assert {p: v["subset"] for p, v in ledger["patients"].items()} == {renamed[p]: s for p, s in first.items()}
+    assert not any((tmp_path / "processed" / "bpe_mri" / f"{p}.npz").exists() for p in before)  # rebuilt next run
+    with pytest.raises(InputError, match="made with pseudonym key"):  # the old key is no longer the ledger's
+        rekey(own, old, tmp_path / "third.key", interim_dir=tmp_path / "interim", **kw)

@@ -1,12 +1,13 @@
 """Segmentation quality of a finished quality-profile run against the published reference points.
 
-Reads ``metrics/<experiment>.json`` and ``results/comparisons/entropy_vs_bmode.json`` under ``--quality-dir``
+Reads ``results/<experiment>/evaluation.json`` (else the flat ``metrics/<experiment>.json``) and
+``results/comparisons/entropy_vs_bmode.json`` under ``--quality-dir``
 (the repository a ``snakemake --configfile configs/quality.yaml`` run finished in); runs nothing itself.
 Ratios (lower is better): published mean Dice / measured mean Dice per experiment (BPE/FGT 0.76; ultrasound
 entropy 0.60, B-mode 0.53), and for the paired comparison the B-mode/entropy Dice ratio measured over the
 published one (0.53 / 0.60): at most 1 when entropy leads B-mode by at least the published margin; and the
 highest mean Dice over the 0.95 ceiling (a synthetic task easy enough to pass it cannot tell a good method from
-a weak one). Experiments without a metrics file are "not measured".
+a weak one). Experiments without an evaluation are "not measured".
 
     .venv/bin/python benchmarks/bench_quality.py --quality-dir PATH [--quick]
 """
@@ -38,13 +39,22 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _evaluation(where: Path, exp: str) -> dict | None:
+    """The experiment's evaluation summary, else its flat headline metrics (``dice_<class>`` keys)."""
+    m = _read(where / "results" / exp / "evaluation.json") or _read(where / "metrics" / f"{exp}.json")
+    if m is not None and not isinstance(m.get("dice"), dict):
+        m = {**m, "dice": {k[5:]: v for k, v in m.items()
+                           if k.startswith("dice_") and k not in ("dice_mean", "dice_median")}}
+    return m
+
+
 def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     args = parser().parse_args([] if argv is None else argv)
     where = args.quality_dir
     results = []
     dice: dict[str, float] = {}
     for exp, ref in PUBLISHED.items():
-        m = _read(where / "metrics" / f"{exp}.json") if where else None
+        m = _evaluation(where, exp) if where else None
         row = {"name": f"quality: {LABELS[exp]} Dice vs published", "ratio": None, "target": 1.0,
                "reference": f"published mean Dice {ref:.2f}", "detail": "not measured"}
         if m and m.get("dice_mean"):

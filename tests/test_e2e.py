@@ -17,8 +17,8 @@ def _copy_repo(dst: Path) -> Path:
     """A git repository holding the project's files, with params.yaml shrunk by tests/e2e_config.yaml."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
+    for f in files:  # not the working copy's ledgers and metrics: the copy's tiny cohort makes its own
+        if (ROOT / f).is_file() and not f.startswith(("data/splits/", "metrics/")):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
     params = yaml.safe_load((dst / "params.yaml").read_text())
@@ -50,18 +50,25 @@ def test_pipeline_end_to_end(tmp_path):
     for e in EXPERIMENTS:
         m = json.loads((repo / "metrics" / f"{e}.json").read_text())
         assert m["n_patients"] >= 1 and m["dice_mean"] is not None and 0 <= m["dice_mean"] <= 1
+        assert len(m) <= 12 and all(v is None or isinstance(v, (int, float)) for v in m.values()), m  # flat
+        full = json.loads((repo / "results" / e / "evaluation.json").read_text())
+        assert full["dice_mean"] == pytest.approx(m["dice_mean"], abs=5e-5) and full["environment"]["torch"]
         assert (repo / "results" / e / "overlays.png").exists()
         split = json.loads((repo / "data" / "splits" / f"{e}.json").read_text())["patients"]
         subsets = {s: {p for p, v in split.items() if v["subset"] == s} for s in ("train", "val", "test")}
         assert not (subsets["train"] & subsets["test"]) and not (subsets["val"] & subsets["test"])
+        assert sorted(subsets["test"]) == full["test_patients"]
+        decision = json.loads((repo / "results" / e / "decision.json").read_text())
+        assert decision["decided_on"] == "val" and decision["val_patients"] == sorted(subsets["val"])
+        assert decision["promoted"] and decision["comparable"]  # the first model: no champion yet
     us = [json.loads((repo / "data" / "splits" / f"{e}.json").read_text())["patients"] for e in EXPERIMENTS[1:]]
     assert us[0] == us[1]
     summary = (repo / "results" / "summary.html").read_text()
     assert all(e in summary for e in EXPERIMENTS) and "Wilcoxon" in summary and "kappa" in summary
     assert summary.count("data:image/png;base64") == 3 + 3 + 1 + 1  # overlays, box plots, calibration, comparison
     comparison = json.loads((repo / "results" / "comparisons" / "entropy_vs_bmode.json").read_text())
-    assert comparison["wilcoxon"]["patients"] == json.loads((repo / "metrics" / "mass_us_bmode.json").read_text())[
-        "test_patients"]
+    assert comparison["wilcoxon"]["patients"] == json.loads(
+        (repo / "results" / "mass_us_bmode" / "evaluation.json").read_text())["test_patients"]
     assert (repo / "logs" / "train" / "bpe_mri.log").exists()
 
     import mlflow

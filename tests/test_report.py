@@ -1,4 +1,5 @@
-"""The one-page summary: content from the metrics files, and figures that render in a real browser."""
+"""The one-page summary: content from results/<experiment>/evaluation.json and decision.json, and figures that
+render in a real browser."""
 import json
 import shutil
 from pathlib import Path
@@ -30,10 +31,14 @@ def results(tmp_path, params):
             figures.calibration_plot([0.1, 0.4, 0.6], [0.2, 0.4, 0.7], [0.25, 0.5, 0.75], res / name /
                                      "bpe_calibration.png", "calibration")
         figures.box_plot({c: [0.7, 0.8, 0.9] for c in classes}, res / name / "dice_boxplot.png", name)
+        comparable = name != "mass_us_entropy"
         (res / name / "decision.json").write_text(json.dumps({
-            "promoted": name != "mass_us_bmode", "challenger": {"version": "2", "score": 0.8},
+            "promoted": name == "bpe_mri", "decided_on": "val", "n": 4, "comparable": comparable,
+            "reason": None if comparable else "champion v1 was trained on maps with entropy_on=bmode; today's maps "
+                                              "use entropy_on=envelope: not compared, not promoted",
+            "challenger": {"version": "2", "score": 0.8},
             "champion_before": {"version": "1", "score": 0.85 if name == "mass_us_bmode" else 0.7}}))
-        f = tmp_path / f"{name}.json"
+        f = res / name / "evaluation.json"
         f.write_text(json.dumps(m))
         metrics.append(f)
     (res / "comparisons").mkdir()
@@ -48,9 +53,22 @@ def results(tmp_path, params):
 def test_summary_holds_every_number_people_ask_for(results):
     page = results.read_text()
     for text in ("bpe_mri", "mass_us_entropy", "0.800 [0.700, 0.900]", "kappa 0.500", "p = 0.0123", "0.610",
-                 "0.590", "kept v1 (0.850 vs challenger 0.800)", "promoted v2 (0.800 vs v1 0.700)", "true mild"):
+                 "0.590", "kept v1 (0.850 vs challenger 0.800) on 4 val patients",
+                 "promoted v2 (0.800 vs v1 0.700) on 4 val patients", "true mild",
+                 "kept v1 (not compared: champion v1 was trained on maps with entropy_on=bmode"):
         assert text in page, text
     assert page.count("<img") == 4
+    assert "the test patients decide nothing" in page
+
+
+def test_summary_reads_the_evaluation_beside_a_flat_metrics_file(results, tmp_path, params):
+    """`breastseg report metrics/*.json` still works: a flat file points at results/<experiment>/evaluation.json."""
+    flat = tmp_path / "metrics"
+    flat.mkdir()
+    for name in ("bpe_mri", "mass_us_entropy", "mass_us_bmode"):
+        (flat / f"{name}.json").write_text(json.dumps({"dice_mean": 0.8, "n_patients": 3}))
+    out = write_summary(params, sorted(flat.glob("*.json")), tmp_path / "again.html", results_dir=tmp_path / "results")
+    assert out.read_text() == results.read_text()
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),

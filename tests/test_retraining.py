@@ -70,6 +70,7 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     assert first.returncode == 0, first.stderr[-5000:]
     before = {e: _split(repo, e) for e in ("bpe_mri", "mass_us_bmode")}
     metrics_v1 = {e: json.loads((repo / "metrics" / f"{e}.json").read_text()) for e in before}
+    tested_v1 = {e: json.loads((repo / "results" / e / "evaluation.json").read_text())["test_patients"] for e in before}
     dvc_v1 = (repo / "data" / "raw" / "c1.dvc").read_text()
     v1 = before["bpe_mri"]["data_versions"]
     assert len(v1) == 1 and v1[0].startswith("dvc-")
@@ -120,8 +121,11 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
         decision = json.loads((repo / "results" / e / "decision.json").read_text())
         champion = str(client.get_model_version_by_alias(model["model_name"], "champion").version)
         assert champion == ("2" if decision["promoted"] else "1")
-        assert decision["champion_before"]["version"] == "1"  # re-evaluated on the challenger's test patients
-        assert decision["test_patients"] == sorted(p for p, v in after["patients"].items() if v["subset"] == "test")
+        assert decision["champion_before"]["version"] == "1"  # re-scored on the challenger's val patients
+        assert decision["decided_on"] == "val" and decision["comparable"]
+        assert decision["val_patients"] == sorted(p for p, v in after["patients"].items() if v["subset"] == "val")
+        assert decision["reported_test"]["test_patients"] == sorted(p for p, v in after["patients"].items()
+                                                                     if v["subset"] == "test")
 
     # The cohort and the models go to the DVC remote and come back, byte for byte (`dvc commit` records the
     # outputs of a plain snakemake run in dvc.lock, as `dvc repro` would).
@@ -145,6 +149,6 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
     assert again.returncode == 0, again.stderr[-5000:]
     for e, old in metrics_v1.items():
         now = json.loads((repo / "metrics" / f"{e}.json").read_text())
-        assert now["test_patients"] == old["test_patients"]
+        assert json.loads((repo / "results" / e / "evaluation.json").read_text())["test_patients"] == tested_v1[e]
         assert now["dice_mean"] == pytest.approx(old["dice_mean"], abs=1e-6), (e, now["dice_mean"], old["dice_mean"])
         assert json.loads((repo / "models" / e / "model.json").read_text())["version"] == "3"

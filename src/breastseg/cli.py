@@ -184,14 +184,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     evaluate_experiment(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
                         processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir),
-                        dice_plot_csv=Path(args.dice_plot) if args.dice_plot else None)
+                        dice_plot_csv=Path(args.dice_plot) if args.dice_plot else None,
+                        evaluation_json=Path(args.evaluation) if args.evaluation else None)
 
 
 def cmd_register(args: argparse.Namespace) -> None:
     from .registry import promote_if_better
 
-    promote_if_better(_params(args), args.experiment, model_json=Path(args.model), metrics_json=Path(args.metrics),
-                      split_file=Path(args.split), processed_dir=Path(args.processed_dir), decision_json=Path(args.out))
+    promote_if_better(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
+                      processed_dir=Path(args.processed_dir), decision_json=Path(args.out),
+                      interim_dir=Path(args.interim_dir) if args.interim_dir else None,
+                      evaluation_json=Path(args.evaluation) if args.evaluation else None)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -326,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("tune", cmd_tune, "an Optuna worker: run trials (nested MLflow runs) until the study has tune.n_trials"),
         ("train", cmd_train, "train the final model, log it to MLflow, register it as 'challenger'"),
         ("evaluate", cmd_evaluate, "evaluate the challenger on the test patients"),
-        ("register", cmd_register, "promote the challenger to 'champion' if it beats the champion"),
+        ("register", cmd_register, "promote the challenger to 'champion' if it beats the champion on the same "
+                                   "validation patients"),
     ]:
         s = add(name, func, help)
         s.add_argument("experiment")
@@ -348,11 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--curve", help="learning curve CSV (DVC plot)")
         if name in ("evaluate", "register"):
             s.add_argument("--model", required=True, help="model.json written by 'train'")
-            s.add_argument("--metrics", required=True, help="metrics/<experiment>.json")
         if name == "evaluate":
+            s.add_argument("--metrics", required=True, help="metrics/<experiment>.json (flat headline figures)")
+            s.add_argument("--evaluation", help="full summary JSON (default: OUT_DIR/evaluation.json)")
             s.add_argument("--out-dir", required=True, help="per-case table and figures")
             s.add_argument("--dice-plot", help="per-patient Dice CSV (DVC plot)")
         if name == "register":
+            s.add_argument("--interim-dir", help="converted patients, to prepare val slices for a champion trained "
+                                                 "with another image size (default: data/interim/<dataset>)")
+            s.add_argument("--evaluation", help="the challenger's evaluation.json: its test figures are copied into "
+                                                "the decision as reported_test, never used by it")
             s.add_argument("--out", required=True, help="decision JSON")
 
     s = add("best-params", cmd_best_params, "close the study: write the best trial's parameters for 'train'")

@@ -1,4 +1,10 @@
-"""Champion gate: promote the challenger only if it is at least as good on the same test patients."""
+"""Champion gate: promote the challenger only if it is at least as good as the champion on the same validation
+patients, each model scored through its own preprocessing (:mod:`breastseg.evaluation.gate`).
+
+No decision reads the test set: both scores come from the ``val`` patients of ``data/splits/<experiment>.json``,
+with ``register.metric`` computed as evaluation computes it. The challenger's test figures (from
+``results/<experiment>/evaluation.json``) are only copied into ``decision.json`` under ``reported_test``.
+"""
 from __future__ import annotations
 
 import json
@@ -21,18 +27,42 @@ def decide(challenger: float | None, champion: float | None, margin: float) -> b
     return challenger >= champion + margin
 
 
-def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, metrics_json: Path, split_file: Path,
-                      processed_dir: Path, decision_json: Path) -> dict[str, Any]:
-    """Compare challenger and champion on this split's test patients; move alias ``champion`` if warranted."""
+def _reported_test(evaluation_json: Path | None, metric: str) -> dict[str, Any] | None:
+    """The challenger's test figures, for the record only (never used in the decision)."""
+    if not evaluation_json or not Path(evaluation_json).exists():
+        return None
+    from .evaluation.evaluate import headline
+
+    summary = json.loads(Path(evaluation_json).read_text())
+    if "per_patient" not in summary:  # a flat metrics file
+        return {metric: summary.get(metric), "n_patients": summary.get("n_patients")}
+    flat = headline(summary)
+    return {metric: flat.get(metric, summary.get(metric)), "n_patients": summary.get("n_patients"),
+            "test_patients": summary.get("test_patients", []), "model_version": summary.get("model_version")}
+
+
+def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
+                      decision_json: Path, interim_dir: Path | None = None, evaluation_json: Path | None = None,
+                      metrics_json: Path | None = None) -> dict[str, Any]:
+    """Score challenger and champion on this split's val patients; move alias ``champion`` if warranted.
+
+    ``interim_dir`` (default ``data/interim/<dataset>`` beside ``processed_dir``'s parent) holds the converted
+    patients, from which the val patients are prepared again for a champion trained with another image size or
+    other channels. ``evaluation_json`` (or, for older callers, ``metrics_json``) only feeds ``reported_test``.
+    """
     import mlflow
 
-    from .evaluation.evaluate import evaluate_model
+    from .config import experiment
+    from .data.split import subset_patients
+    from .evaluation.gate import SUBSET, gate_score
 
     cfg = params["register"]
     metric = cfg.get("metric", "dice_mean")
     margin = float(cfg.get("margin", 0.0))
-    model = json.loads(model_json.read_text())
-    metrics = json.loads(metrics_json.read_text())
+    exp = experiment(params, name)
+    processed_dir = Path(processed_dir)
+    interim_dir = Path(interim_dir) if interim_dir else processed_dir.parent.parent / "interim" / exp["dataset"]
+    model = json.loads(Path(model_json).read_text())
     tracking.configure(params)
     client = mlflow.MlflowClient()
     registered = model["model_name"]
@@ -40,32 +70,46 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, me
         champion = client.get_model_version_by_alias(registered, "champion")
     except mlflow.exceptions.MlflowException:
         champion = None
-    challenger_score = metrics.get(metric)
-    champion_score = None
     champion_version = str(champion.version) if champion else None
-    if champion is not None and str(champion.version) == str(model["version"]):
-        champion_score = challenger_score  # already champion (a rerun of this rule)
-    elif champion is not None:
-        # Re-evaluate the champion on exactly the challenger's test patients (the test set may have grown).
-        _, _, summary, _, _ = evaluate_model(params, name, f"models:/{registered}/{champion.version}", split_file,
-                                          processed_dir)
-        champion_score = summary.get(metric)
-    promote = decide(challenger_score, champion_score, margin) and champion_version != model["version"]
+    kw = dict(split_file=Path(split_file), processed_dir=processed_dir, interim_dir=interim_dir, metric=metric)
+    challenger = gate_score(params, name, model["model_uri"], role="challenger", version=model["version"], **kw)
+    if champion is None:
+        before: dict[str, Any] = {"version": None, "score": None, "comparable": True, "reason": None}
+    elif champion_version == str(model["version"]):  # already champion (a rerun of this rule)
+        before = dict(challenger)
+    else:
+        before = gate_score(params, name, f"models:/{registered}/{champion_version}", role="champion",
+                            version=champion_version, **kw)
+    comparable = bool(challenger["comparable"] and before["comparable"])
+    reason = challenger["reason"] or before["reason"]
+    promote = (comparable and decide(challenger["score"], before["score"], margin)
+               and champion_version != str(model["version"]))
     if promote:
         client.set_registered_model_alias(registered, "champion", model["version"])
+    val_patients = list(subset_patients(split_file, SUBSET))
     decision = {
         "experiment": name, "model_name": registered, "metric": metric, "margin": margin,
-        "challenger": {"version": model["version"], "score": challenger_score},
-        "champion_before": {"version": champion_version, "score": champion_score},
+        "decided_on": SUBSET, "val_patients": val_patients, "n": len(val_patients),
+        "comparable": comparable, "reason": reason,
+        "challenger": challenger,
+        "champion_before": before,
         "promoted": promote,
         "champion_after": model["version"] if promote else champion_version,
-        "test_patients": metrics.get("test_patients", []),
+        "reported_test": _reported_test(evaluation_json or metrics_json, metric),
     }
-    for key, value in [("breastseg.gate.promoted", str(promote)), ("breastseg.gate.challenger_score", str(challenger_score)),
-                       ("breastseg.gate.champion_score", str(champion_score)),
+    for key, value in [("breastseg.gate.promoted", str(promote)),
+                       ("breastseg.gate.decided_on", SUBSET),
+                       ("breastseg.gate.comparable", str(comparable)),
+                       ("breastseg.gate.challenger_score", str(challenger["score"])),
+                       ("breastseg.gate.champion_score", str(before["score"])),
                        ("breastseg.gate.champion_version", str(champion_version))]:
         client.set_model_version_tag(registered, model["version"], key, value)
     write_json(decision_json, decision)
-    log.info("%s: challenger v%s %s (%.3f vs champion %s)", name, model["version"],
-             "promoted to champion" if promote else "not promoted", challenger_score or float("nan"), champion_score)
+    if not comparable:
+        log.warning("%s: challenger v%s not promoted: %s", name, model["version"], reason)
+    else:
+        log.info("%s: challenger v%s %s (%s %.4f vs champion %s on %d val patients)", name, model["version"],
+                 "promoted to champion" if promote else "not promoted", metric,
+                 challenger["score"] if challenger["score"] is not None else float("nan"),
+                 before["score"], len(val_patients))
     return decision

@@ -1,4 +1,8 @@
-"""One-page HTML summary of all experiments: test metrics, model versions, champion gate, comparisons, figures."""
+"""One-page HTML summary of all experiments: test metrics, model versions, champion gate, comparisons, figures.
+
+Reads each experiment's ``results/<experiment>/evaluation.json`` (the full evaluation summary; given a flat
+``metrics/<experiment>.json`` instead, the evaluation file beside its results is read) and ``decision.json``.
+"""
 from __future__ import annotations
 
 import base64
@@ -50,13 +54,18 @@ def _experiment_rows(m: dict[str, Any], decision: dict[str, Any]) -> str:
 
 
 def _gate(decision: dict[str, Any]) -> str:
+    """The gate's outcome with both validation scores (the test set decides nothing)."""
     if not decision:
         return "n/a"
     ch, before = decision["challenger"], decision["champion_before"]
+    on = f" on {decision['n']} {decision.get('decided_on', 'val')} patients" if decision.get("n") else ""
+    if decision.get("comparable") is False:
+        return f"kept v{_f(before['version'])} (not compared: {_f(decision.get('reason'))})"
     if decision["promoted"]:
         return (f"promoted v{ch['version']} ({_f(ch['score'])}"
-                + (f" vs v{before['version']} {_f(before['score'])})" if before["version"] else ", first champion)"))
-    return f"kept v{before['version']} ({_f(before['score'])} vs challenger {_f(ch['score'])})"
+                + (f" vs v{before['version']} {_f(before['score'])})" if before["version"] else ", first champion)")
+                + on)
+    return f"kept v{before['version']} ({_f(before['score'])} vs challenger {_f(ch['score'])}){on}"
 
 
 def _bpe(m: dict[str, Any]) -> str:
@@ -95,10 +104,19 @@ def _comparison(c: dict[str, Any]) -> str:
             + (f" ({html.escape(w['note'])})" if w.get("note") else "") + ".</p>")
 
 
-def write_summary(params: dict[str, Any], metrics_files: list[Path], out: Path, results_dir: Path = Path("results")
-                  ) -> Path:
-    """Write ``out`` (self-contained HTML, figures inline)."""
-    metrics = [json.loads(Path(f).read_text()) for f in sorted(metrics_files)]
+def _evaluation(path: Path, results_dir: Path) -> dict[str, Any]:
+    """An experiment's full evaluation summary: ``path`` itself, or for a flat metrics file the
+    ``results/<experiment>/evaluation.json`` it heads."""
+    doc = json.loads(Path(path).read_text())
+    if "per_patient" not in doc and (results_dir / Path(path).stem / "evaluation.json").exists():
+        doc = json.loads((results_dir / Path(path).stem / "evaluation.json").read_text())
+    return doc
+
+
+def write_summary(params: dict[str, Any], evaluation_files: list[Path], out: Path,
+                  results_dir: Path = Path("results")) -> Path:
+    """Write ``out`` (self-contained HTML, figures inline) from ``results/<experiment>/evaluation.json`` files."""
+    metrics = sorted((_evaluation(Path(f), results_dir) for f in evaluation_files), key=lambda m: m["experiment"])
     rows, bpe, figures = [], [], []
     for m in metrics:
         name = m["experiment"]
@@ -124,7 +142,8 @@ vertical-align:top}} figcaption{{font-size:0.85em;max-width:36em}}</style></head
 <p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test patients only. Dice per patient (pixels of all its
 annotated slices pooled): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD as the median over
 patients, in millimetres (mm) where the images store their pixel spacing, in pixels of the source image (px)
-where they do not.</p>{_units_note(metrics)}
+where they do not. Champion gate: challenger and champion scored on the same validation patients, each
+through its own preprocessing; the test patients decide nothing.</p>{_units_note(metrics)}
 <table><tr><th>experiment</th><th>class</th><th>Dice mean [CI]</th><th>median</th><th>std</th><th>precision</th>
 <th>recall</th><th>HD95</th><th>ASD</th><th>patients</th><th>challenger</th><th>champion gate</th></tr>
 {''.join(rows)}

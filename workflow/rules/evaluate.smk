@@ -1,5 +1,6 @@
-# Test split only: metrics/<experiment>.json (DVC metrics), per-slice and per-patient CSVs, figures; one rule per
-# dataset because the MRI read-out adds a BPE calibration figure. Then paired comparisons (entropy vs B-mode).
+# Test split only: metrics/<experiment>.json (DVC metrics: ~10 flat headline numbers), the full summary in
+# results/<experiment>/evaluation.json, per-slice and per-patient CSVs, figures; one rule per dataset because the
+# MRI read-out adds a BPE calibration figure. Then paired comparisons (entropy vs B-mode).
 for _dataset in DATASETS:
 
     rule:
@@ -10,6 +11,7 @@ for _dataset in DATASETS:
             split="data/splits/{experiment}.json",
         output:
             metrics="metrics/{experiment}.json",
+            evaluation="results/{experiment}/evaluation.json",
             per_case="results/{experiment}/per_case.csv",
             per_patient="results/{experiment}/per_patient.csv",
             dice_plot="plots/{experiment}/dice_per_patient.csv",
@@ -36,7 +38,8 @@ for _dataset in DATASETS:
         shell:
             "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
             "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
-            "--out-dir results/{wildcards.experiment} --dice-plot {output.dice_plot} > {log} 2>&1"
+            "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment} "
+            "--dice-plot {output.dice_plot} > {log} 2>&1"
 
 
 COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("comparisons", [])
@@ -47,7 +50,8 @@ rule compare:
     input:
         lambda wc: [f"results/{e}/per_patient.csv" for e in (COMPARISONS[wc.comparison]["a"],
                                                              COMPARISONS[wc.comparison]["b"])],
-        lambda wc: [f"metrics/{e}.json" for e in (COMPARISONS[wc.comparison]["a"], COMPARISONS[wc.comparison]["b"])],
+        lambda wc: [f"results/{e}/evaluation.json" for e in (COMPARISONS[wc.comparison]["a"],
+                                                               COMPARISONS[wc.comparison]["b"])],
     output:
         json="results/comparisons/{comparison}.json",
         table="results/comparisons/{comparison}.md",

@@ -1,14 +1,21 @@
-# Champion gate: "champion" moves to the challenger only if it is at least as good (register.margin) on the
-# same test patients; the decision and both scores go to results/<experiment>/decision.json and MLflow tags.
+# Champion gate: "champion" moves to the challenger only if it is at least as good (register.margin) on the same
+# validation patients, each model scored through its own preprocessing (a champion trained with another image size
+# is scored on val slices prepared again from data/interim; one trained on other ultrasound map settings is not
+# compared). The test set decides nothing: its figures are only copied into the decision (reported_test).
+# The decision and both scores go to results/<experiment>/decision.json and to MLflow tags.
 rule register:
     input:
         model="models/{experiment}/model.json",
-        metrics="metrics/{experiment}.json",
         split="data/splits/{experiment}.json",
+        manifest="data/processed/{experiment}/manifest.csv",
+        interim=lambda wc: [f"data/interim/{dataset_of(wc.experiment)}/{p}"
+                            for p in fingerprints(dataset_of(wc.experiment))],
+        evaluation="results/{experiment}/evaluation.json",
     output:
         "results/{experiment}/decision.json",
     params:
         register=config["register"],
+        interim=lambda wc: f"data/interim/{dataset_of(wc.experiment)}",
     log:
         "logs/register/{experiment}.log",
     threads: 1
@@ -18,5 +25,6 @@ rule register:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} register {wildcards.experiment} --model {input.model} --metrics {input.metrics} "
-        "--split {input.split} --processed-dir data/processed/{wildcards.experiment} --out {output} > {log} 2>&1"
+        "{BREASTSEG} register {wildcards.experiment} --model {input.model} --split {input.split} "
+        "--processed-dir data/processed/{wildcards.experiment} --interim-dir {params.interim} "
+        "--evaluation {input.evaluation} --out {output} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # One-page summary of all experiments; `snakemake --report report.html` adds the workflow report.
 rule report:
     input:
-        metrics=expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
+        evaluations=expand("results/{experiment}/evaluation.json", experiment=EXPERIMENTS),
         decisions=expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
         comparisons=expand("results/comparisons/{comparison}.json", comparison=COMPARISONS),
     output:
@@ -15,4 +15,4 @@ rule report:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} -q report {input.metrics} --out {output} > {log} 2>&1"
+        "{BREASTSEG} -q report {input.evaluations} --out {output} > {log} 2>&1"

@@ -1,7 +1,8 @@
 """Paired comparison of two experiments on the same test patients (entropy vs B-mode ultrasound).
 
 Per-patient Dice (mean over foreground classes) of each experiment, a paired Wilcoxon signed-rank test on the
-patients both evaluated, and a table in the style of the published comparison.
+patients both evaluated, and a table in the style of the published comparison. Reads
+``results/<experiment>/per_patient.csv`` and ``evaluation.json`` of both experiments.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def compare(name: str, a: str, b: str, results_dir: Path, out_dir: Path) -> dict
     db = per_patient_dice(results_dir / b / "per_patient.csv")
     test = paired_wilcoxon(da, db)
     versions = {}
-    for e in (a, b):
-        m = results_dir.parent / "metrics" / f"{e}.json"
+    for e in (a, b):  # the model version each evaluation scored (results/<experiment>/evaluation.json)
+        m = results_dir / e / "evaluation.json"
         versions[e] = json.loads(m.read_text()).get("model_version") if m.exists() else None
     doc = {"comparison": name, "a": a, "b": b, "model_versions": versions, "wilcoxon": test,
            "per_patient": {p: {a: da.get(p), b: db.get(p)} for p in test["patients"]}}

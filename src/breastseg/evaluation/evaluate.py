@@ -4,7 +4,13 @@ Per patient, Dice, precision and recall pool the pixels of all the patient's ann
 are the mean over the patient's slices where they are defined, in millimetres (``hd95_mm``) from each slice's
 physical pixel spacing, or in pixels of the source image (``hd95_px``) where the source stores no spacing.
 Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients. The empty-mask
-conventions are those of :mod:`breastseg.evaluation.metrics` and are written into the metrics file.
+conventions are those of :mod:`breastseg.evaluation.metrics`.
+
+Two files per experiment: ``metrics/<experiment>.json`` holds about ten flat numeric headline figures
+(:func:`headline`: what ``dvc metrics diff`` and ``dvc exp show`` compare), and
+``results/<experiment>/evaluation.json`` everything else: per-class and per-slice statistics with bootstrap
+CIs, the BPE read-out, the conventions, the test patients, the model version and the software/hardware
+environment (:mod:`breastseg.environment`) the numbers were computed on.
 """
 from __future__ import annotations
 
@@ -44,7 +50,10 @@ def pooled_overlap(pred: np.ndarray, label: np.ndarray, c: int) -> dict[str, flo
 
 def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=(0.25, 0.5, 0.75),
           seed: int = 0) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Per-slice rows, per-patient rows and the summary written to ``metrics/<experiment>.json``."""
+    """Per-slice rows, per-patient rows and the summary (``results/<experiment>/evaluation.json``; its
+    headline figures, :func:`headline`, go to ``metrics/<experiment>.json``).
+
+    The champion gate scores its validation patients with this same function (:mod:`breastseg.registry`)."""
     from . import statistics as st
 
     names = exp["class_names"]
@@ -88,9 +97,15 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
                  for c in classes}
     by_class = {n: v["dice"]["mean"] for n, v in per_patient.items()}
     defined = [v for v in by_class.values() if v is not None]
+    # each patient's mean Dice over its defined foreground classes (the per-patient figure the comparisons use)
+    patient_dice = []
+    for r in patient_rows:
+        vals = [r[f"dice_{names[c]}"] for c in classes if np.isfinite(r[f"dice_{names[c]}"])]
+        patient_dice.append(float(np.mean(vals)) if vals else np.nan)
     summary: dict[str, Any] = {
         "dice_mean": float(np.mean(defined)) if defined else None,
         "dice": by_class,
+        "dice_patient_mean": st.summarize(patient_dice, seed=seed),
         "per_patient": per_patient,
         "per_slice": per_slice,
         "distance_units": {u: {"mm": "millimetres (the images store their pixel spacing)",
@@ -118,14 +133,45 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
     return slice_rows, patient_rows, summary
 
 
-def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path):
-    """Score ``model_uri`` on the test patients of ``split_file``: (slice rows, patient rows, summary, data, pred)."""
+def _r4(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
+    """The flat headline figures of a summary (``metrics/<experiment>.json``): numbers only, floats to 4 decimals.
+
+    ``dice_mean`` (mean over foreground classes of the mean over patients), ``dice_<class>``, ``dice_median``
+    (median over patients of each patient's mean Dice), ``hd95_<unit>_median_<class>`` (mm, or px where the
+    images store no spacing), ``n_patients``, ``n_slices``, ``distances_in_px`` (0/1) and, for MRI,
+    ``bpe_kappa_linear`` and ``bpe_fraction_mae``. Undefined values are null.
+    """
+    flat: dict[str, float | int | None] = {"dice_mean": _r4(summary["dice_mean"])}
+    for cls, v in summary["dice"].items():
+        flat[f"dice_{cls}"] = _r4(v)
+    flat["dice_median"] = _r4((summary.get("dice_patient_mean") or {}).get("median"))
+    for cls, stats in summary["per_patient"].items():
+        for unit in ("mm", "px"):
+            if f"hd95_{unit}" in stats:
+                flat[f"hd95_{unit}_median_{cls}"] = _r4(stats[f"hd95_{unit}"]["median"])
+    flat["n_patients"] = int(summary["n_patients"])
+    flat["n_slices"] = int(summary["n_slices"])
+    flat["distances_in_px"] = int("px" in (summary.get("distance_units") or {}))
+    if "bpe" in summary:
+        flat["bpe_kappa_linear"] = _r4(summary["bpe"]["kappa_linear"])
+        flat["bpe_fraction_mae"] = _r4(summary["bpe"]["fraction_mae"])
+    return flat
+
+
+def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path,
+                   subset: str = "test"):
+    """Score ``model_uri`` on the ``subset`` patients of ``split_file`` (the test patients unless told otherwise):
+    (slice rows, patient rows, summary, data, pred)."""
     from ..data.slices import load_subset
 
     exp = experiment(params, name)
-    data = load_subset(processed_dir, split_file, "test")
+    data = load_subset(processed_dir, split_file, subset)
     if not data:
-        raise InputError(split_file, "no test patients")
+        raise InputError(split_file, f"no {subset} patients")
     # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model
     pred = predict_slices(load_model(model_uri, allow_pickle=True), data["image"])
     cfg = params.get("evaluation", {})
@@ -144,16 +190,23 @@ def write_csv(rows: list[dict], out: Path) -> None:
 
 
 def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
-                        metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None) -> dict[str, Any]:
-    """Evaluate the challenger written by ``train``; log everything to an MLflow evaluation run."""
+                        metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None,
+                        evaluation_json: Path | None = None) -> dict[str, Any]:
+    """Evaluate the challenger written by ``train`` on the test patients; log everything to an MLflow evaluation
+    run. Writes the flat headline figures to ``metrics_json`` and the full summary to ``evaluation_json``
+    (default ``out_dir/evaluation.json``); returns the full summary."""
     import mlflow
 
+    from ..environment import environment, mlflow_tags
     from . import figures
 
     exp = experiment(params, name)
     model = json.loads(model_json.read_text())
     rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
-    summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"]})
+    env = environment(precision=exp["train"].get("precision"))
+    summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
+                    "environment": env})
+    evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
     write_csv(patients, out_dir / "per_patient.csv")
@@ -174,11 +227,13 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         ok = [r for r in patients if r["bpe_fraction_true"] is not None and r["bpe_fraction_pred"] is not None]
         figures.calibration_plot([r["bpe_fraction_true"] for r in ok], [r["bpe_fraction_pred"] for r in ok],
                                  summary["bpe"]["cutoffs"], paths["calibration"], f"{name}: BPE fraction per patient")
+    write_json(evaluation_json, summary)
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-v{model['version']}",
                           tags={"breastseg.stage": "evaluate", "breastseg.experiment": name,
-                                "breastseg.model_version": model["version"], "breastseg.train_run": model["run_id"]}):
+                                "breastseg.model_version": model["version"], "breastseg.train_run": model["run_id"],
+                                **mlflow_tags(env)}):
         flat = {"test_dice_mean": summary["dice_mean"]}
         for cls, stats in summary["per_patient"].items():
             for metric, s in stats.items():
@@ -188,9 +243,8 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
             flat["test_bpe_kappa_linear"] = summary["bpe"]["kappa_linear"]
             flat["test_bpe_fraction_mae"] = summary["bpe"]["fraction_mae"]
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
-        for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values()):
+        for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values(), evaluation_json):
             mlflow.log_artifact(str(f))
-        mlflow.log_dict(summary, "metrics.json")
-    write_json(metrics_json, summary)
+    write_json(metrics_json, headline(summary))
     log.info("%s: test Dice %.3f on %d patients", name, summary["dice_mean"] or float("nan"), summary["n_patients"])
     return summary

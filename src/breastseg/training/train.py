@@ -235,6 +235,10 @@ def train_experiment(
     # from it and loads tensors only (no unpickling), with the preprocessing settings this model was trained with.
     bundle = write_bundle(net, bundle_config(params, exp, tags, run_id), out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
+        from ..environment import environment, mlflow_tags
+
+        # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
+        mlflow.set_tags(mlflow_tags(environment(precision=str(hp.get("precision", "32-true")))))
         mlflow.log_params(tracking.flat_params({"model": exp["model"], "channels": exp["channels"],
                                                 "image_size": exp["image_size"], "train": hp}))
         mlflow.log_artifact(str(split_file), artifact_path="split")

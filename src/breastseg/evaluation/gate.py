@@ -1,0 +1,161 @@
+"""Champion-gate scoring: each model on the same validation patients, each through its own preprocessing.
+
+The gate never reads the test patients. A model is scored on the ``val`` patients of the current split with
+:func:`breastseg.evaluation.evaluate.score` (the figures evaluation computes), on slices prepared the way the model
+was trained: the image size and channels its inference bundle records (``config.json``). When they equal the
+current experiment's, the prepared slices in ``data/processed/<experiment>/`` are used; when they differ, the val
+patients are prepared again, in memory, from the converted data in ``data/interim/<dataset>/`` (never written
+over ``data/processed``). Ultrasound maps cannot be remade here: the converted maps were computed with today's
+``us_maps`` settings, so a model trained on maps made with other settings is not comparable (and not promoted).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import experiment
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+SUBSET = "val"
+#: The ``us_maps`` settings each map depends on (entropy of the B-mode also depends on its dynamic range).
+MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on")}
+
+
+def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any]:
+    """What preparation needs of a model (dataset, channels, image_size, classes, us_maps), from its bundle
+    ``config``; a model logged without a bundle is taken to use the current experiment's settings."""
+    mexp = (config or {}).get("experiment") or {}
+    return {
+        "dataset": mexp.get("dataset", exp["dataset"]),
+        "channels": list(mexp.get("channels", exp["channels"])),
+        "image_size": int(mexp.get("image_size", exp["image_size"])),
+        "classes": int(mexp.get("classes", exp["classes"])),
+        "us_maps": (config or {}).get("us_maps"),
+    }
+
+
+def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, Any]:
+    """The ``us_maps`` settings the converted maps were made with: what a scan's ``meta.json`` records (the first
+    found among ``patients``), else the configuration in force (params over the schema's defaults)."""
+    from ..config import schema_defaults
+
+    settings = {**schema_defaults("us_maps"), **(params.get("us_maps") or {})}
+    for pid in patients:
+        metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
+        if metas:
+            meta = json.loads(metas[0].read_text())
+            settings.update({k: meta[k] for k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")
+                             if meta.get(k) is not None})
+            break
+    return settings
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], channels: list[str]
+                     ) -> list[tuple[str, Any, Any]]:
+    """(setting, the model's value, today's value) for each ``us_maps`` setting the model's channels depend on
+    and that differs; empty when comparable (or when the model records no maps settings)."""
+    if not model_maps:
+        return []
+    keys: list[str] = []
+    for ch in channels:
+        keys += MAP_SETTINGS.get(ch, ())
+    if "entropy" in channels and "bmode" in (model_maps.get("entropy_on"), today.get("entropy_on")):
+        keys.append("dynamic_range_db")
+    keys = list(dict.fromkeys(keys))
+    return [(k, model_maps.get(k), today.get(k)) for k in keys
+            if k in model_maps and not _same(model_maps.get(k), today.get(k))]
+
+
+def prepare_subset(exp: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, np.ndarray]:
+    """The slices of ``patients`` prepared for ``exp`` from ``interim_dir/<patient>/``, in memory, in the layout
+    (and dtypes) of :func:`breastseg.data.slices.load_subset`."""
+    from ..data.slices import prepare_mri, prepare_us
+
+    size, c = int(exp["image_size"]), len(exp["channels"])
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "label", "case", "index", "spacing_mm",
+                                                          "spacing_known", "patient")}
+    for pid in patients:
+        folder = Path(interim_dir) / pid
+        d = prepare_mri(exp, folder) if exp["dataset"] == "mri" else prepare_us(exp, folder)
+        n = len(d["images"])
+        parts["image"].append(np.asarray(d["images"], dtype=np.float32).reshape(n, c, size, size))
+        parts["label"].append(np.asarray(d["labels"], dtype=np.uint8).reshape(n, size, size))
+        parts["case"].append(np.asarray(d["cases"], dtype=str).reshape(n))
+        parts["index"].append(np.asarray(d["index"], dtype=np.int32).reshape(n))
+        parts["spacing_mm"].append(np.asarray(d["spacing"], dtype=np.float32).reshape(n, 2))
+        parts["spacing_known"].append(np.asarray(d["spacing_known"], dtype=bool).reshape(n))
+        parts["patient"].append(np.full(n, pid))
+    if not parts["image"]:
+        return {}
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, version: str | None,
+               split_file: Path, processed_dir: Path, interim_dir: Path, metric: str) -> dict[str, Any]:
+    """Score one model on the val patients through its own preprocessing.
+
+    Returns ``score`` (``metric`` as evaluation computes it: a :func:`~breastseg.evaluation.evaluate.headline`
+    key such as ``dice_mean``), ``comparable`` and ``reason`` (why not), the model's ``image_size`` and
+    ``channels``, and ``slices``: ``prepared`` (the experiment's prepared slices) or ``interim`` (prepared again
+    from the converted data for this model).
+    """
+    from ..data.slices import load_subset
+    from ..data.split import subset_patients
+    from ..inference.model import load_model, predict_slices
+    from .evaluate import headline, score
+
+    exp = experiment(params, name)
+    patients = list(subset_patients(split_file, SUBSET))
+    if not patients:
+        raise InputError(split_file, "no val patients: the champion gate decides on the validation patients")
+    model = load_model(model_uri, allow_pickle=True)
+    s = model_settings(model.config, exp)
+    out: dict[str, Any] = {"version": version, "score": None, "comparable": True, "reason": None,
+                           "image_size": s["image_size"], "channels": s["channels"], "slices": None}
+    label = f"{role} v{version}" if version else role
+
+    def refuse(reason: str) -> dict[str, Any]:
+        out.update(comparable=False, reason=reason)
+        return out
+
+    if s["dataset"] != exp["dataset"] or s["classes"] != exp["classes"]:
+        return refuse(f"{label} segments {s['classes']} classes of {s['dataset']} data, this experiment "
+                      f"{exp['classes']} of {exp['dataset']}: not compared, not promoted")
+    if exp["dataset"] == "us":
+        today = converted_maps_settings(params, interim_dir, patients)
+        diff = maps_differences(s["us_maps"], today, s["channels"])
+        if diff:
+            return refuse(f"{label} was trained on maps with " + ", ".join(f"{k}={a}" for k, a, _ in diff)
+                          + "; today's maps use " + ", ".join(f"{k}={b}" for k, _, b in diff)
+                          + ": not compared, not promoted")
+    if s["image_size"] == int(exp["image_size"]) and s["channels"] == list(exp["channels"]):
+        data, out["slices"] = load_subset(processed_dir, split_file, SUBSET), "prepared"
+    else:
+        own = {**exp, "channels": s["channels"], "image_size": s["image_size"]}
+        try:
+            data = prepare_subset(own, interim_dir, patients)
+        except InputError as exc:
+            return refuse(f"{label} needs its own {s['image_size']}-px {'+'.join(s['channels'])} slices, which "
+                          f"cannot be prepared from {interim_dir} ({exc}): not compared, not promoted")
+        out["slices"] = "interim"
+    pred = predict_slices(model, data["image"])
+    cfg = params.get("evaluation", {})
+    _, _, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
+                          seed=int(cfg.get("seed", 0)))
+    flat = headline(summary)
+    value = flat[metric] if metric in flat else summary.get(metric)
+    out["score"] = None if value is None else float(value)
+    out["n_slices"] = int(summary["n_slices"])
+    return out

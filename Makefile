@@ -39,9 +39,12 @@ system-packages:
 	  else echo "note: missing Debian packages:$$missing (tests that need them are skipped)"; fi; \
 	fi
 
+# Through DVC in a git checkout (`dvc repro` runs Snakemake and records dvc.lock, so `dvc status`, `dvc exp show`
+# and `dvc metrics diff` see the run); plain Snakemake elsewhere.
 run: $(STAMP)
-	snakemake --profile workflow/profiles/default
-	@echo "done: metrics/*.json, results/summary.html; MLflow UI: make ui"
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then dvc repro; \
+	else snakemake --profile workflow/profiles/default; fi
+	@echo "done: metrics/*.json, results/summary.html; MLflow UI: make ui; to version this run: git add -A && git commit"
 
 test: $(STAMP) system-packages
 	pytest -q
@@ -84,5 +87,6 @@ server: $(STAMP)
 	mlflow server --host $(HOST) --port $(PORT) --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --workers 1
 
 clean:
-	rm -rf .snakemake data/raw/demo data/interim data/processed data/splits models results metrics plots logs \
-	       mlflow.db optuna.db mlartifacts report.html
+	@# the versioned ledgers (data/splits/<cohort>/) stay: they are the cohorts' split, not a run's output
+	rm -rf .snakemake data/raw/demo data/interim data/processed data/splits/*.json models results metrics plots \
+	       logs mlflow.db optuna.db mlartifacts report.html dvc.lock

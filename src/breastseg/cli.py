@@ -200,7 +200,9 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from .evaluation.compare import compare
 
-    compare(args.name, args.a, args.b, Path(args.results_dir), Path(args.out_dir))
+    params = _params(args)
+    compare(args.name, args.a, args.b, Path(args.results_dir), Path(args.out_dir), seeds=args.seeds,
+            bootstrap_seed=int(params.get("evaluation", {}).get("seed", 0)))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -369,12 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="JSON written by 'study'")
     s.add_argument("--out", required=True, help="best parameters (JSON)")
 
-    s = add("compare", cmd_compare, "paired Wilcoxon test of two experiments on the same test patients")
+    s = add("compare", cmd_compare, "paired comparison of two experiments on the same test patients: mean difference "
+                                    "with a 95 % interval over patients and seeds, Wilcoxon test per seed")
     s.add_argument("name", help="comparison name (file stem)")
     s.add_argument("a", help="first experiment (e.g. mass_us_entropy)")
     s.add_argument("b", help="second experiment (e.g. mass_us_bmode)")
     s.add_argument("--results-dir", default="results")
     s.add_argument("--out-dir", default="results/comparisons")
+    s.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="the training seeds evaluated (run.seeds; the first is the registered model's)")
 
     s = add("report", cmd_report, "one-page HTML summary of all experiments")
     s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")

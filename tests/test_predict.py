@@ -122,6 +122,11 @@ def test_predict_from_fresh_shell_reproduces_evaluation_dice(mri_model, tmp_path
     assert r["bpe_fraction"] == pytest.approx((pred == 2).sum() / np.isin(pred, (1, 2)).sum())
     assert r["bpe_category"] in ("minimal", "mild", "moderate", "marked")
     assert r["bpe_cutoffs"] == mri_model["params"]["evaluation"]["bpe_cutoffs"]
+    # degree beside area: mean RE (post1 - pre) / pre over the predicted BPE, from the phases `convert` wrote
+    sdir = next((mri_model["tmp"] / "interim" / row["patient"]).glob("study-*"))
+    pre, sub = (np.asarray(nib.load(sdir / f).dataobj, dtype=float) for f in ("pre.nii.gz", "sub.nii.gz"))
+    bpe = (pred == 2) & (pre > r["bpe_degree"]["pre_threshold"])
+    assert r["bpe_degree"]["mean"] == pytest.approx((sub[bpe] / pre[bpe]).mean()) and r["bpe_combined_category"]
     assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     # nothing identifying leaves into the plain outputs
     for f in ("readout.json", "labels.nii.gz", "overlay.png"):

@@ -1,6 +1,7 @@
 # Test split only: metrics/<experiment>.json (DVC metrics: ~10 flat headline numbers), the full summary in
 # results/<experiment>/evaluation.json, per-slice and per-patient CSVs, figures; one rule per dataset because the
-# MRI read-out adds a BPE calibration figure. Then paired comparisons (entropy vs B-mode).
+# MRI read-out adds a BPE calibration figure and reads the converted phases (the degree of enhancement). Then
+# paired comparisons (entropy vs B-mode).
 for _dataset in DATASETS:
 
     rule:
@@ -9,6 +10,9 @@ for _dataset in DATASETS:
         input:
             model="models/{experiment}/model.json",
             split="data/splits/{experiment}.json",
+            # MRI: the degree of BPE reads the converted phases (data/interim/mri, beside data/processed)
+            interim=lambda wc: ([f"data/interim/mri/{p}" for p in fingerprints("mri")]
+                                if dataset_of(wc.experiment) == "mri" else []),
         output:
             metrics="metrics/{experiment}.json",
             evaluation="results/{experiment}/evaluation.json",

@@ -79,6 +79,7 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
                       *, write_seg: bool = True) -> dict[str, Any]:
     """Segment one DCE study; write its outputs to ``out`` (atomically); return the read-out record."""
     from ..dicom.nifti import write_nifti
+    from ..mri.bpe_degree import degree_readout, first_post_subtraction
     from .dicom_seg import mri_seg, save_seg
     from .preprocess import load_mri_study, mri_labels_to_grid, mri_network_input
     from .readout import mri_overlay, mri_readout
@@ -91,6 +92,10 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     affine = study.pre.affine
     voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     readout = mri_readout(labels, voxel, model.config["bpe_cutoffs"])
+    # degree next to area: relative enhancement of the predicted BPE at the first post-contrast phase
+    readout.update(degree_readout(labels, study.volumes["pre"], first_post_subtraction(study, members, root),
+                                  model.config["bpe_degree"], readout["bpe_category_index"],
+                                  len(model.config["bpe_cutoffs"]) + 1))
     outputs: dict[str, Any] = {"labels": "labels.nii.gz", "overlay": "overlay.png", "dicom_seg": None}
     seg, seg_note = None, None
     if write_seg:

@@ -4,7 +4,8 @@ Every trained model is logged with an *inference bundle* inside its MLflow model
 
 - ``config.json``: what preprocessing and the read-out need, taken from the configuration the model was trained
   with (experiment: dataset, channels, image_size, classes, class_names, model architecture; ``us_maps``;
-  ``bpe_cutoffs``) and the run's lineage tags (git commit, data hash, split hash, params hash, cohort);
+  ``bpe_cutoffs``; ``bpe_degree``: the degree cut-offs, combination rule, pre-contrast floor, histogram edges)
+  and the run's lineage tags (git commit, data hash, split hash, params hash, cohort);
 - ``weights.pt``: the network's ``state_dict`` (tensors only).
 
 Loading rebuilds the network with :func:`breastseg.models.factory.build_model` and reads the weights with
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..mri.bpe_degree import check_settings
+from ..mri.bpe_degree import settings as degree_settings
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.pt"
@@ -53,6 +56,7 @@ def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, s
         "experiment": {k: exp[k] for k in EXPERIMENT_KEYS},
         "us_maps": dict(params.get("us_maps") or {}) if exp["dataset"] == "us" else None,
         "bpe_cutoffs": [float(c) for c in params.get("evaluation", {}).get("bpe_cutoffs", DEFAULT_BPE_CUTOFFS)],
+        "bpe_degree": degree_settings(params),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},
         "run_id": run_id,
     }
@@ -151,6 +155,9 @@ def read_config(path: Path) -> dict[str, Any]:
     if exp["dataset"] not in ("mri", "us"):
         raise InputError(path, f"unknown dataset {exp['dataset']!r} in the model configuration")
     config.setdefault("bpe_cutoffs", list(DEFAULT_BPE_CUTOFFS))
+    # bundles written before the degree settings existed get the schema's defaults
+    config["bpe_degree"] = (check_settings(config["bpe_degree"], config["bpe_cutoffs"], path) if config.get("bpe_degree")
+                            else degree_settings(None, area_cutoffs=config["bpe_cutoffs"], source=path))
     config.setdefault("lineage", {})
     return config
 

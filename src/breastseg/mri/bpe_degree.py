@@ -1,0 +1,292 @@
+"""Degree of background parenchymal enhancement (BPE): how strongly the BPE voxels enhance, next to how much of
+the fibroglandular tissue they cover (the area fraction, :func:`breastseg.evaluation.statistics.bpe_fraction`).
+
+Degree: the relative enhancement at the first post-contrast phase, ``RE = (S_post1 - S_pre) / S_pre`` per voxel,
+over the voxels labelled BPE, from the converted phases on the pre-contrast grid (``sub.nii.gz`` = post1 - pre,
+post1 resampled onto the pre grid when the grids differ, and ``pre.nii.gz``; in ``predict`` the same volumes made
+from the DICOM study), never from the network's normalised inputs. Voxels whose pre-contrast signal is below
+``pre_floor`` times the median pre-contrast signal of the fibroglandular tissue (labels 1 and 2 of the same label
+map) are left out: there the ratio is noise. Reported: mean (the degree), median, standard deviation, the 10th,
+25th, 75th and 90th percentiles and a histogram on fixed bin edges (with the counts below and above them).
+
+Category: the mean RE against ``cutoffs`` (default 0.35, 0.55, 0.80: minimal, mild, moderate, marked; the
+boundaries of the first-phase BPE enhancement ranges the synthetic cohort draws for the four BPE categories,
+:data:`breastseg.synth.mri._RE1_BPE`). Combined category (``combine``): ``max``, the higher of the area and the
+degree category (BPE that is wide *or* strong is called so); ``area`` or ``degree``, one of them alone. An
+undefined component (no fibroglandular tissue; no usable BPE voxel) is left out; both undefined: none.
+
+Settings: ``evaluation.bpe_degree`` of params.yaml over the schema's defaults (:func:`settings`); a trained
+model carries them in its inference bundle, as it carries the area cut-offs.
+
+Evaluation (:func:`evaluate_degree`): per test patient, the degree over the *true* BPE voxels (the converted
+``labels.nii.gz``) and over the *predicted* BPE voxels (the network's slices mapped back to the pre-contrast grid
+by nearest neighbour, as ``predict`` maps them), on the same annotated slices; their difference over patients
+(mean with a 95 % bootstrap interval, mean absolute difference, limits of agreement) and the agreement of the
+degree and combined categories.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+FGT, BPE, IGNORE = 1, 2, 255
+PHASE = "post1"
+DEFINITION = "(S_post1 - S_pre) / S_pre per BPE voxel, first post-contrast phase, pre-contrast grid"
+COMBINE_RULES = ("max", "area", "degree")
+QUANTILES = (10, 25, 75, 90)
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def settings(params: Mapping[str, Any] | None = None, *, area_cutoffs: Sequence[float] | None = None,
+             source: str | Path = "params.yaml") -> dict[str, Any]:
+    """``evaluation.bpe_degree`` of ``params`` over the schema's defaults, checked: ascending cut-offs and bin
+    edges; with ``combine: max``, as many degree as area cut-offs (the categories are compared level by level)."""
+    from ..config import schema_defaults
+
+    evaluation = dict((params or {}).get("evaluation") or {})
+    out = {**schema_defaults("evaluation").get("bpe_degree", {}), **(evaluation.get("bpe_degree") or {})}
+    return check_settings(out, area_cutoffs if area_cutoffs is not None else evaluation.get("bpe_cutoffs"), source)
+
+
+def check_settings(cfg: Mapping[str, Any], area_cutoffs: Sequence[float] | None, source: str | Path) -> dict[str, Any]:
+    """The degree settings ``cfg`` as plain floats and lists, or one InputError naming the offending key."""
+    key = "evaluation.bpe_degree"
+    missing = [k for k in ("cutoffs", "combine", "pre_floor", "histogram_edges") if k not in cfg]
+    if missing:
+        raise InputError(source, f"key '{key}' lacks {', '.join(missing)}")
+    cutoffs = [float(c) for c in cfg["cutoffs"]]
+    edges = [float(e) for e in cfg["histogram_edges"]]
+    if not cutoffs or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+        raise InputError(source, f"key '{key}.cutoffs': must be strictly ascending, got {cutoffs}")
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise InputError(source, f"key '{key}.histogram_edges': need at least two strictly ascending edges, got {edges}")
+    if cfg["combine"] not in COMBINE_RULES:
+        raise InputError(source, f"key '{key}.combine': one of {', '.join(COMBINE_RULES)}, got {cfg['combine']!r}")
+    floor = float(cfg["pre_floor"])
+    if not 0.0 <= floor < 1.0:
+        raise InputError(source, f"key '{key}.pre_floor': a fraction in [0, 1), got {floor}")
+    if cfg["combine"] == "max" and area_cutoffs is not None and len(area_cutoffs) != len(cutoffs):
+        raise InputError(source, f"key '{key}.cutoffs': combine 'max' compares the categories level by level and "
+                                 f"needs as many cut-offs as evaluation.bpe_cutoffs ({len(area_cutoffs)}), "
+                                 f"got {len(cutoffs)}")
+    return {"cutoffs": cutoffs, "combine": str(cfg["combine"]), "pre_floor": floor, "histogram_edges": edges}
+
+
+# ------------------------------------------------------------------------------------------ one label map
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def pre_threshold(pre_tissue: np.ndarray, floor: float) -> float:
+    """``floor`` times the median pre-contrast signal of the tissue voxels (0 without tissue)."""
+    pre_tissue = np.asarray(pre_tissue, dtype=np.float64)
+    return float(floor * np.median(pre_tissue)) if pre_tissue.size else 0.0
+
+
+def degree_stats(pre_bpe: np.ndarray, sub_bpe: np.ndarray, pre_tissue: np.ndarray, cfg: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """RE summary of the BPE voxels given their pre-contrast signal and subtraction values (flat arrays) and the
+    pre-contrast signal of the fibroglandular tissue they belong to (the floor's reference)."""
+    pre_bpe = np.asarray(pre_bpe, dtype=np.float64).ravel()
+    sub_bpe = np.asarray(sub_bpe, dtype=np.float64).ravel()
+    threshold = pre_threshold(pre_tissue, float(cfg["pre_floor"]))
+    ok = (pre_bpe > threshold) & (pre_bpe > 0) & np.isfinite(pre_bpe) & np.isfinite(sub_bpe)
+    re = sub_bpe[ok] / pre_bpe[ok]
+    edges = np.asarray(cfg["histogram_edges"], dtype=np.float64)
+    inside = re[(re >= edges[0]) & (re <= edges[-1])]
+    counts = np.histogram(inside, bins=edges)[0] if inside.size else np.zeros(len(edges) - 1, int)
+    out: dict[str, Any] = {
+        "phase": PHASE,
+        "definition": DEFINITION,
+        "n_voxels": int(re.size),
+        "n_excluded_low_pre": int(pre_bpe.size - re.size),
+        "pre_threshold": threshold,
+        "mean": _finite_or_none(re.mean()) if re.size else None,
+        "median": _finite_or_none(np.median(re)) if re.size else None,
+        "std": _finite_or_none(re.std(ddof=1)) if re.size >= 2 else None,
+        "quantiles": {f"p{q}": (_finite_or_none(v) if re.size else None)
+                      for q, v in zip(QUANTILES, np.percentile(re, QUANTILES) if re.size else [None] * len(QUANTILES))},
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+                      "below": int((re < edges[0]).sum()), "above": int((re > edges[-1]).sum())},
+    }
+    return out
+
+
+def labels_degree(labels: np.ndarray, pre: np.ndarray, sub: np.ndarray, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`degree_stats` of the BPE voxels of a label volume (0/1/2, 255 ignored) on the grid of ``pre`` and
+    ``sub``."""
+    labels = np.asarray(labels)
+    if labels.shape != np.shape(pre) or labels.shape != np.shape(sub):
+        raise ValueError(f"labels {labels.shape}, pre {np.shape(pre)} and sub {np.shape(sub)} differ in shape")
+    bpe, tissue = labels == BPE, (labels == FGT) | (labels == BPE)
+    return degree_stats(np.asarray(pre)[bpe], np.asarray(sub)[bpe], np.asarray(pre)[tissue], cfg)
+
+
+def category(value: float | None, cutoffs: Sequence[float]) -> int | None:
+    """Category 0..len(cutoffs) of a mean RE (a value at a cut-off goes to the higher one); None if undefined."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return int(np.searchsorted(np.asarray(cutoffs, dtype=float), float(value), side="right"))
+
+
+def combined(area_index: int | None, degree_index: int | None, rule: str) -> int | None:
+    """The combined category of an area and a degree category under ``rule`` (see the module docstring)."""
+    if rule == "area":
+        return area_index
+    if rule == "degree":
+        return degree_index
+    if rule != "max":
+        raise ValueError(f"unknown combine rule {rule!r}")
+    defined = [i for i in (area_index, degree_index) if i is not None]
+    return max(defined) if defined else None
+
+
+# ------------------------------------------------------------------------------------------ predict
+
+
+def first_post_subtraction(study: Any, members: list[Any], root: Path) -> np.ndarray:
+    """post1 - pre on the pre-contrast grid of a study read by :func:`breastseg.inference.preprocess.load_mri_study`
+    (its ``sub`` volume when the model used one, else made as ``convert`` makes it)."""
+    if "sub" in study.volumes:
+        return study.volumes["sub"]
+    from ..dicom.dce import select_dce_phases, subtraction_on_pre_grid
+    from ..dicom.pixels import read_stack
+
+    phases, _ = select_dce_phases(members, root)
+    post1_data, _ = read_stack(phases[1])
+    return subtraction_on_pre_grid(study.pre, study.volumes["pre"], phases[1], post1_data)
+
+
+def degree_readout(labels: np.ndarray, pre: np.ndarray, sub: np.ndarray, cfg: Mapping[str, Any],
+                   area_index: int | None, n_area_categories: int) -> dict[str, Any]:
+    """The degree fields of ``readout.json``: ``bpe_degree`` (RE summary, category) and the combined category."""
+    from ..inference.readout import category_name
+
+    stats = labels_degree(labels, pre, sub, cfg)
+    cutoffs = list(cfg["cutoffs"])
+    idx = category(stats["mean"], cutoffs)
+    stats.update(cutoffs=cutoffs, pre_floor=float(cfg["pre_floor"]), category_index=idx,
+                 category=None if idx is None else category_name(idx, len(cutoffs) + 1))
+    if stats["n_voxels"] == 0:
+        stats["note"] = "no BPE voxel with a usable pre-contrast signal: degree undefined"
+    both = combined(area_index, idx, cfg["combine"])
+    n = n_area_categories if cfg["combine"] != "degree" else len(cutoffs) + 1
+    return {
+        "bpe_degree": stats,
+        "bpe_combined_rule": cfg["combine"],
+        "bpe_combined_category_index": both,
+        "bpe_combined_category": None if both is None else category_name(both, n),
+    }
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def _load(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    if not path.exists():
+        raise InputError(path, "missing (was the patient converted?)")
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def patient_degrees(folder: Path, cases: Sequence[str], index: Sequence[int], pred: np.ndarray,
+                    cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Degree over the true and over the predicted BPE voxels of one patient's evaluated slices.
+
+    ``folder``: the patient's converted studies (``data/interim/mri/<patient>``); ``cases``, ``index``: each
+    evaluated slice's study key and slice index; ``pred``: its predicted labels at the network's size, mapped back
+    to the pre-contrast grid by nearest neighbour (as ``predict`` does). Voxels are pooled over the slices."""
+    from ..data.slices import resize_to
+
+    parts: dict[str, dict[str, list[np.ndarray]]] = {w: {"pre": [], "sub": [], "tissue": []} for w in ("true", "pred")}
+    cases, index = np.asarray(cases).astype(str), np.asarray(index, dtype=int)
+    for key in sorted(set(cases.tolist())):
+        sdir = Path(folder) / key
+        pre, sub, lab = _load(sdir / "pre.nii.gz"), _load(sdir / "sub.nii.gz"), _load(sdir / "labels.nii.gz")
+        for i in np.flatnonzero(cases == key):
+            k = int(index[i])
+            p, s, t = pre[:, :, k].astype(np.float64), sub[:, :, k].astype(np.float64), lab[:, :, k]
+            q = pred[i] if pred[i].shape == t.shape else resize_to(pred[i], t.shape, 0)
+            valid = t != IGNORE
+            for which, m in (("true", t), ("pred", q)):
+                bpe = (m == BPE) & valid
+                parts[which]["pre"].append(p[bpe])
+                parts[which]["sub"].append(s[bpe])
+                parts[which]["tissue"].append(p[((m == FGT) | (m == BPE)) & valid])
+    out = []
+    for which in ("true", "pred"):
+        cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts[which].items()}
+        out.append(degree_stats(cat["pre"], cat["sub"], cat["tissue"], cfg))
+    return out[0], out[1]
+
+
+def evaluate_degree(params: Mapping[str, Any], data: Mapping[str, np.ndarray], pred: np.ndarray, interim_dir: Path,
+                    patient_rows: list[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """The ``bpe_degree`` block of ``evaluation.json``: degree over the true vs the predicted BPE per patient.
+
+    Adds ``bpe_re_mean_true``, ``bpe_re_mean_pred``, ``bpe_degree_category_true/_pred`` and
+    ``bpe_combined_category_true/_pred`` to each row of ``patient_rows`` (which carry the area categories)."""
+    from ..evaluation import statistics as st
+
+    area_cutoffs = list((params.get("evaluation") or {}).get("bpe_cutoffs", (0.25, 0.5, 0.75)))
+    cfg = settings(params, area_cutoffs=area_cutoffs)
+    k_degree = len(cfg["cutoffs"]) + 1
+    k_combined = k_degree if cfg["combine"] == "degree" else len(area_cutoffs) + 1
+    per_patient = []
+    for row in patient_rows:
+        pid = str(row["patient"])
+        idx = np.flatnonzero(np.asarray(data["patient"]).astype(str) == pid)
+        true, predicted = patient_degrees(Path(interim_dir) / pid, data["case"][idx], data["index"][idx], pred[idx], cfg)
+        d_true, d_pred = category(true["mean"], cfg["cutoffs"]), category(predicted["mean"], cfg["cutoffs"])
+        row.update(bpe_re_mean_true=true["mean"], bpe_re_mean_pred=predicted["mean"],
+                   bpe_degree_category_true=d_true, bpe_degree_category_pred=d_pred,
+                   bpe_combined_category_true=combined(row.get("bpe_category_true"), d_true, cfg["combine"]),
+                   bpe_combined_category_pred=combined(row.get("bpe_category_pred"), d_pred, cfg["combine"]))
+        diff = (predicted["mean"] - true["mean"]) if None not in (true["mean"], predicted["mean"]) else None
+        per_patient.append({"patient": pid, "re_mean_true": true["mean"], "re_mean_pred": predicted["mean"],
+                            "re_median_true": true["median"], "re_median_pred": predicted["median"],
+                            "voxels_true": true["n_voxels"], "voxels_pred": predicted["n_voxels"],
+                            "excluded_low_pre_true": true["n_excluded_low_pre"],
+                            "excluded_low_pre_pred": predicted["n_excluded_low_pre"], "difference": diff})
+    diffs = [p["difference"] for p in per_patient if p["difference"] is not None]
+    d = np.asarray(diffs, dtype=float)
+    lo, hi = st.bootstrap_ci(d, seed=seed) if d.size else (float("nan"), float("nan"))
+    sd = float(d.std(ddof=1)) if d.size >= 2 else None
+
+    def agreement(key: str, k: int) -> dict[str, Any]:
+        pairs = [(r[f"{key}_true"], r[f"{key}_pred"]) for r in patient_rows
+                 if r[f"{key}_true"] is not None and r[f"{key}_pred"] is not None]
+        t, p = [a for a, _ in pairs], [b for _, b in pairs]
+        return {"n": len(pairs), "kappa_linear": st.weighted_kappa(t, p, k, weights="linear"),
+                "accuracy": float(np.mean([a == b for a, b in pairs])) if pairs else None,
+                "confusion_matrix": st.confusion_matrix(t, p, k)}
+
+    return {
+        "definition": DEFINITION,
+        "compared": "mean RE over the predicted BPE voxels minus mean RE over the true BPE voxels, per patient, "
+                    "both from the converted phases on the same annotated slices",
+        "settings": cfg,
+        "n": int(d.size),
+        "n_undefined": len(per_patient) - int(d.size),
+        "mean_difference": _finite_or_none(d.mean()) if d.size else None,
+        "mean_difference_ci95": [_finite_or_none(lo), _finite_or_none(hi)],
+        "mae": _finite_or_none(np.abs(d).mean()) if d.size else None,
+        "limits_of_agreement": ([_finite_or_none(d.mean() - 1.96 * sd), _finite_or_none(d.mean() + 1.96 * sd)]
+                                if sd is not None else None),
+        "re_mean_true": st.summarize([p["re_mean_true"] for p in per_patient], seed=seed),
+        "re_mean_pred": st.summarize([p["re_mean_pred"] for p in per_patient], seed=seed),
+        "degree_category": agreement("bpe_degree_category", k_degree),
+        "combined_category": agreement("bpe_combined_category", k_combined),
+        "per_patient": per_patient,
+    }

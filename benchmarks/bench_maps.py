@@ -5,8 +5,9 @@ deep; the same physics the demo cohort uses), computes both maps with the ``us_m
 scan, the ROC AUC of the map's value for mass pixels against tissue pixels at the same depths (more than 1.5 mm
 from the outline), taken in whichever direction separates them (``max(AUC, 1 - AUC)``: a dark and a bright mass
 count alike). Ratio per echogenicity: B-mode AUC / entropy AUC (lower is better); target 1 for isoechoic masses
-(entropy should see what B-mode barely shows), reported without a target for the others (B-mode is expected to
-lead there).
+(entropy should see what B-mode barely shows), reported without a target for the others (their brightness
+differs from the tissue's, which both maps see). The ``us_maps`` defaults were chosen by
+``choose_entropy_defaults.py`` on other phantoms (seed 1001), never on these (seed 0).
 
     .venv/bin/python benchmarks/bench_maps.py [--per-echogenicity 8] [--seed 0] [--quick]
 """
@@ -73,7 +74,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
             roi = scans["roi1"]
             scan = Scan("bench", "scan-1", scans["rf1"].astype(np.float64), None, roi, probe.fs, probe.f0, probe.pitch,
                         probe.c, probe.bandwidth, None, spacing, "npz")
-            maps, _ = compute_maps(scan)
+            maps, meta = compute_maps(scan)
             inner, outer = us._contrast_regions(roi, probe)
             for name in scores:
                 scores[name].append(separability(maps[name], inner, outer))
@@ -83,9 +84,10 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
             "ratio": b / e,
             "target": 1.0 if echo == "isoechoic" else None,
             "reference": "entropy map AUC, same phantoms" + ("" if echo == "isoechoic" else
-                                                             "; no target: B-mode is the expected cue"),
+                                                             "; no target: both maps see the brightness"),
             "detail": f"median per-pixel AUC B-mode {b:.2f}, entropy {e:.2f} over {len(scores['bmode'])} phantoms "
-                      f"({synth['us_lines']} lines, {synth['us_depth_mm']:g} mm)",
+                      f"({synth['us_lines']} lines, {synth['us_depth_mm']:g} mm); entropy of the "
+                      f"{meta['entropy_on']}, {meta['window_pulses']:g}-pulse window, {meta['bins']} bins",
         })
     for r in results:
         print(f"{r['name']:<58} ratio {r['ratio']:.3f}: {r['detail']}")

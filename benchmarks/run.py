@@ -4,8 +4,10 @@ Every figure is a ratio against a reference measured in the same run (or against
 absolute-time targets), from medians over repeats; lower is better. Each benchmark runs in its own Python
 process (thread settings, deterministic-algorithm flags and imports of one never leak into the next) and
 returns a list of ``{"name", "ratio", "target", "reference", "detail"}`` objects; ``ratio`` is null where
-nothing could be measured. Each row also records its ``benchmark`` and when it was ``measured`` (UTC time and
-the load average then). ``results.json`` holds the list, ``results.md`` the table with the machine it was
+nothing could be measured, or where no like-for-like reference exists. A row may also set ``result``, a label
+that replaces the met/missed verdict (e.g. "not comparable: synthetic vs real" for a phantom Dice shown beside
+a published real-data one: no target, no verdict). Each row also records its ``benchmark`` and when it was
+``measured`` (UTC time and the load average then). ``results.json`` holds the list, ``results.md`` the table with the machine it was
 measured on (CPU model, cores, memory, load average before and after, date).
 
     .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--skip NAME ...] [--merge]
@@ -46,6 +48,7 @@ BENCHMARKS = {
 }
 KEYS = ("name", "ratio", "target", "reference", "detail")
 ROW_KEYS = (*KEYS, "benchmark", "measured")
+OPTIONAL_KEYS = ("result",)  # a fixed label in place of the verdict; kept only when a benchmark sets it
 
 
 def standalone(bench, parser) -> int:
@@ -98,6 +101,9 @@ def normalise(row: dict) -> dict:
         v = r[k]
         r[k] = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(float(v), 4)
     r["name"], r["reference"], r["detail"] = str(r["name"]), str(r["reference"] or ""), str(r["detail"] or "")
+    for k in OPTIONAL_KEYS:
+        if row.get(k):
+            r[k] = str(row[k])
     return r
 
 
@@ -131,6 +137,8 @@ def load() -> str:
 
 
 def verdict(row: dict) -> str:
+    if row.get("result"):
+        return row["result"]
     if row["ratio"] is None:
         return "failed" if row["detail"].startswith("failed") else "not measured"
     if row["target"] is None:

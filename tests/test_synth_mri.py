@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from breastseg.dicom.geometry import slice_normal
 from breastseg.synth.cohort import write_cohort
-from breastseg.synth.mri import BPE_EDGES, bpe_category
+from breastseg.synth.mri import BPE_EDGES, _top_share, bpe_category, draw_bpe_fraction
 
 TINY = dict(mri_matrix=48, mri_slices=8, mri_spacing_mm=6.5, mri_slice_mm=4.0, us_lines=64, us_depth_mm=10.0,
             annotated_fraction=0.5, progress=False)
@@ -162,6 +162,32 @@ def test_bpe_fraction_covers_all_categories(cohort):
         assert edges[t["bpe_category"]] <= t["bpe_fraction"] < edges[t["bpe_category"] + 1]
         cats.add(t["bpe_category"])
     assert cats == {0, 1, 2, 3}
+
+
+def test_bpe_fractions_are_drawn_up_to_the_cut_offs():
+    """No margin around the cut-offs: a category's fractions fill it, and some fall next to a cut-off."""
+    rng = np.random.default_rng(0)
+    draws = [(c, draw_bpe_fraction(rng, c)) for _ in range(16) for c in range(4)]  # a 64-patient cohort's draws
+    edges = (0.02, *BPE_EDGES, 0.98)
+    for c, f in draws:
+        assert edges[c] <= f < edges[c + 1] and bpe_category(f) == c
+    near = [f for _, f in draws if min(abs(f - e) for e in BPE_EDGES) < 0.03]
+    assert len(near) >= 3, near  # ~12 % of the range lies within 0.03 of a cut-off
+    per_cat = np.array([f for c, f in draws if c == 1])
+    assert per_cat.min() < 0.30 and per_cat.max() > 0.45  # the old draw kept mild within 0.29-0.46
+    many = np.array([draw_bpe_fraction(np.random.default_rng([1, i]), 2) for i in range(400)])
+    assert many.min() < 0.505 and many.max() > 0.745
+    with pytest.raises(ValueError):
+        draw_bpe_fraction(rng, 4)
+
+
+def test_realised_fraction_next_to_a_cut_off_stays_in_its_category():
+    scores = np.random.default_rng(2).normal(size=1001)
+    for fraction, category in ((0.2499, 0), (0.25, 1), (0.5004, 2), (0.7496, 2), (0.7501, 3), (0.021, 0)):
+        top, thr = _top_share(scores, fraction, category)
+        realised = top.sum() / scores.size
+        assert bpe_category(realised) == category and abs(realised - fraction) <= 1.0 / scores.size
+        assert top.sum() == (scores > thr).sum() and scores[top].min() > thr > scores[~top].max()
 
 
 def test_relative_enhancement_matches_generating_parameters(cohort):

@@ -88,7 +88,10 @@ def test_oasbud_keys_and_patient_selection(tmp_path):
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2"]
     meta = json.loads((tmp_path / "one" / "scan-2" / "meta.json").read_text())
     assert meta["patient"] == "P2" and meta["class"] == "malignant" and meta["birads"] == "3"
-    assert meta["window"] == list(window_from_pulses(3.0, f0=10e6, bandwidth=0.6, fs=40e6, pitch=38e-3 / 510))
+    from breastseg.us.maps import map_defaults
+
+    wp = map_defaults()["window_pulses"]
+    assert meta["window"] == list(window_from_pulses(wp, f0=10e6, bandwidth=0.6, fs=40e6, pitch=38e-3 / 510))
     with pytest.raises(InputError, match="no scans of patient"):
         write_us_maps(src, tmp_path / "none", patients=["P9"])
 
@@ -190,3 +193,51 @@ def test_pseudonymised_scans_of_several_inputs_are_numbered(tmp_path):
     assert not any("L1" in json.dumps(m) or "o.mat" in json.dumps(m) for m in metas)
     with pytest.raises(InputError, match="holds several patients"):
         write_us_maps(src, tmp_path / "q", patient_id="Pabc", maps=("bmode",))
+
+
+def _scan(rf, shape=(96, 16)):
+    from breastseg.us.readers import Scan
+
+    return Scan("p", "scan-1", rf, None, _roi(shape), 40e6, 7e6, 0.2e-3, 1540.0, 0.75, None,
+                (1540 / 80e6 * 1e3, 0.2), "npz")
+
+
+def test_envelope_entropy_is_the_default_binned_over_a_robust_scale():
+    from breastseg.us.maps import compute_maps, envelope_range, map_defaults
+    from breastseg.us.rf import envelope
+
+    assert map_defaults()["entropy_on"] == "envelope"
+    rf = _speckle_rf(np.random.default_rng(7), (200, 16))
+    maps, meta = compute_maps(_scan(rf, (200, 16)))
+    env = envelope(rf)
+    assert meta["entropy_on"] == "envelope"
+    assert meta["entropy_value_range"] == pytest.approx([0.0, np.percentile(env, 99)])
+    assert envelope_range(env) == (0.0, pytest.approx(np.percentile(env, 99)))
+    # independent of the receiver gain (and of the display's dynamic range, which only the B-mode uses)
+    louder, _ = compute_maps(_scan(rf * 4.0, (200, 16)), dynamic_range_db=30.0)
+    np.testing.assert_array_equal(louder["entropy"], maps["entropy"])
+    # one strong specular echo (a short pulse 40x the speckle) barely moves the scale: the map away from it
+    # keeps its values, while bins over the scan's min..max squeeze the tissue into the lowest bins
+    from breastseg.us.entropy import entropy_map
+
+    t = np.arange(rf.shape[0])
+    echo = rf.std() * 40 * np.exp(-(((t - 100) / 4.0) ** 2)) * np.cos(2 * np.pi * 7e6 * t / 40e6)
+    spiked = rf.copy()
+    spiked[:, 8] += echo
+    far = np.ones(rf.shape, bool)
+    far[60:140, 4:13] = False
+    robust, _ = compute_maps(_scan(spiked, (200, 16)))
+    assert np.abs(robust["entropy"][far] - maps["entropy"][far]).mean() < 0.05 * maps["entropy"][far].mean()
+    fragile = entropy_map(envelope(spiked), tuple(meta["window"]), meta["bins"])
+    assert fragile[far].mean() < 0.6 * robust["entropy"][far].mean()
+    assert envelope_range(np.zeros((4, 4))) == (0.0, 0.0)
+
+
+def test_bmode_entropy_stays_an_option():
+    from breastseg.us.maps import compute_maps
+
+    rf = _speckle_rf(np.random.default_rng(8))
+    env_maps, _ = compute_maps(_scan(rf), window_pulses=1.0, bins=16)
+    bm_maps, meta = compute_maps(_scan(rf), window_pulses=1.0, bins=16, entropy_on="bmode")
+    assert meta["entropy_on"] == "bmode" and meta["entropy_value_range"] == [0.0, 1.0]
+    assert not np.array_equal(env_maps["entropy"], bm_maps["entropy"])

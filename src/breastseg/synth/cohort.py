@@ -139,7 +139,9 @@ def _plan(seed: int, index: int) -> dict[str, Any]:
     """Everything the cohort decides about patient ``index``: a function of (seed, index) only."""
     return {
         "identity": _identity(seed, index),
-        "bpe_category": _in_block(seed, index, 4, _RNG_BPE),  # every category once per four patients
+        # every category once per four patients; the fraction within it is drawn from the patient's own MRI
+        # stream, uniformly over the whole category, next to its cut-offs too (mri.draw_bpe_fraction)
+        "bpe_category": _in_block(seed, index, 4, _RNG_BPE),
         "density": _in_block(seed, index, 4, _RNG_DENSITY),  # ACR a-d, each once per four
         "malignant": _malignant(seed, index),
         "rescaled": bool(_in_block(seed, index, 2, _RNG_RESCALED)),  # half the studies rescaled

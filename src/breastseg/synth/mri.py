@@ -5,8 +5,9 @@ breasts with a skin layer, subcutaneous and retromammary fat and fibroglandular 
 towards the nipple with strands and scalloped edges, its share of the breast drawn from one of the four ACR
 density categories); in front of the chest wall the body's skin and fat; behind it the pectoral muscle, ribs,
 sternum, the heart, the aorta, the mediastinum and the lungs. Background parenchymal enhancement (BPE) is a
-patchy sub-region of the FGT, favouring its posterior part, whose share of the FGT is drawn from one of the
-four conventional categories (minimal < 25 %, mild 25-50 %, moderate 50-75 %, marked > 75 %).
+patchy sub-region of the FGT, favouring its posterior part, whose share of the FGT is drawn uniformly over
+one of the four conventional categories (minimal < 25 %, mild 25-50 %, moderate 50-75 %, marked > 75 %; the
+whole of 2-98 % is covered, next to the cut-offs too, so category boundaries are as ambiguous as on real studies).
 
 Signal: pre-contrast ``S0`` (fat suppressed, less so towards the sides: FGT bright, fat dark) with a little
 texture; post-contrast phase ``p`` at ``t_p`` s after injection: ``S0 * (1 + RE(t_p))`` with the empirical
@@ -33,8 +34,8 @@ from ..dicom.geometry import affine_ras, slice_normal
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 BPE_EDGES = (0.25, 0.5, 0.75)
 BPE_CATEGORY_NAMES = ("minimal", "mild", "moderate", "marked")
-# Target fractions are drawn away from the category edges so the realised fraction stays in its category.
-_BPE_RANGES = ((0.06, 0.21), (0.29, 0.46), (0.54, 0.71), (0.79, 0.94))
+#: Range of the BPE fractions drawn: the whole of it, category cut-offs included (no margin around them).
+BPE_FRACTION_RANGE = (0.02, 0.98)
 
 LAYOUTS = ("flat", "nested", "series_dirs")
 LABEL_BACKGROUND, LABEL_FGT, LABEL_BPE, LABEL_UNANNOTATED = 0, 1, 2, 255
@@ -48,6 +49,48 @@ _GIVEN = ("Anna", "Maria", "Laura", "Sofia", "Elena", "Julia", "Hannah", "Chloe"
 def bpe_category(fraction: float) -> int:
     """0 minimal, 1 mild, 2 moderate, 3 marked."""
     return int(np.searchsorted(np.asarray(BPE_EDGES), fraction, side="right"))
+
+
+def bpe_fraction_bounds(category: int) -> tuple[float, float]:
+    """``[lo, hi)`` of the BPE fractions of ``category``: its cut-offs, within :data:`BPE_FRACTION_RANGE`."""
+    edges = (BPE_FRACTION_RANGE[0], *BPE_EDGES, BPE_FRACTION_RANGE[1])
+    return float(edges[category]), float(edges[category + 1])
+
+
+def draw_bpe_fraction(rng: np.random.Generator, category: int) -> float:
+    """A BPE fraction (BPE share of the FGT) uniform over the whole of ``category``, up to its cut-offs.
+
+    One ``rng.uniform`` draw whatever the category, so the rest of the patient's stream does not depend on it.
+    Fractions near a cut-off are as likely as any other: the category a reader (or a model) assigns to such a
+    patient can differ from the drawn one, as it does on real studies.
+    """
+    if category not in range(len(BPE_CATEGORY_NAMES)):
+        raise ValueError(f"BPE category must be 0..{len(BPE_CATEGORY_NAMES) - 1}, got {category!r}")
+    lo, hi = bpe_fraction_bounds(category)
+    return float(rng.uniform(lo, hi))
+
+
+def _top_share(score: np.ndarray, fraction: float, category: int) -> tuple[np.ndarray, float]:
+    """The ``k = round(fraction * n)`` highest of the ``n`` scores and a threshold between them and the rest.
+
+    ``k`` is kept within ``category``'s cut-offs, so the realised fraction ``k / n`` is the drawn one to within
+    one voxel and lies in the drawn category even when the draw is next to a cut-off.
+    """
+    n = score.size
+    lo, hi = bpe_fraction_bounds(category)
+    k = int(round(fraction * n))
+    k_min, k_max = int(np.ceil(lo * n)), int(np.ceil(hi * n)) - 1
+    if k_min <= k_max:
+        k = min(max(k, k_min), k_max)
+    k = min(max(k, 0), n)
+    order = np.argsort(score, kind="stable")
+    top = np.zeros(n, bool)
+    top[order[n - k:]] = True
+    if k == 0:
+        return top, float(score[order[-1]])
+    if k == n:
+        return top, float(score[order[0]])
+    return top, float(0.5 * (score[order[n - k - 1]] + score[order[n - k]]))
 
 
 @dataclass
@@ -298,14 +341,14 @@ def simulate_mri(rng: np.random.Generator, matrix: int = 64, slices: int = 24, p
 
     # BPE: patchy, favouring the posterior and lateral parts of the gland; a soft transition into non-enhancing FGT.
     category = int(rng.integers(4)) if bpe_category_target is None else int(bpe_category_target)
-    frac_target = rng.uniform(*_BPE_RANGES[category])
+    frac_target = draw_bpe_fraction(rng, category)
     posterior = np.clip((y - (ycw - 0.5 * W)) / (0.5 * W), 0.0, 1.0)
     bpe_score = noise(rng.uniform(6.0, 10.0)) + 0.5 * noise(3.0) + rng.uniform(0.3, 0.8) * posterior
     bpe = np.zeros(shape, bool)
     thr = 0.0
     if fgt.any():
-        thr = float(np.quantile(bpe_score[fgt], 1.0 - frac_target))
-        bpe = fgt & (bpe_score > thr)
+        inside, thr = _top_share(bpe_score[fgt], frac_target, category)
+        bpe[fgt] = inside
     weight = np.where(fgt, 1.0 / (1.0 + np.exp(-(bpe_score - thr) / 0.12)), 0.0).astype(np.float32)
     nonenh = fgt & ~bpe
 

@@ -3,7 +3,10 @@
 For every pixel, the values inside a ``rows x cols`` rectangular window centred on it are binned
 into ``bins`` equal-width bins and the Shannon entropy (in bits) of that histogram is returned.
 Windows at the image border are clipped to the image: only in-image pixels are counted, exactly as
-:func:`skimage.filters.rank.entropy` does.
+:func:`skimage.filters.rank.entropy` does. The bins are shared by all windows of an image, so what is
+binned and over which range is the caller's choice: :mod:`breastseg.us.maps` bins the envelope of the raw
+RF over ``[0, 99th percentile]`` of each scan (the reasons, and the alternatives measured, are in its
+module doc).
 
 The kernel slides the window down one column at a time: moving one row down adds one row of the
 window's columns to the histogram and removes another, so each step costs ``2 * cols`` updates

@@ -12,6 +12,26 @@ With a pseudonym (``patient_id``) the keys are ``scan-1``, ``scan-2``... in inpu
 ``scan_key`` is the scan id (``scan-1``, ``scan-2`` for the two OASBUD views) when the input holds one
 patient (a per-patient ``.npz``, one OASBUD record, or a ``patients=`` selection of one), and
 ``<patient>/<scan>`` when it holds several (a whole OASBUD file, a BUSI folder).
+
+Entropy map
+-----------
+By default (``entropy_on="envelope"``) the entropy is that of the envelope of the raw RF (magnitude of the
+analytic signal), before any display compression, as in small-window entropy imaging (Tsui et al., Sci Rep
+2017, 7:41004): the Shannon entropy of the envelope's probability distribution, estimated by a histogram of
+the envelope samples inside a window whose side is a few pulse lengths (``window_pulses``; Tsui et al. found
+one pulse length enough to follow scatterer concentration). The histogram has ``bins`` equal-width bins over
+``[0, P99]``, ``P99`` the 99th percentile of the scan's envelope (values above it count in the last bin):
+dividing by a robust per-scan scale makes the map independent of the receiver gain and of the display's
+dynamic range, while windows of one scan share one amplitude axis (a window of weak echoes spans few bins,
+one of strong or mixed echoes many). The scan's maximum would be a fragile scale: one specular echo (a
+fascia, a calcification) would squeeze all tissue into the lowest bins. Normalising each window by its own
+maximum or RMS (a pure shape measure) was also tried on the validation phantoms of
+``benchmarks/choose_entropy_defaults.py`` and separated masses from tissue less well (mean per-pixel AUC about
+0.7 against about 0.86).
+
+``entropy_on="bmode"`` takes the histogram of the log-compressed B-mode over [0, 1] instead: a fixed local
+filter of the B-mode image, kept for comparison. ``window_pulses`` and ``bins`` default to the pair chosen on
+validation phantoms by ``benchmarks/choose_entropy_defaults.py`` (``benchmarks/entropy_defaults.json``).
 """
 from __future__ import annotations
 
@@ -26,9 +46,11 @@ from breastseg.io import atomic_dir, write_json
 from breastseg.us.readers import Scan, _safe_id, read_scans
 from breastseg.us.rf import bmode_from_envelope, envelope, pulse_length_m, window_from_pulses
 
-__all__ = ["resample_to_square", "compute_maps", "write_us_maps", "preview_image", "MAP_NAMES"]
+__all__ = ["resample_to_square", "compute_maps", "envelope_range", "write_us_maps", "preview_image", "MAP_NAMES"]
 
 MAP_NAMES = ("bmode", "entropy")
+#: Percentile of the scan's envelope that sets the top of the entropy histogram (``entropy_on="envelope"``).
+ENVELOPE_SCALE_PERCENTILE = 99.0
 
 
 # ------------------------------------------------------------------------------------------ resampling
@@ -108,6 +130,16 @@ def _settings(dynamic_range_db, window_pulses, bins, entropy_on) -> tuple[float,
             str(given["entropy_on"]))
 
 
+def envelope_range(env: np.ndarray) -> tuple[float, float]:
+    """Histogram range of the envelope entropy: ``(0, P)``, ``P`` the :data:`ENVELOPE_SCALE_PERCENTILE`-th
+    percentile of the envelope (its maximum when that percentile is 0; ``(0, 0)`` for an all-zero envelope)."""
+    env = np.asarray(env, dtype=np.float64)
+    top = float(np.percentile(env, ENVELOPE_SCALE_PERCENTILE)) if env.size else 0.0
+    if not top > 0:
+        top = float(env.max()) if env.size else 0.0
+    return 0.0, max(top, 0.0)
+
+
 def compute_maps(
     scan: Scan,
     *,
@@ -157,7 +189,7 @@ def compute_maps(
         window = window_from_pulses(window_pulses, f0=scan.f0, bandwidth=scan.bandwidth, fs=scan.fs,
                                     pitch=scan.pitch, c=scan.c)
         if entropy_on == "envelope":
-            source, vrange = env, (float(env.min()), float(env.max()))
+            source, vrange = env, envelope_range(env)
         elif entropy_on == "bmode":
             source, vrange = bm, (0.0, 1.0)
         else:
@@ -234,8 +266,8 @@ def write_us_maps(
     """Read ``input_path`` (any supported format, or a list of inputs), write maps per scan under ``out_dir``.
 
     See the module doc for the layout. ``maps``: any of ``"bmode"``, ``"entropy"`` (entropy needs raw RF).
-    ``bins``: histogram bins of the entropy (equal width over the envelope's min..max with
-    ``entropy_on="envelope"``; over [0, 1] with ``"bmode"``). Settings left ``None`` take the ``us_maps``
+    ``bins``: histogram bins of the entropy (equal width over 0..99th percentile of the scan's envelope with
+    ``entropy_on="envelope"``; over [0, 1] with ``"bmode"``; see the module doc). Settings left ``None`` take the ``us_maps``
     defaults of the params schema. ``patients``: convert only these patient ids (lesion ids for OASBUD). ``fs``, ``f0`` (Hz), ``pitch`` (m),
     ``c`` (m/s), ``bandwidth`` (fractional): override the acquisition parameters of RF inputs.
     ``patient_id``: a pseudonym recorded as the patient instead of the input's own name; the input must hold

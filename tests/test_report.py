@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from breastseg.evaluation import figures
+from breastseg.evaluation.metrics import SPLIT_BY_IMAGE_WARNING
 from breastseg.report import write_summary
 
 
@@ -31,6 +32,14 @@ def results(tmp_path, params):
             figures.calibration_plot([0.1, 0.4, 0.6], [0.2, 0.4, 0.7], [0.25, 0.5, 0.75], res / name /
                                      "bpe_calibration.png", "calibration")
         figures.box_plot({c: [0.7, 0.8, 0.9] for c in classes}, res / name / "dice_boxplot.png", name)
+        unit = "slice" if name == "bpe_mri" else "mass"
+        m["conventions_side_by_side"] = {"per_patient": {"mean": 0.8, "median": 0.81, "n": 3},
+                                         f"per_{unit}": {"mean": 0.74, "median": 0.77, "n": 9}}
+        if unit == "mass":
+            m["no_mass_images"] = {"n": 4, "with_predicted_mass": 1, "fp_rate": 0.25}
+        if name == "mass_us_bmode":  # e.g. BUSI without a patient map
+            m["split"] = {"by_image": True, "warning": SPLIT_BY_IMAGE_WARNING,
+                          "reason": "cohort.patient_map is not set and 3 of 3 patients are single BUSI images"}
         comparable = name != "mass_us_entropy"
         (res / name / "decision.json").write_text(json.dumps({
             "promoted": name == "bpe_mri", "decided_on": "val", "n": 4, "comparable": comparable,
@@ -59,6 +68,18 @@ def test_summary_holds_every_number_people_ask_for(results):
         assert text in page, text
     assert page.count("<img") == 4
     assert "the test patients decide nothing" in page
+
+
+def test_summary_names_classes_conventions_and_a_split_that_may_leak(results):
+    page = results.read_text()
+    assert "<td>non-enhancing FGT</td>" in page and "<td>BPE</td>" in page and "<td>fgt</td>" not in page
+    assert "BPE area fraction and area category" in page and "not the radiologist's BPE category" in page
+    # the papers' conventions beside ours, and the no-mass images apart
+    assert "Dice by convention" in page and "<td>per slice</td><td>0.740</td><td>0.770</td>" in page
+    assert "<td>per mass</td>" in page and "0.250 (1 of 4)" in page
+    # a split by image is said on the page, for that experiment only
+    assert page.count(SPLIT_BY_IMAGE_WARNING) == 1
+    assert f"mass_us_bmode: {SPLIT_BY_IMAGE_WARNING}" in page
 
 
 def test_summary_reads_the_evaluation_beside_a_flat_metrics_file(results, tmp_path, params):

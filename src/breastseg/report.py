@@ -11,12 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .evaluation.figures import display_name
+from .evaluation.metrics import SPLIT_BY_IMAGE_WARNING
 from .io import atomic_path
 
 CAPTIONS = {
     "overlays.png": "Worst, median and best test slices by Dice: image, ground truth, prediction.",
     "dice_boxplot.png": "Dice per test patient, per foreground class.",
-    "bpe_calibration.png": "BPE fraction per test patient, predicted vs ground truth, with the category cut-offs.",
+    "bpe_calibration.png": "BPE area fraction (BPE / all fibroglandular tissue) per test patient, predicted vs ground "
+                           "truth, with the area-category cut-offs.",
 }
 
 
@@ -45,7 +48,8 @@ def _experiment_rows(m: dict[str, Any], decision: dict[str, Any]) -> str:
     for cls, stats in m.get("per_patient", {}).items():
         d = stats["dice"]
         ci = d.get("ci95") or [None, None]
-        rows.append(f"<tr><td>{html.escape(m['experiment'])}</td><td>{html.escape(cls)}</td><td>{_f(d['mean'])} "
+        rows.append(f"<tr><td>{html.escape(m['experiment'])}</td><td>{html.escape(display_name(cls))}</td>"
+                    f"<td>{_f(d['mean'])} "
                     f"[{_f(ci[0])}, {_f(ci[1])}]</td><td>{_f(d['median'])}</td><td>{_f(d['std'])}</td>"
                     f"<td>{_f(stats['precision']['mean'])}</td><td>{_f(stats['recall']['mean'])}</td>"
                     f"<td>{_distance(stats, 'hd95')}</td><td>{_distance(stats, 'asd')}</td><td>{m.get('n_patients')}</td>"
@@ -76,11 +80,51 @@ def _bpe(m: dict[str, Any]) -> str:
     head = "".join(f"<th>pred {html.escape(l)}</th>" for l in labels)
     body = "".join(f"<tr><th>true {html.escape(labels[i])}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
                    for i, row in enumerate(b["confusion_matrix"]))
-    return (f"<h3>{html.escape(m['experiment'])}: BPE category read-out ({b['n']} test patients)</h3>"
-            f"<p>Linear-weighted Cohen's kappa {_f(b['kappa_linear'])}; category accuracy "
-            f"{_f(b['category_accuracy'])}; mean absolute error of the BPE fraction {_f(b['fraction_mae'])} "
-            f"(cut-offs {', '.join(_f(c, 2) for c in b['cutoffs'])}).</p>"
+    return (f"<h3>{html.escape(m['experiment'])}: BPE area fraction and area category ({b['n']} test patients)</h3>"
+            f"<p>Area category: linear-weighted Cohen's kappa {_f(b['kappa_linear'])}, accuracy "
+            f"{_f(b['category_accuracy'])}; mean absolute error of the BPE area fraction {_f(b['fraction_mae'])} "
+            f"(cut-offs {', '.join(_f(c, 2) for c in b['cutoffs'])}). The BPE area fraction is BPE over all "
+            "fibroglandular tissue (non-enhancing FGT + BPE) by area; its area category bins it at the cut-offs and "
+            "is not the radiologist's BPE category.</p>"
             f"<table><tr><th></th>{head}</tr>{body}</table>")
+
+
+def _split_note(metrics: list[dict[str, Any]]) -> str:
+    """The warning for experiments whose split could not tell women apart (evaluation's ``split_check``)."""
+    out = []
+    for m in metrics:
+        split = m.get("split") or {}
+        if split.get("by_image"):
+            out.append(f"<p class='warning'><b>{html.escape(m['experiment'])}: "
+                       f"{html.escape(split.get('warning') or SPLIT_BY_IMAGE_WARNING)}</b>"
+                       + (f" ({html.escape(split['reason'])})" if split.get("reason") else "") + ".</p>")
+    return "".join(out)
+
+
+def _conventions_table(metrics: list[dict[str, Any]]) -> str:
+    """Mean and median Dice per patient (ours) beside the published conventions: per slice (MRI), per mass
+    (ultrasound), and the ultrasound images without a mass."""
+    rows = []
+    for m in metrics:
+        side = m.get("conventions_side_by_side")
+        if not side:
+            continue
+        unit = "mass" if "per_mass" in side else "slice"
+        pp, pi = side["per_patient"], side[f"per_{unit}"]
+        nm = m.get("no_mass_images")
+        no_mass = (f"{_f(nm['fp_rate'])} ({nm['with_predicted_mass']} of {nm['n']})" if nm and nm["n"] else
+                   ("none" if nm else "n/a"))
+        rows.append(f"<tr><td>{html.escape(m['experiment'])}</td><td>{_f(pp['mean'])}</td><td>{_f(pp['median'])}</td>"
+                    f"<td>{pp['n']}</td><td>per {unit}</td><td>{_f(pi['mean'])}</td><td>{_f(pi['median'])}</td>"
+                    f"<td>{pi['n']}</td><td>{no_mass}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Dice by convention</h2><p>Per patient (ours: the headline above) and as the published studies "
+            "report it: per slice (MRI) and per mass (ultrasound, one mass per scan). Ultrasound images without a "
+            "mass are not scored for Dice; their image-level false-positive rate is the share with any predicted "
+            "mass pixel.</p><table><tr><th>experiment</th><th>per patient mean</th><th>median</th><th>patients</th>"
+            "<th>convention</th><th>mean</th><th>median</th><th>images</th><th>no-mass images: false-positive rate"
+            "</th></tr>" + "".join(rows) + "</table>")
 
 
 def _units_note(metrics: list[dict[str, Any]]) -> str:
@@ -140,14 +184,15 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}} figure{{display:i
 vertical-align:top}} figcaption{{font-size:0.85em;max-width:36em}}</style></head><body>
 <h1>breastseg: experiment summary</h1>
 <p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test patients only. Dice per patient (pixels of all its
-annotated slices pooled): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD as the median over
+annotated slices pooled; ultrasound: of its images with a mass): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD as the median over
 patients, in millimetres (mm) where the images store their pixel spacing, in pixels of the source image (px)
 where they do not. Champion gate: challenger and champion scored on the same validation patients, each
-through its own preprocessing; the test patients decide nothing.</p>{_units_note(metrics)}
+through its own preprocessing; the test patients decide nothing.</p>{_split_note(metrics)}{_units_note(metrics)}
 <table><tr><th>experiment</th><th>class</th><th>Dice mean [CI]</th><th>median</th><th>std</th><th>precision</th>
 <th>recall</th><th>HD95</th><th>ASD</th><th>patients</th><th>challenger</th><th>champion gate</th></tr>
 {''.join(rows)}
 </table>
+{_conventions_table(metrics)}
 {''.join(_comparison(c) for c in comparisons)}
 {''.join(bpe)}
 <h2>Figures</h2>

@@ -1,4 +1,10 @@
-"""Lightning DataModule over prepared patient files and a split file."""
+"""Lightning DataModule over prepared patient files and a split file.
+
+Validation batches are ``(image, label, index)``: ``index`` is each image's position in the val subset, whose
+patients :attr:`SliceDataModule.val_patients` lists, so validation can score per patient as evaluation does.
+A split without validation patients stops training (:class:`~breastseg.errors.InputError` naming the split file):
+validating on the training slices would select models on what they were fitted to.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import InputError
 from .slices import load_subset
 
 
@@ -60,19 +67,27 @@ class SliceDataset(Dataset):
     """In-memory slices with optional augmentation: mirroring, small rotations, intensity jitter.
 
     Indexed by ``i`` (no augmentation draws needed, or torch's global RNG) or by ``(i, seed)`` from
-    :class:`EpochSampler`, whose per-sample seed makes every draw reproducible.
+    :class:`EpochSampler`, whose per-sample seed makes every draw reproducible. ``with_index``: items are
+    ``(image, label, i)`` (validation scores per patient with it).
     """
 
-    def __init__(self, image: np.ndarray, label: np.ndarray, augment: dict | None = None):
+    def __init__(self, image: np.ndarray, label: np.ndarray, augment: dict | None = None, with_index: bool = False):
         self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         self.label = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
         self.augment = augment or {}
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.label)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         i, seed = item if isinstance(item, tuple) else (item, None)
+        if self.with_index:
+            x, y = self._item(i, seed)
+            return x, y, torch.tensor(int(i))
+        return self._item(i, seed)
+
+    def _item(self, i: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         g = None if seed is None else torch.Generator().manual_seed(int(seed))
         x, y = self.image[i], self.label[i]
         aug = self.augment
@@ -112,13 +127,21 @@ class SliceDataModule(pl.LightningDataModule):
             if subset not in self.data:
                 self.data[subset] = load_subset(self.processed_dir, self.split_file, subset)
         if not self.data["train"]:
-            raise ValueError(f"{self.split_file}: no training slices")
-        if not self.data["val"]:  # a tiny cohort: validate on the training slices rather than not at all
-            self.data["val"] = self.data["train"]
+            raise InputError(self.split_file, "no training slices")
+        if not self.data["val"]:
+            raise InputError(self.split_file, "no val patients: checkpoints, early stopping and Optuna trials are "
+                                              "chosen on them (needs split.fractions.val > 0 and at least 3 "
+                                              "patients)")
+
+    @property
+    def val_patients(self) -> np.ndarray | None:
+        """The patient of each val image, in the val loader's index order (None before :meth:`setup`)."""
+        val = self.data.get("val")
+        return None if not val else np.asarray(val["patient"])
 
     def _loader(self, subset: str, shuffle: bool, augment: dict | None, num_samples: int = 0) -> DataLoader:
         d = self.data[subset]
-        ds = SliceDataset(d["image"], d["label"], augment=augment)
+        ds = SliceDataset(d["image"], d["label"], augment=augment, with_index=subset == "val")
         if shuffle:
             sampler = EpochSampler(len(ds), num_samples, self.seed)
             return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,

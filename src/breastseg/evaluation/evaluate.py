@@ -1,10 +1,13 @@
 """Evaluation on the test patients only: metrics per slice and per patient, clinical read-out, figures.
 
-Per patient, Dice, precision and recall pool the pixels of all the patient's annotated slices; HD95 and ASD
-are the mean over the patient's slices where they are defined, in millimetres (``hd95_mm``) from each slice's
-physical pixel spacing, or in pixels of the source image (``hd95_px``) where the source stores no spacing.
-Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients. The empty-mask
-conventions are those of :mod:`breastseg.evaluation.metrics`.
+Per patient, Dice, precision and recall pool the pixels of all the patient's annotated slices (ultrasound: of
+its images with a mass; images without one are reported apart, as the image-level false-positive rate); HD95
+and ASD are the mean over the patient's slices where they are defined, in millimetres (``hd95_mm``) from each
+slice's physical pixel spacing, or in pixels of the source image (``hd95_px``) where the source stores no
+spacing. Summary statistics (mean, median, std, 95 % bootstrap CI) are over patients; beside them, the published
+conventions: Dice per slice (MRI) and per mass (ultrasound). The empty-mask conventions are those of
+:mod:`breastseg.evaluation.metrics`, whose :func:`~breastseg.evaluation.metrics.dice_figures` validation uses
+too. Where the split could not tell women apart (:func:`split_check`), every output says so.
 
 Two files per experiment: ``metrics/<experiment>.json`` holds about ten flat numeric headline figures
 (:func:`headline`: what ``dvc metrics diff`` and ``dvc exp show`` compare), and
@@ -27,7 +30,8 @@ from ..config import experiment
 from ..errors import InputError
 from ..inference.model import load_model, predict_slices
 from ..io import atomic_path, write_json
-from .metrics import CONVENTIONS, IGNORE, case_metrics
+from .metrics import (CONVENTIONS, IGNORE, SPLIT_BY_IMAGE_WARNING, case_metrics, dice_figures,
+                      overlap_counts)
 
 log = logging.getLogger(__name__)
 DISTANCES = ("hd95", "asd")
@@ -46,6 +50,48 @@ def pooled_overlap(pred: np.ndarray, label: np.ndarray, c: int) -> dict[str, flo
     return {"dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else np.nan,
             "precision": tp / (tp + fp) if (tp + fp) else np.nan,
             "recall": tp / (tp + fn) if (tp + fn) else np.nan}
+
+
+#: Ultrasound source formats whose unit, without ``cohort.patient_map``, is not a woman, with the number of
+#: scans one unit converts to: a BUSI image (1), an OASBUD record, i.e. one lesion in its two views (2).
+IMAGE_UNITS = {"busi-png": 1, "oasbud-mat": 2}
+
+
+def split_check(params: dict[str, Any], dataset: str, split_file: Path, interim_dir: Path) -> dict[str, Any]:
+    """Could the split tell women apart? ``by_image`` True when ``cohort.patient_map`` is not set and some patient
+    of ``split_file`` is one BUSI image or one OASBUD record (lesion), as its converted scans say
+    (``<interim_dir>/<patient>/*/meta.json``: ``source_format`` and the number of scans).
+
+    Read from what conversion wrote, not the raw cohort: no key, no raw names needed. A patient folder
+    (``us/<patient>/``) holding a single BUSI image or OASBUD record looks the same and is flagged too; patients
+    whose converted scans are missing are not judged (``checked`` counts those that were).
+    """
+    out: dict[str, Any] = {"by_image": False, "patients": 0, "checked": 0, "warning": None, "reason": None}
+    if dataset != "us" or (params.get("cohort") or {}).get("patient_map"):
+        return out
+    from ..data.split import read_split
+
+    for pid in read_split(split_file):
+        metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
+        if not metas:
+            continue
+        out["checked"] += 1
+        formats = [json.loads(m.read_text()).get("source_format") for m in metas]
+        if len(set(formats)) == 1 and formats[0] in IMAGE_UNITS and len(formats) <= IMAGE_UNITS[formats[0]]:
+            out["patients"] += 1
+    if out["patients"]:
+        out.update(by_image=True, warning=SPLIT_BY_IMAGE_WARNING,
+                   reason=f"cohort.patient_map is not set and {out['patients']} of {out['checked']} patients are "
+                          "single BUSI images or single OASBUD lesions (a CSV id,patient names the women)")
+    return out
+
+
+def split_tags(check: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of :func:`split_check`: ``breastseg.split_by_image`` (true/false) and the warning."""
+    tags = {"breastseg.split_by_image": str(bool(check["by_image"])).lower()}
+    if check["by_image"]:
+        tags["breastseg.split_warning"] = SPLIT_BY_IMAGE_WARNING
+    return tags
 
 
 def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=(0.25, 0.5, 0.75),
@@ -71,16 +117,29 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
                            **{f"{k}_{names[c]}": m[f"{k}_{c}"] for c in classes for k in OVERLAPS},
                            **{f"{k}_{u}_{names[c]}": m[f"{k}_{c}"] if u == unit else np.nan
                               for c in classes for k in DISTANCES for u in units}})
-    patients = sorted(set(map(str, data["patient"])))
+    # Dice, precision and recall from tp/fp/fn counts per image: the figures validation computes too
+    # (metrics.dice_figures); ultrasound images without a mass are reported apart, never scored as Dice 0.
+    no_mass_apart = exp["dataset"] == "us"
+    figs = dice_figures(overlap_counts(pred, data["label"], exp["classes"]), data["patient"],
+                        no_mass_apart=no_mass_apart)
+    scored = figs["scored"]
+    if no_mass_apart:
+        for i, r in enumerate(slice_rows):
+            r["mass"] = int(scored[i])
+    patients = figs["patients"]
     patient_rows = []
-    for pid in patients:
+    for j, pid in enumerate(patients):
         idx = np.flatnonzero(data["patient"] == pid)
         row: dict[str, Any] = {"patient": pid, "slices": len(idx)}
+        if no_mass_apart:
+            row["mass_images"] = int(scored[idx].sum())
         for c in classes:
-            for k, v in pooled_overlap(pred[idx], data["label"][idx], c).items():
-                row[f"{k}_{names[c]}"] = v
+            tp, fp, fn = (int(v) for v in figs["patient_counts"][j, c - 1])
+            row[f"dice_{names[c]}"] = float(figs["patient_dice"][j, c - 1])
+            row[f"precision_{names[c]}"] = tp / (tp + fp) if (tp + fp) else np.nan
+            row[f"recall_{names[c]}"] = tp / (tp + fn) if (tp + fn) else np.nan
             for k in dist_keys:
-                vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx], dtype=float)
+                vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx if scored[i]], dtype=float)
                 row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         if exp["dataset"] == "mri":
             truth = data["label"][idx]
@@ -93,19 +152,29 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
 
     per_patient = {names[c]: {k: st.summarize([r[f"{k}_{names[c]}"] for r in patient_rows], seed=seed)
                               for k in (*OVERLAPS, *dist_keys)} for c in classes}
-    per_slice = {names[c]: {"dice": st.summarize([r[f"dice_{names[c]}"] for r in slice_rows], seed=seed)}
-                 for c in classes}
-    by_class = {n: v["dice"]["mean"] for n, v in per_patient.items()}
-    defined = [v for v in by_class.values() if v is not None]
-    # each patient's mean Dice over its defined foreground classes (the per-patient figure the comparisons use)
-    patient_dice = []
-    for r in patient_rows:
-        vals = [r[f"dice_{names[c]}"] for c in classes if np.isfinite(r[f"dice_{names[c]}"])]
-        patient_dice.append(float(np.mean(vals)) if vals else np.nan)
+    per_slice = {names[c]: {"dice": st.summarize(figs["image_dice"][scored, c - 1], seed=seed)} for c in classes}
+    by_class = {names[c]: _nan_to_none(figs["class_mean"][c - 1]) for c in classes}
+    unit = "mass" if no_mass_apart else "slice"
+    per_image = {
+        "unit": unit,
+        "definition": CONVENTIONS["per_image"],
+        "mean": _nan_to_none(figs["image_mean_over_classes"]),
+        "median": _nan_to_none(figs["image_median"]),
+        "by_class": {names[c]: _nan_to_none(figs["image_class_mean"][c - 1]) for c in classes},
+        "summary": st.summarize(figs["image_mean"][scored], seed=seed),
+    }
     summary: dict[str, Any] = {
-        "dice_mean": float(np.mean(defined)) if defined else None,
+        "dice_mean": _nan_to_none(figs["dice_mean"]),
         "dice": by_class,
-        "dice_patient_mean": st.summarize(patient_dice, seed=seed),
+        # each patient's mean Dice over its defined foreground classes (the per-patient figure the comparisons use)
+        "dice_patient_mean": st.summarize(figs["patient_mean"], seed=seed),
+        f"dice_per_{unit}": per_image,
+        # the papers' conventions (MRI: per slice; ultrasound: per mass) beside ours (per patient)
+        "conventions_side_by_side": {
+            "per_patient": {"mean": _nan_to_none(figs["dice_mean"]), "median": _nan_to_none(figs["dice_median"]),
+                            "n": len(patients)},
+            f"per_{unit}": {"mean": per_image["mean"], "median": per_image["median"], "n": int(scored.sum())},
+        },
         "per_patient": per_patient,
         "per_slice": per_slice,
         "distance_units": {u: {"mm": "millimetres (the images store their pixel spacing)",
@@ -116,6 +185,13 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
         "test_patients": patients,
         "conventions": CONVENTIONS,
     }
+    if no_mass_apart:
+        nm = figs["no_mass"]
+        summary["no_mass_images"] = {
+            "n": nm["n"], "with_predicted_mass": nm["with_prediction"], "fp_rate": _nan_to_none(nm["fp_rate"]),
+            "mass_images": int(scored.sum()),
+            "definition": CONVENTIONS["no_mass_images"],
+        }
     if exp["dataset"] == "mri":
         pairs = [(r["bpe_category_true"], r["bpe_category_pred"]) for r in patient_rows
                  if r["bpe_category_true"] is not None and r["bpe_category_pred"] is not None]
@@ -144,6 +220,11 @@ def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
     (median over patients of each patient's mean Dice), ``hd95_<unit>_median_<class>`` (mm, or px where the
     images store no spacing), ``n_patients``, ``n_slices``, ``distances_in_px`` (0/1) and, for MRI,
     ``bpe_kappa_linear`` and ``bpe_fraction_mae``. Undefined values are null.
+
+    The published conventions beside ours: ``dice_per_slice_mean`` (MRI: mean over slices) or
+    ``dice_per_mass_mean`` and ``dice_per_mass_median`` (ultrasound: over the images with a mass), and for
+    ultrasound ``no_mass_fp_rate`` (share of the images without a mass that have any predicted mass pixel; null
+    when there are none). ``split_by_image`` (0/1): the split could not tell women apart (:func:`split_check`).
     """
     flat: dict[str, float | int | None] = {"dice_mean": _r4(summary["dice_mean"])}
     for cls, v in summary["dice"].items():
@@ -156,6 +237,13 @@ def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
     flat["n_patients"] = int(summary["n_patients"])
     flat["n_slices"] = int(summary["n_slices"])
     flat["distances_in_px"] = int("px" in (summary.get("distance_units") or {}))
+    if "dice_per_slice" in summary:
+        flat["dice_per_slice_mean"] = _r4(summary["dice_per_slice"]["mean"])
+    if "dice_per_mass" in summary:
+        flat["dice_per_mass_mean"] = _r4(summary["dice_per_mass"]["mean"])
+        flat["dice_per_mass_median"] = _r4(summary["dice_per_mass"]["median"])
+        flat["no_mass_fp_rate"] = _r4((summary.get("no_mass_images") or {}).get("fp_rate"))
+    flat["split_by_image"] = int(bool((summary.get("split") or {}).get("by_image")))
     if "bpe" in summary:
         flat["bpe_kappa_linear"] = _r4(summary["bpe"]["kappa_linear"])
         flat["bpe_fraction_mae"] = _r4(summary["bpe"]["fraction_mae"])
@@ -191,10 +279,12 @@ def write_csv(rows: list[dict], out: Path) -> None:
 
 def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
                         metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None,
-                        evaluation_json: Path | None = None) -> dict[str, Any]:
+                        evaluation_json: Path | None = None, interim_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the challenger written by ``train`` on the test patients; log everything to an MLflow evaluation
     run. Writes the flat headline figures to ``metrics_json`` and the full summary to ``evaluation_json``
-    (default ``out_dir/evaluation.json``); returns the full summary."""
+    (default ``out_dir/evaluation.json``); returns the full summary. ``interim_dir`` (default
+    ``data/interim/<dataset>`` beside ``processed_dir``'s parent) tells :func:`split_check` how the patients were
+    converted."""
     import mlflow
 
     from ..environment import environment, mlflow_tags
@@ -204,8 +294,12 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     model = json.loads(model_json.read_text())
     rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
     env = environment(precision=exp["train"].get("precision"))
+    interim_dir = Path(interim_dir) if interim_dir else Path(processed_dir).parent.parent / "interim" / exp["dataset"]
+    split = split_check(params, exp["dataset"], split_file, interim_dir)
+    if split["by_image"]:
+        log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
-                    "environment": env})
+                    "split": split, "environment": env})
     evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
@@ -220,21 +314,28 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     slice_dice = np.full(len(rows), np.nan)
     slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
     figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})",
-                           dataset=exp["dataset"])
+                           dataset=exp["dataset"], class_names=exp["class_names"])
     figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
                      f"{name}: Dice per test patient (v{model['version']})")
     if "calibration" in paths:
         ok = [r for r in patients if r["bpe_fraction_true"] is not None and r["bpe_fraction_pred"] is not None]
         figures.calibration_plot([r["bpe_fraction_true"] for r in ok], [r["bpe_fraction_pred"] for r in ok],
-                                 summary["bpe"]["cutoffs"], paths["calibration"], f"{name}: BPE fraction per patient")
+                                 summary["bpe"]["cutoffs"], paths["calibration"],
+                                 f"{name}: BPE area fraction per patient")
     write_json(evaluation_json, summary)
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-v{model['version']}",
                           tags={"breastseg.stage": "evaluate", "breastseg.experiment": name,
                                 "breastseg.model_version": model["version"], "breastseg.train_run": model["run_id"],
-                                **mlflow_tags(env)}):
+                                **split_tags(split), **mlflow_tags(env)}):
         flat = {"test_dice_mean": summary["dice_mean"]}
+        for unit in ("slice", "mass"):
+            if f"dice_per_{unit}" in summary:
+                flat[f"test_dice_per_{unit}_mean"] = summary[f"dice_per_{unit}"]["mean"]
+                flat[f"test_dice_per_{unit}_median"] = summary[f"dice_per_{unit}"]["median"]
+        if "no_mass_images" in summary:
+            flat["test_no_mass_fp_rate"] = summary["no_mass_images"]["fp_rate"]
         for cls, stats in summary["per_patient"].items():
             for metric, s in stats.items():
                 flat[f"test_{metric}_{cls}"] = s["mean"]

@@ -18,6 +18,17 @@ Empty-mask conventions, per class (also in :data:`CONVENTIONS`, which reports pr
 - Recall ``TP / (TP + FN)``: truth empty -> NaN.
 - HD95 and ASD: either mask empty -> NaN (undefined; the Dice already penalises the miss).
 - Areas are always defined (0 for an empty mask).
+
+Where Dice is averaged (:func:`dice_figures`, shared by evaluation and the validation of a training, so that
+checkpoints, early stopping and Optuna select on the figure the champion gate and the test report use):
+
+- per patient: tp, fp and fn of all the patient's scored images pooled, then Dice per class; the mean over
+  patients per class, and ``dice_mean``, the mean of those over the foreground classes;
+- per image (the published conventions: MRI per slice, ultrasound per mass, one mass per scan): Dice of each
+  scored image, the mean over images per class, then over classes;
+- ultrasound images without a mass (truth mask empty, like BUSI "normal") are reported apart: they are not
+  scored (no Dice of 0 for them, per image or pooled into a patient), and the image-level false-positive rate
+  is the share of them with any predicted mass pixel. MRI slices are all scored.
 """
 from __future__ import annotations
 
@@ -27,6 +38,9 @@ from typing import Sequence
 import numpy as np
 
 IGNORE = 255
+#: Said wherever results are shown when the split could not tell women apart
+#: (:func:`breastseg.evaluation.evaluate.split_check`).
+SPLIT_BY_IMAGE_WARNING = "split by image: the same woman may be in train and test; results may be optimistic"
 
 CONVENTIONS: dict[str, str] = {
     "ignore": "pixels labelled 255 are excluded from every count and treated as background for surfaces",
@@ -39,6 +53,14 @@ CONVENTIONS: dict[str, str] = {
     "asd": "average symmetric surface distance in mm (MONAI: mean of both directed edge-to-edge distance sets); "
            "either mask empty -> undefined (NaN)",
     "area": "pixel (voxel) count times pixel area (voxel volume), mm^2 (mm^3); 0 when empty",
+    "per_patient": "Dice per patient pools tp/fp/fn over the patient's scored images; dice_mean is the mean over "
+                   "foreground classes of the mean over patients; dice_median the median over patients of each "
+                   "patient's mean over its defined classes",
+    "per_image": "Dice per slice (MRI) or per mass (ultrasound, one mass per scan): the mean over images per "
+                 "class, then over classes; the median over images of each image's mean over defined classes",
+    "no_mass_images": "ultrasound images whose truth mask is empty are not scored for Dice (neither per image nor "
+                      "pooled per patient); reported apart as the image-level false-positive rate: the share of "
+                      "them with any predicted mass pixel",
 }
 
 
@@ -111,4 +133,96 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, classes: int, spacing_mm: 
         out[f"hd95_{c}"], out[f"asd_{c}"] = surface_distances(p, t, spacing)
         out[f"area_pred_{c}"] = float((tp + fp) * unit)
         out[f"area_true_{c}"] = float((tp + fn) * unit)
+    return out
+
+
+def overlap_counts(pred: np.ndarray, label: np.ndarray, classes: int) -> np.ndarray:
+    """(N, classes - 1, 3) int64: tp, fp and fn of each foreground class in each image (annotated pixels only)."""
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
+    valid = label != IGNORE
+    axes = tuple(range(1, pred.ndim))
+    out = np.zeros((len(pred), classes - 1, 3), np.int64)
+    for c in range(1, classes):
+        p, t = (pred == c) & valid, (label == c) & valid
+        out[:, c - 1, 0] = np.count_nonzero(p & t, axis=axes)
+        out[:, c - 1, 1] = np.count_nonzero(p & ~t, axis=axes)
+        out[:, c - 1, 2] = np.count_nonzero(~p & t, axis=axes)
+    return out
+
+
+def dice_of_counts(counts: np.ndarray) -> np.ndarray:
+    """Dice from (..., 3) tp/fp/fn counts: 2tp / (2tp + fp + fn); NaN where the denominator is 0 (both empty)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    den = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), np.nan)
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.isfinite(x).sum(axis=axis)
+    s = np.where(np.isfinite(x), x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.where(n > 0, n, 1), np.nan)
+
+
+def dice_figures(counts: np.ndarray, patients, *, no_mass_apart: bool) -> dict:
+    """Every Dice figure of a set of images from their tp/fp/fn counts (:func:`overlap_counts`).
+
+    ``patients``: the patient of each image. ``no_mass_apart`` (ultrasound): images whose truth holds no
+    foreground pixel are not scored; their image-level false-positive rate is reported instead. Returns numpy
+    arrays and floats (NaN where undefined): ``patients`` (sorted), ``patient_counts`` (P, K, 3),
+    ``patient_dice`` (P, K), ``patient_mean`` (P,: each patient's mean over its defined classes),
+    ``class_mean`` (K,), ``dice_mean``, ``dice_median``, ``image_dice`` (N, K), ``image_mean`` (N,),
+    ``scored`` (N,) bool, ``image_class_mean`` (K,), ``image_mean_over_classes``, ``image_median``, and
+    ``no_mass`` (``n``, ``with_prediction``, ``fp_rate``; only with ``no_mass_apart``).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    patients = np.asarray(patients).astype(str)
+    if counts.ndim != 3 or counts.shape[-1] != 3 or len(counts) != len(patients):
+        raise ValueError(f"counts must be (N, classes - 1, 3) with one patient per image, got {counts.shape} "
+                         f"and {len(patients)} patients")
+    k = counts.shape[1]
+    has_mass = (counts[:, :, 0] + counts[:, :, 2]).sum(axis=1) > 0
+    scored = has_mass if no_mass_apart else np.ones(len(counts), bool)
+    names = sorted(set(patients.tolist()))
+    code = {p: i for i, p in enumerate(names)}
+    idx = np.array([code[p] for p in patients], dtype=np.int64)
+    patient_counts = np.zeros((len(names), k, 3), np.int64)
+    np.add.at(patient_counts, idx[scored], counts[scored])
+    patient_dice = dice_of_counts(patient_counts)
+    patient_mean = _nanmean(patient_dice, axis=1) if len(names) else np.zeros(0)
+    class_mean = _nanmean(patient_dice, axis=0) if len(names) else np.full(k, np.nan)
+    image_dice = dice_of_counts(counts)
+    image_dice[~scored] = np.nan
+    image_mean = _nanmean(image_dice, axis=1) if len(counts) else np.zeros(0)
+    image_class_mean = _nanmean(image_dice, axis=0) if len(counts) else np.full(k, np.nan)
+
+    def finite_mean(x):
+        x = np.asarray(x, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        return float(x.mean()) if x.size else float("nan")
+
+    def finite_median(x):
+        x = np.asarray(x, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        return float(np.median(x)) if x.size else float("nan")
+
+    out = {
+        "patients": names, "patient_counts": patient_counts, "patient_dice": patient_dice,
+        "patient_mean": patient_mean, "class_mean": np.asarray(class_mean, dtype=np.float64),
+        "dice_mean": finite_mean(class_mean), "dice_median": finite_median(patient_mean),
+        "image_dice": image_dice, "image_mean": image_mean, "scored": scored,
+        "image_class_mean": np.asarray(image_class_mean, dtype=np.float64),
+        "image_mean_over_classes": finite_mean(image_class_mean), "image_median": finite_median(image_mean[scored]),
+    }
+    if no_mass_apart:
+        empty = ~has_mass
+        flagged = counts[empty, :, 1].sum(axis=1) > 0
+        n = int(empty.sum())
+        out["no_mass"] = {"n": n, "with_prediction": int(flagged.sum()),
+                          "fp_rate": float(flagged.mean()) if n else float("nan")}
     return out

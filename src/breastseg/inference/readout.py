@@ -1,8 +1,12 @@
 """Clinical read-outs of a predicted segmentation and the overlay pictures that go with them.
 
-MRI (labels 0 background, 1 non-enhancing FGT, 2 BPE): volumes in ml from the voxel size; BPE fraction as in
+MRI (labels 0 background, 1 non-enhancing FGT, 2 BPE): volumes in ml from the voxel size; BPE area fraction as in
 evaluation (:func:`breastseg.evaluation.statistics.bpe_fraction`: BPE voxels over all fibroglandular voxels,
-labels 1 and 2); category from the model's cut-offs (minimal / mild / moderate / marked).
+labels 1 and 2); area category from the model's cut-offs (minimal / mild / moderate / marked: the area fraction
+binned, not the radiologist's BPE category). Machine keys stay ``bpe_fraction``, ``bpe_category``, ``fgt_ml``;
+``labels`` gives what to show for them. The degree beside the
+area (relative enhancement of the predicted BPE at the first post-contrast phase, its category and the combined
+category) comes from :func:`breastseg.mri.bpe_degree.degree_readout`.
 Ultrasound (0 background, 1 mass): area in mm² (pixels x pixel area) when the pixel spacing is known, else in
 px² (named so); bounding box in pixels and, with a known spacing, in mm.
 """
@@ -14,6 +18,14 @@ import numpy as np
 
 CATEGORY_NAMES = ("minimal", "mild", "moderate", "marked")
 FGT, BPE = 1, 2
+#: What people read for the MRI read-out's keys (the keys themselves are stable).
+MRI_LABELS = {
+    "fgt_ml": "non-enhancing FGT (ml)",
+    "bpe_ml": "BPE (ml)",
+    "fibroglandular_total_ml": "all fibroglandular tissue: non-enhancing FGT + BPE (ml)",
+    "bpe_fraction": "BPE area fraction",
+    "bpe_category": "area category (BPE area fraction binned at the cut-offs; not the radiologist's BPE category)",
+}
 
 
 def category_name(index: int, n_categories: int) -> str:
@@ -21,7 +33,8 @@ def category_name(index: int, n_categories: int) -> str:
 
 
 def mri_readout(labels: np.ndarray, voxel_mm: Sequence[float], cutoffs: Sequence[float]) -> dict[str, Any]:
-    """FGT and BPE volumes (ml), BPE fraction and category of a label volume with voxels of ``voxel_mm``."""
+    """Non-enhancing FGT and BPE volumes (ml), BPE area fraction and area category of a label volume with voxels of
+    ``voxel_mm``."""
     from ..evaluation.statistics import bpe_category
 
     voxel_ml = float(np.prod([float(v) for v in voxel_mm])) / 1000.0
@@ -40,12 +53,13 @@ def mri_readout(labels: np.ndarray, voxel_mm: Sequence[float], cutoffs: Sequence
         "bpe_category_index": None,
         "voxels": {"fgt": n_fgt, "bpe": n_bpe},
         "voxel_ml": voxel_ml,
+        "labels": dict(MRI_LABELS),
     }
     if fraction is not None:
         idx = bpe_category(fraction, tuple(cutoffs))
         out.update(bpe_category_index=idx, bpe_category=category_name(idx, len(cutoffs) + 1))
     else:
-        out["note"] = "no fibroglandular tissue found: BPE fraction and category undefined"
+        out["note"] = "no fibroglandular tissue found: BPE area fraction and area category undefined"
     return out
 
 

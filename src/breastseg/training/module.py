@@ -1,57 +1,125 @@
-"""LightningModule: masked Dice+CE training, epoch-level Dice per class on validation."""
+"""LightningModule: masked Dice+CE training; validation scores what evaluation and the champion gate score.
+
+Validation keeps tp/fp/fn per image and class (``validation_step``; each batch carries the images' indices into
+the val subset, see :class:`breastseg.data.datamodule.SliceDataModule`) and computes at the end of the epoch the
+Dice figures of :func:`breastseg.evaluation.metrics.dice_figures`, the function evaluation's ``score`` uses:
+per patient (pixels of the patient's images pooled), ultrasound images without a mass reported apart. ``val_dice``
+is the figure named by ``metric`` (default ``dice_mean``, the default ``register.metric``: the mean over
+foreground classes of the mean over patients), so checkpoints, early stopping, Optuna pruning and the champion gate
+select on one quantity. Also logged: ``val_dice_<class>``, ``val_dice_median`` and ``val_dice_per_slice_mean``
+(MRI) or ``val_dice_per_mass_mean`` (ultrasound). A figure that is undefined (no foreground anywhere in the val
+images) is logged as 0.
+"""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from ..models.factory import build_model
 from .loss import IGNORE, MaskedDiceCELoss
 
 
+def selection_metrics(exp: dict[str, Any]) -> tuple[str, ...]:
+    """The headline figures ``val_dice`` can follow for ``exp`` (all higher-is-better Dice figures)."""
+    unit = "mass" if exp["dataset"] == "us" else "slice"
+    names = exp.get("class_names") or [f"class{i}" for i in range(exp["classes"])]
+    return ("dice_mean", "dice_median", *(f"dice_{n}" for n in names[1:]), f"dice_per_{unit}_mean",
+            f"dice_per_{unit}_median")
+
+
+def image_counts(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, classes - 1, 3) tp, fp, fn per image and foreground class over annotated pixels (torch twin of
+    :func:`breastseg.evaluation.metrics.overlap_counts`)."""
+    valid = y != IGNORE
+    out = []
+    for c in range(1, classes):
+        p, t = (pred == c) & valid, (y == c) & valid
+        out.append(torch.stack([(p & t).flatten(1).sum(1), (p & ~t).flatten(1).sum(1),
+                                (~p & t).flatten(1).sum(1)], dim=1))
+    return torch.stack(out, dim=1).long()
+
+
 class SegmentationModule(pl.LightningModule):
     def __init__(self, exp: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0, max_epochs: int = 10,
-                 class_weights: list[float] | None = None):
+                 class_weights: list[float] | None = None, metric: str = "dice_mean"):
         super().__init__()
+        if metric not in selection_metrics(exp):
+            raise ValueError(f"val_dice cannot follow '{metric}': choose one of {', '.join(selection_metrics(exp))}")
         self.save_hyperparameters()
         self.exp = exp
+        self.metric = metric
         self.net = build_model(exp)
         self.loss = MaskedDiceCELoss(exp["classes"], class_weights=class_weights)
-        self._inter = torch.zeros(exp["classes"] - 1)
-        self._denom = torch.zeros(exp["classes"] - 1)
+        self._counts: torch.Tensor | None = None
+        self._seen: torch.Tensor | None = None
+        self._patients: np.ndarray | None = None
+        self._unindexed: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]
         loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._inter = torch.zeros(self.exp["classes"] - 1, device=self.device)
-        self._denom = torch.zeros(self.exp["classes"] - 1, device=self.device)
+        dm = getattr(self.trainer, "datamodule", None)
+        patients = getattr(dm, "val_patients", None)
+        self._patients = None if patients is None else np.asarray(patients).astype(str)
+        n = 0 if self._patients is None else len(self._patients)
+        self._counts = torch.zeros(n, self.exp["classes"] - 1, 3, dtype=torch.long, device=self.device)
+        self._seen = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._unindexed = []
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
         logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        pred = logits.argmax(1)
-        valid = y != IGNORE
-        for c in range(1, self.exp["classes"]):
-            p, t = (pred == c) & valid, (y == c) & valid
-            self._inter[c - 1] += (p & t).sum()
-            self._denom[c - 1] += p.sum() + t.sum()
+        counts = image_counts(logits.argmax(1), y, self.exp["classes"])
+        if len(batch) > 2 and self._patients is not None:
+            idx = batch[2].long()
+            self._counts[idx] = counts  # assignment, not addition: DDP's padded samples repeat an image
+            self._seen[idx] = 1
+        else:  # batches without image indices (not from SliceDataModule): one pool, as one patient
+            self._unindexed.append(counts)
+
+    def validation_figures(self) -> dict[str, Any]:
+        """:func:`~breastseg.evaluation.metrics.dice_figures` of this epoch's val images (all ranks)."""
+        from ..evaluation.metrics import dice_figures
+
+        if self._unindexed:
+            counts = torch.cat(self._unindexed).cpu().numpy()
+            patients = np.full(len(counts), "all")
+        else:
+            counts, seen = self._counts, self._seen
+            if self._trainer is not None and self.trainer.world_size > 1:
+                counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+                seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+            keep = (seen > 0).cpu().numpy()
+            counts = (counts // seen.clamp(min=1)[:, None, None]).cpu().numpy()[keep]
+            patients = self._patients[keep]
+        return dice_figures(counts, patients, no_mass_apart=self.exp["dataset"] == "us")
 
     def on_validation_epoch_end(self) -> None:
-        dice = torch.where(self._denom > 0, 2 * self._inter / self._denom.clamp(min=1), torch.ones_like(self._denom))
-        dice = self.trainer.strategy.reduce(dice, reduce_op="mean")
+        figs = self.validation_figures()
         names = self.exp.get("class_names") or [f"class{i}" for i in range(self.exp["classes"])]
+        unit = "mass" if self.exp["dataset"] == "us" else "slice"
+        values = {"dice_mean": figs["dice_mean"], "dice_median": figs["dice_median"],
+                  f"dice_per_{unit}_mean": figs["image_mean_over_classes"],
+                  f"dice_per_{unit}_median": figs["image_median"],
+                  **{f"dice_{names[c]}": float(figs["class_mean"][c - 1]) for c in range(1, self.exp["classes"])}}
+        values = {k: 0.0 if not math.isfinite(v) else float(v) for k, v in values.items()}
         for c in range(1, self.exp["classes"]):
-            self.log(f"val_dice_{names[c]}", dice[c - 1], sync_dist=False)
-        self.log("val_dice", dice.mean(), prog_bar=True, sync_dist=False)
+            self.log(f"val_dice_{names[c]}", values[f"dice_{names[c]}"], sync_dist=False)
+        self.log("val_dice_median", values["dice_median"], sync_dist=False)
+        self.log(f"val_dice_per_{unit}_mean", values[f"dice_per_{unit}_mean"], sync_dist=False)
+        self.log("val_dice", values[self.metric], prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -18,6 +18,7 @@ from .. import tracking
 from ..config import experiment, params_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
+from ..evaluation.evaluate import SPLIT_BY_IMAGE_WARNING, split_check, split_tags
 from ..inference.model import bundle_config, write_bundle
 from ..io import atomic_path, write_json
 from .module import SegmentationModule
@@ -174,6 +175,11 @@ def train_experiment(
     last = ckpt_dir / "last.ckpt"
     data_files = split_data_files(processed_dir, split_file)
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
+    interim = Path(processed_dir).parent.parent / "interim" / exp["dataset"]
+    split = split_check(params, exp["dataset"], split_file, interim)
+    if split["by_image"] and is_rank_zero():
+        log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
+    tags.update(split_tags(split))
     cohort_dvc = dvc_hash(params["cohort"]["root"])
     if cohort_dvc:
         tags["breastseg.data_hash"] = cohort_dvc

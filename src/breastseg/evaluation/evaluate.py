@@ -219,7 +219,9 @@ def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
     ``dice_mean`` (mean over foreground classes of the mean over patients), ``dice_<class>``, ``dice_median``
     (median over patients of each patient's mean Dice), ``hd95_<unit>_median_<class>`` (mm, or px where the
     images store no spacing), ``n_patients``, ``n_slices``, ``distances_in_px`` (0/1) and, for MRI,
-    ``bpe_kappa_linear`` and ``bpe_fraction_mae``. Undefined values are null.
+    ``bpe_kappa_linear``, ``bpe_fraction_mae`` and ``bpe_degree_mae`` (mean absolute difference of the mean
+    relative enhancement over the predicted vs the true BPE, :mod:`breastseg.mri.bpe_degree`). Undefined values
+    are null.
 
     The published conventions beside ours: ``dice_per_slice_mean`` (MRI: mean over slices) or
     ``dice_per_mass_mean`` and ``dice_per_mass_median`` (ultrasound: over the images with a mass), and for
@@ -247,6 +249,8 @@ def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
     if "bpe" in summary:
         flat["bpe_kappa_linear"] = _r4(summary["bpe"]["kappa_linear"])
         flat["bpe_fraction_mae"] = _r4(summary["bpe"]["fraction_mae"])
+    if "bpe_degree" in summary:
+        flat["bpe_degree_mae"] = _r4(summary["bpe_degree"]["mae"])
     return flat
 
 
@@ -284,7 +288,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     run. Writes the flat headline figures to ``metrics_json`` and the full summary to ``evaluation_json``
     (default ``out_dir/evaluation.json``); returns the full summary. ``interim_dir`` (default
     ``data/interim/<dataset>`` beside ``processed_dir``'s parent) tells :func:`split_check` how the patients were
-    converted."""
+    converted; for MRI, the degree of BPE is read from its converted phases."""
     import mlflow
 
     from ..environment import environment, mlflow_tags
@@ -298,6 +302,11 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     split = split_check(params, exp["dataset"], split_file, interim_dir)
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
+    if exp["dataset"] == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
+        from ..mri.bpe_degree import evaluate_degree
+
+        summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
+                                                seed=int(params.get("evaluation", {}).get("seed", 0)))
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
                     "split": split, "environment": env})
     evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"
@@ -343,6 +352,8 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         if "bpe" in summary:
             flat["test_bpe_kappa_linear"] = summary["bpe"]["kappa_linear"]
             flat["test_bpe_fraction_mae"] = summary["bpe"]["fraction_mae"]
+        if "bpe_degree" in summary:
+            flat["test_bpe_degree_mae"] = summary["bpe_degree"]["mae"]
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
         for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values(), evaluation_json):
             mlflow.log_artifact(str(f))

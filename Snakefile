@@ -14,6 +14,7 @@ from breastseg.config import schema_defaults, selected_experiments, validate_par
 from breastseg.data.cohort import check_cohort, data_version, discover, us_maps_needed, write_fingerprints
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.data.slices import PREPARED_FROM
+from breastseg.inference.model import us_maps_settings
 from breastseg.errors import InputError
 
 
@@ -31,6 +32,10 @@ except InputError as exc:
     stop(exc)
 
 COHORT = config["cohort"]
+# Training seeds (run.seeds, default [train.seed]): the first seed's model is the registered challenger; the
+# others are trained and evaluated on the same split so that comparisons carry an interval over seeds.
+SEEDS = [int(s) for s in (config.get("run") or {}).get("seeds") or [config["train"]["seed"]]]
+EXTRA_SEEDS = SEEDS[1:]
 ROOT = COHORT["root"]
 DATASETS = sorted({config["experiments"][e]["dataset"] for e in EXPERIMENTS})
 # Rules read the configuration in force (params.yaml plus --config/--configfile) from one file.
@@ -57,6 +62,7 @@ TRAIN_NODES = {} if _NODES == 1 else {
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     patient=r"P[0-9a-f]{12}",
+    seed=r"\d+",
     worker=r"\d+",
     comparison=r"[a-z][a-z0-9_]*",
 

@@ -224,8 +224,8 @@ def test_map_settings_that_a_model_does_not_use_do_not_block_it():
         ("dynamic_range_db", 60.0, 50.0)]
     assert maps_differences({**MAPS, "dynamic_range_db": 60.0}, {**today, "entropy_on": "envelope"},
                             ["entropy"]) == [("entropy_on", "bmode", "envelope"), ("dynamic_range_db", 60.0, 50.0)]
-    assert maps_differences({**MAPS, "entropy_on": "envelope", "dynamic_range_db": 60.0},
-                            {**today, "entropy_on": "envelope"}, ["entropy"]) == []
+    assert maps_differences({**MAPS, "entropy_on": "envelope", "dynamic_range_db": 60.0,
+                             "entropy_binning": "envelope-p99"}, {**today, "entropy_on": "envelope"}, ["entropy"]) == []
     assert maps_differences(None, today, ["entropy"]) == []
 
 
@@ -280,3 +280,16 @@ def test_training_ignores_the_test_labels(tmp_path, monkeypatch, params):
     assert len(trains) == 2 and trains[0].data.tags["breastseg.torch"] == torch.__version__
     assert len({r.data.tags["breastseg.isa_fingerprint"] for r in trains}) == 1
     assert all(r.data.tags["breastseg.cpu_isa"] and r.data.tags["breastseg.cpu_model"] for r in trains)
+
+
+def test_maps_made_with_another_entropy_binning_are_not_comparable():
+    """Envelope entropy binned over [min, max] (maps and bundles from before the binning was recorded) is another
+    map than today's, binned over [0, the 99th percentile], although every setting's value is the same."""
+    from breastseg.evaluation.gate import maps_differences
+
+    today = {"dynamic_range_db": 50.0, "window_pulses": 4.0, "bins": 32, "entropy_on": "envelope",
+             "entropy_binning": "envelope-p99"}
+    before = {k: v for k, v in today.items() if k != "entropy_binning"}
+    assert [d[0] for d in maps_differences(before, today, ["entropy"])] == ["entropy_binning"]
+    assert maps_differences(dict(today), today, ["entropy"]) == []
+    assert maps_differences(before, today, ["bmode"]) == []  # B-mode does not depend on the entropy's binning

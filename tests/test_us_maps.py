@@ -241,3 +241,14 @@ def test_bmode_entropy_stays_an_option():
     bm_maps, meta = compute_maps(_scan(rf), window_pulses=1.0, bins=16, entropy_on="bmode")
     assert meta["entropy_on"] == "bmode" and meta["entropy_value_range"] == [0.0, 1.0]
     assert not np.array_equal(env_maps["entropy"], bm_maps["entropy"])
+
+
+def test_the_entropy_binning_is_recorded_and_another_one_refused(tmp_path):
+    """Maps record how the entropy histogram was binned; a model's maps of another binning cannot be remade."""
+    rng = np.random.default_rng(4)
+    src = _npz(tmp_path / "pat.npz", rng)
+    write_us_maps(src, tmp_path / "maps", entropy_on="envelope", entropy_binning="envelope-p99")
+    assert json.loads((tmp_path / "maps" / "scan-1" / "meta.json").read_text())["entropy_binning"] == "envelope-p99"
+    with pytest.raises(InputError, match="binned 'envelope-minmax'"):
+        write_us_maps(src, tmp_path / "old", entropy_on="envelope", entropy_binning="envelope-minmax")
+    assert not (tmp_path / "old").exists()

@@ -19,7 +19,7 @@ def prepare_args(dataset):
 
 # Shell commands are built here, with only per-job fields left to fill in (Snakemake formats every job's command
 # several times while it plans: on a 1000-patient cohort each field costs).
-_MAPS = {**schema_defaults("us_maps"), **config.get("us_maps", {})}
+_MAPS = us_maps_settings(config)  # with the entropy binning: a new binning reconverts
 _US_MAPS_ARGS = (f"--maps {','.join(us_maps_needed(config, EXPERIMENTS))} "
                  f"--dynamic-range-db {_MAPS['dynamic_range_db']} --window-pulses {_MAPS['window_pulses']} "
                  f"--bins {_MAPS['bins']} --entropy-on {_MAPS['entropy_on']}")

@@ -23,7 +23,9 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 SUBSET = "val"
 #: The ``us_maps`` settings each map depends on (entropy of the B-mode also depends on its dynamic range).
-MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on")}
+MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on", "entropy_binning")}
+#: The binning of envelope entropy before it was recorded (maps and bundles without ``entropy_binning``).
+EARLIER_BINNING = {"envelope": "envelope-minmax", "bmode": "bmode-unit"}
 
 
 def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any]:
@@ -42,15 +44,16 @@ def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any
 def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, Any]:
     """The ``us_maps`` settings the converted maps were made with: what a scan's ``meta.json`` records (the first
     found among ``patients``), else the configuration in force (params over the schema's defaults)."""
-    from ..config import schema_defaults
+    from ..inference.model import us_maps_settings
 
-    settings = {**schema_defaults("us_maps"), **(params.get("us_maps") or {})}
+    settings = us_maps_settings(params)
     for pid in patients:
         metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
         if metas:
             meta = json.loads(metas[0].read_text())
             settings.update({k: meta[k] for k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")
                              if meta.get(k) is not None})
+            settings["entropy_binning"] = meta.get("entropy_binning") or EARLIER_BINNING[settings["entropy_on"]]
             break
     return settings
 
@@ -68,12 +71,20 @@ def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], c
     and that differs; empty when comparable (or when the model records no maps settings)."""
     if not model_maps:
         return []
+    from ..us.maps import ENTROPY_BINNING
+
+    model_maps = {**model_maps, "entropy_binning": model_maps.get("entropy_binning")
+                  or EARLIER_BINNING.get(str(model_maps.get("entropy_on")), "unknown")}
+    today = {**today, "entropy_binning": today.get("entropy_binning")
+             or ENTROPY_BINNING.get(str(today.get("entropy_on")), "unknown")}
     keys: list[str] = []
     for ch in channels:
         keys += MAP_SETTINGS.get(ch, ())
     if "entropy" in channels and "bmode" in (model_maps.get("entropy_on"), today.get("entropy_on")):
         keys.append("dynamic_range_db")
     keys = list(dict.fromkeys(keys))
+    if not _same(model_maps.get("entropy_on"), today.get("entropy_on")):
+        keys = [k for k in keys if k != "entropy_binning"]  # another signal: its binning differs anyway
     return [(k, model_maps.get(k), today.get(k)) for k in keys
             if k in model_maps and not _same(model_maps.get(k), today.get(k))]
 

@@ -49,12 +49,21 @@ class LoadedModel:
 # ------------------------------------------------------------------------------------------ writing
 
 
+def us_maps_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``us_maps`` settings in force (params over the schema's defaults) with the entropy binning they imply."""
+    from ..config import schema_defaults
+    from ..us.maps import ENTROPY_BINNING
+
+    maps = {**schema_defaults("us_maps"), **(params.get("us_maps") or {})}
+    return {**maps, "entropy_binning": ENTROPY_BINNING[maps["entropy_on"]]}
+
+
 def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, str], run_id: str) -> dict[str, Any]:
     """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``."""
     return {
         "format": BUNDLE_FORMAT,
         "experiment": {k: exp[k] for k in EXPERIMENT_KEYS},
-        "us_maps": dict(params.get("us_maps") or {}) if exp["dataset"] == "us" else None,
+        "us_maps": us_maps_settings(params) if exp["dataset"] == "us" else None,
         "bpe_cutoffs": [float(c) for c in params.get("evaluation", {}).get("bpe_cutoffs", DEFAULT_BPE_CUTOFFS)],
         "bpe_degree": degree_settings(params),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},

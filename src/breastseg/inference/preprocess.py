@@ -239,6 +239,10 @@ def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dic
     exp = config["experiment"]
     settings = {k: v for k, v in (config.get("us_maps") or {}).items()
                 if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+    if "entropy" in config["experiment"]["channels"] and settings.get("entropy_on") == "envelope":
+        from ..evaluation.gate import EARLIER_BINNING  # bundles from before the binning was recorded
+
+        settings["entropy_binning"] = (config.get("us_maps") or {}).get("entropy_binning") or EARLIER_BINNING["envelope"]
     maps = tuple(dict.fromkeys(["bmode", *exp["channels"]]))
     if "entropy" in exp["channels"] and scan.rf is None:
         raise InputError(scan.path, f"holds a B-mode image only; model '{exp['name']}' needs raw RF for its "

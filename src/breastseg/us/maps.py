@@ -49,6 +49,11 @@ from breastseg.us.rf import bmode_from_envelope, envelope, pulse_length_m, windo
 __all__ = ["resample_to_square", "compute_maps", "envelope_range", "write_us_maps", "preview_image", "MAP_NAMES"]
 
 MAP_NAMES = ("bmode", "entropy")
+#: How the entropy histogram bins its signal (recorded in each scan's meta.json and in every model's bundle, and
+#: part of the conversion's rerun trigger): ``envelope-p99`` bins the envelope over [0, its 99th percentile];
+#: maps made before it (``envelope-minmax``: over [min, max]) are another map, which the champion gate refuses to
+#: compare. B-mode entropy bins over [0, 1].
+ENTROPY_BINNING = {"envelope": "envelope-p99", "bmode": "bmode-unit"}
 #: Percentile of the scan's envelope that sets the top of the entropy histogram (``entropy_on="envelope"``).
 ENVELOPE_SCALE_PERCENTILE = 99.0
 
@@ -148,14 +153,21 @@ def compute_maps(
     window_pulses: float | None = None,
     bins: int | None = None,
     entropy_on: str | None = None,
+    entropy_binning: str | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Maps of one scan (always including ``bmode``, used by the preview) and its metadata.
 
     Settings left ``None`` take the ``us_maps`` defaults of the params schema (:func:`map_defaults`).
+    ``entropy_binning``: the binning a model's maps were made with (its bundle records it); refused when this
+    version bins otherwise, since the maps would not be those the model learned from.
     """
     from breastseg.us.entropy import entropy_map
 
     dynamic_range_db, window_pulses, bins, entropy_on = _settings(dynamic_range_db, window_pulses, bins, entropy_on)
+    if entropy_binning is not None and "entropy" in maps and entropy_binning != ENTROPY_BINNING.get(entropy_on):
+        raise InputError(scan.path or scan.patient,
+                         f"entropy maps binned '{entropy_binning}' were asked for; this version bins "
+                         f"'{ENTROPY_BINNING.get(entropy_on)}' (retrain the model on today's maps)")
 
     meta: dict[str, Any] = {
         "patient": scan.patient,
@@ -201,6 +213,7 @@ def compute_maps(
             "window": list(window), "window_pulses": float(window_pulses),
             "pulse_length_mm": pulse_length_m(scan.f0, scan.bandwidth, scan.c) * 1e3,
             "bins": int(bins), "entropy_on": entropy_on, "entropy_value_range": None if vrange is None else list(vrange),
+            "entropy_binning": ENTROPY_BINNING[entropy_on],
         })
     return out, meta
 
@@ -253,6 +266,7 @@ def write_us_maps(
     window_pulses: float | None = None,
     bins: int | None = None,
     entropy_on: str | None = None,
+    entropy_binning: str | None = None,
     patients: Iterable[str] | None = None,
     patient_id: str | None = None,
     one_patient: bool = False,
@@ -329,7 +343,8 @@ def write_us_maps(
         if progress:
             print(f"us-maps: [{i}/{len(scans)}] {key}", file=sys.stderr, flush=True)
         arrays, meta = compute_maps(scan, maps=maps, dynamic_range_db=dynamic_range_db,
-                                    window_pulses=window_pulses, bins=bins, entropy_on=entropy_on)
+                                    window_pulses=window_pulses, bins=bins, entropy_on=entropy_on,
+                                    entropy_binning=entropy_binning)
         meta["scan_key"] = key
         if patient_id is not None:  # pseudonymised: keep the input's own names out of the outputs
             meta["patient"], meta["scan"] = str(patient_id), key

@@ -36,6 +36,7 @@ COHORT = config["cohort"]
 # others are trained and evaluated on the same split so that comparisons carry an interval over seeds.
 SEEDS = [int(s) for s in (config.get("run") or {}).get("seeds") or [config["train"]["seed"]]]
 EXTRA_SEEDS = SEEDS[1:]
+SEEDS_ARG = " ".join(map(str, SEEDS))
 ROOT = COHORT["root"]
 DATASETS = sorted({config["experiments"][e]["dataset"] for e in EXPERIMENTS})
 # Rules read the configuration in force (params.yaml plus --config/--configfile) from one file.

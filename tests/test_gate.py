@@ -167,7 +167,7 @@ def test_changing_test_labels_changes_no_decision(cohort):
 def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
     from breastseg.config import experiment
     from breastseg.data.slices import load_subset
-    from breastseg.evaluation.evaluate import headline, score
+    from breastseg.evaluation.evaluate import figures_of, score
     from breastseg.inference.model import load_bundle, predict_slices
 
     params, root = cohort
@@ -189,7 +189,7 @@ def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
     assert data["image"].shape[-1] == 48
     pred = predict_slices(load_bundle(champion), data["image"])
     _, _, summary = score(experiment(params, NAME), data, pred)
-    assert before["score"] == headline(summary)["dice_mean"]
+    assert before["score"] == figures_of(summary)["dice_mean"]
     assert before["n_slices"] == len(data["label"])
 
 

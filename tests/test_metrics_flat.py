@@ -6,7 +6,7 @@ import numpy as np
 
 from breastseg.config import experiment
 from breastseg.environment import environment, isa_fingerprint, mlflow_tags
-from breastseg.evaluation.evaluate import headline, score
+from breastseg.evaluation.evaluate import figures_of, headline, score
 
 
 def _data(classes: int, n_patients: int = 3, known: bool = True, size: int = 32):
@@ -35,11 +35,18 @@ def _check_flat(flat: dict) -> None:
 def test_mri_headline_keys(params):
     exp = experiment(params, "bpe_mri")
     _, patients, summary = score(exp, *_data(3))
-    flat = headline(summary)
-    _check_flat(flat)
-    assert set(flat) == {"dice_mean", "dice_fgt", "dice_bpe", "dice_median", "hd95_mm_median_fgt",
+    full = figures_of(summary)
+    _check_flat(full)
+    assert set(full) == {"dice_mean", "dice_fgt", "dice_bpe", "dice_median", "hd95_mm_median_fgt",
                          "hd95_mm_median_bpe", "n_patients", "n_slices", "distances_in_px", "bpe_kappa_linear",
                          "bpe_fraction_mae", "dice_per_slice_mean", "split_by_image"}
+    flat = headline(summary)
+    _check_flat(flat)
+    assert list(flat) == ["dice_mean", "dice_median", "dice_fgt", "dice_bpe", "dice_per_image", "hd95_mm",
+                          "n_patients", "split_by_image"]
+    assert flat["dice_per_image"] == full["dice_per_slice_mean"]
+    assert flat["hd95_mm"] == round((full["hd95_mm_median_fgt"] + full["hd95_mm_median_bpe"]) / 2, 2)
+    flat = full
     assert flat["dice_mean"] == round(summary["dice_mean"], 4)
     assert flat["dice_fgt"] == round(summary["dice"]["fgt"], 4)
     per_patient = [np.mean([r["dice_fgt"], r["dice_bpe"]]) for r in patients]
@@ -50,7 +57,9 @@ def test_mri_headline_keys(params):
 def test_ultrasound_headline_in_pixels_when_spacing_unknown(params):
     exp = experiment(params, "mass_us_bmode")
     _, _, summary = score(exp, *_data(2, known=False))
-    flat = headline(summary)
+    assert list(headline(summary)) == ["dice_mean", "dice_median", "dice_mass", "dice_per_image", "hd95_px",
+                                       "n_patients", "split_by_image"]  # no image without a mass: no FP rate
+    flat = figures_of(summary)
     _check_flat(flat)
     assert set(flat) == {"dice_mean", "dice_mass", "dice_median", "hd95_px_median_mass", "n_patients", "n_slices",
                          "distances_in_px", "dice_per_mass_mean", "dice_per_mass_median", "no_mass_fp_rate",
@@ -120,3 +129,20 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     assert run.data.tags["breastseg.torch"] and run.data.tags["breastseg.cpu_model"]
     assert "test_dice_mean" in run.data.metrics
     assert "evaluation.json" in [f.path for f in client.list_artifacts(run.info.run_id)]
+
+
+def test_the_metrics_of_several_seeds_are_their_mean(tmp_path, params):
+    from breastseg.evaluation.evaluate import seeds_summary
+
+    exp = experiment(params, "bpe_mri")
+    data, pred = _data(3)
+    _, _, first = score(exp, data, pred)
+    _, _, other = score(exp, data, np.roll(pred, 3, axis=-1))  # another seed's model: other predictions
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "evaluation.json").write_text(json.dumps({**other, "seed": 1}, default=float))
+    seeds = seeds_summary(0, figures_of(first), [tmp_path / "1" / "evaluation.json"])
+    assert seeds["seeds"] == [0, 1] and seeds["n_seeds"] == 2
+    a, b = figures_of(first)["dice_mean"], figures_of(other)["dice_mean"]
+    assert seeds["mean"]["dice_mean"] == round((a + b) / 2, 4) and a != b
+    assert seeds["mean"]["n_patients"] == 3 and isinstance(seeds["mean"]["split_by_image"], int)
+    assert headline(full=seeds["mean"])["dice_mean"] == seeds["mean"]["dice_mean"]

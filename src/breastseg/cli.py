@@ -176,7 +176,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     train_experiment(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
                      best_params=Path(args.best_params) if args.best_params else None, out_dir=Path(args.out_dir),
-                     curve_csv=Path(args.curve) if args.curve else None)
+                     curve_csv=Path(args.curve) if args.curve else None, seed=args.seed,
+                     register=not args.no_register)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -185,7 +186,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_experiment(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
                         processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir),
                         dice_plot_csv=Path(args.dice_plot) if args.dice_plot else None,
-                        evaluation_json=Path(args.evaluation) if args.evaluation else None)
+                        evaluation_json=Path(args.evaluation) if args.evaluation else None,
+                        seed_evaluations=[Path(p) for p in args.seed_evaluation or []],
+                        with_figures=not args.no_figures)
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -352,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--best-params", help="JSON written by 'tune'")
             s.add_argument("--out-dir", required=True, help="checkpoints and model.json")
             s.add_argument("--curve", help="learning curve CSV (DVC plot)")
+            s.add_argument("--seed", type=int, help="training seed (one of run.seeds; default train.seed)")
+            s.add_argument("--no-register", action="store_true",
+                           help="keep the model as an inference bundle in --out-dir, do not register it (the seeds "
+                                "after the first)")
         if name in ("evaluate", "register"):
             s.add_argument("--model", required=True, help="model.json written by 'train'")
         if name == "evaluate":
@@ -359,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--evaluation", help="full summary JSON (default: OUT_DIR/evaluation.json)")
             s.add_argument("--out-dir", required=True, help="per-case table and figures")
             s.add_argument("--dice-plot", help="per-patient Dice CSV (DVC plot)")
+            s.add_argument("--seed-evaluation", nargs="+", metavar="JSON",
+                           help="evaluation.json of the further run.seeds: --metrics then holds the mean over seeds")
+            s.add_argument("--no-figures", action="store_true", help="tables only (a further seed's evaluation)")
         if name == "register":
             s.add_argument("--interim-dir", help="converted patients, to prepare val slices for a champion trained "
                                                  "with another image size (default: data/interim/<dataset>)")

@@ -31,12 +31,12 @@ def _reported_test(evaluation_json: Path | None, metric: str) -> dict[str, Any] 
     """The challenger's test figures, for the record only (never used in the decision)."""
     if not evaluation_json or not Path(evaluation_json).exists():
         return None
-    from .evaluation.evaluate import headline
+    from .evaluation.evaluate import figures_of
 
     summary = json.loads(Path(evaluation_json).read_text())
     if "per_patient" not in summary:  # a flat metrics file
         return {metric: summary.get(metric), "n_patients": summary.get("n_patients")}
-    flat = headline(summary)
+    flat = figures_of(summary)
     return {metric: flat.get(metric, summary.get(metric)), "n_patients": summary.get("n_patients"),
             "test_patients": summary.get("test_patients", []), "model_version": summary.get("model_version")}
 

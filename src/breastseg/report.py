@@ -144,8 +144,29 @@ def _comparison(c: dict[str, Any]) -> str:
             f"<td>{w['n']}</td><td>v{_f(c['model_versions'].get(c['a']))}</td></tr>"
             f"<tr><td>{html.escape(c['b'])}</td><td>{_f(w['mean_y'])}</td><td>{_f(w['median_y'])}</td>"
             f"<td>{w['n']}</td><td>v{_f(c['model_versions'].get(c['b']))}</td></tr></table>"
-            f"<p>Paired Wilcoxon signed-rank test on per-patient Dice: p = {'n/a' if p is None else f'{p:.4g}'}"
-            + (f" ({html.escape(w['note'])})" if w.get("note") else "") + ".</p>")
+            + _difference(c)
+            + f"<p>Paired Wilcoxon signed-rank test on per-patient Dice (first seed): "
+            f"p = {'n/a' if p is None else f'{p:.4g}'}"
+            + (f" ({html.escape(w['note'])})" if w.get("note") else "") + _per_seed_p(c) + ".</p>")
+
+
+def _per_seed_p(c: dict[str, Any]) -> str:
+    rows = c.get("per_seed") or []
+    if len(rows) < 2:
+        return ""
+    return "; per seed: " + ", ".join(
+        f"seed {r['seed']} p = {'n/a' if r.get('wilcoxon_p') is None else format(r['wilcoxon_p'], '.4g')}" for r in rows)
+
+
+def _difference(c: dict[str, Any]) -> str:
+    """The mean paired difference with its interval over patients and seeds."""
+    d = c.get("difference")
+    if not d or d.get("mean") is None:
+        return ""
+    ci = "n/a" if d.get("ci_low") is None else f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f}"
+    return (f"<p><b>Mean paired difference {html.escape(d['of'])}: {d['mean']:+.3f}</b> (95 % interval {ci}; "
+            f"{d['n_patients']} test patients x {d['n_seeds']} training seed(s); {html.escape(d['method'])})"
+            + (f". {html.escape(d['note'])}" if d.get("note") else "") + ".</p>")
 
 
 def _evaluation(path: Path, results_dir: Path) -> dict[str, Any]:

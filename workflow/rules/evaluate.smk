@@ -13,6 +13,8 @@ for _dataset in DATASETS:
             # MRI: the degree of BPE reads the converted phases (data/interim/mri, beside data/processed)
             interim=lambda wc: ([f"data/interim/mri/{p}" for p in fingerprints("mri")]
                                 if dataset_of(wc.experiment) == "mri" else []),
+            # the further run.seeds: metrics/<experiment>.json is the mean over all seeds
+            seeds=lambda wc: [f"results/{wc.experiment}/seeds/{s}/evaluation.json" for s in EXTRA_SEEDS],
         output:
             metrics="metrics/{experiment}.json",
             evaluation="results/{experiment}/evaluation.json",
@@ -43,7 +45,44 @@ for _dataset in DATASETS:
             "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
             "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
             "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment} "
-            "--dice-plot {output.dice_plot} > {log} 2>&1"
+            "--dice-plot {output.dice_plot}"
+            + (" --seed-evaluation {input.seeds}" if EXTRA_SEEDS else "") + " > {log} 2>&1"
+
+
+# The further seeds of run.seeds: the same test patients, tables only; their runs nest under their trainings.
+rule evaluate_seed:
+    input:
+        model="models/{experiment}/seeds/{seed}/model.json",
+        split="data/splits/{experiment}.json",
+        interim=lambda wc: ([f"data/interim/mri/{p}" for p in fingerprints("mri")]
+                            if dataset_of(wc.experiment) == "mri" else []),
+    output:
+        evaluation="results/{experiment}/seeds/{seed}/evaluation.json",
+        headline="results/{experiment}/seeds/{seed}/headline.json",
+        per_case="results/{experiment}/seeds/{seed}/per_case.csv",
+        per_patient="results/{experiment}/seeds/{seed}/per_patient.csv",
+    wildcard_constraints:
+        seed="|".join(map(str, EXTRA_SEEDS)) or "-",
+    params:
+        evaluation=config.get("evaluation", {}),
+    log:
+        "logs/evaluate/{experiment}-seed{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/breastseg.yaml"
+    shell:
+        "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
+        "--processed-dir data/processed/{wildcards.experiment} --metrics {output.headline} "
+        "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment}/seeds/{wildcards.seed} "
+        "--no-figures > {log} 2>&1"
+
+
+def seed_results(experiment, name):
+    """``name`` (per_patient.csv, evaluation.json) of every seed's evaluation of ``experiment``."""
+    return [f"results/{experiment}/{name}", *(f"results/{experiment}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]
 
 
 COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("comparisons", [])
@@ -52,8 +91,8 @@ COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("compariso
 
 rule compare:
     input:
-        lambda wc: [f"results/{e}/per_patient.csv" for e in (COMPARISONS[wc.comparison]["a"],
-                                                             COMPARISONS[wc.comparison]["b"])],
+        lambda wc: [f for e in (COMPARISONS[wc.comparison]["a"], COMPARISONS[wc.comparison]["b"])
+                    for f in seed_results(e, "per_patient.csv")],
         lambda wc: [f"results/{e}/evaluation.json" for e in (COMPARISONS[wc.comparison]["a"],
                                                                COMPARISONS[wc.comparison]["b"])],
     output:
@@ -73,4 +112,4 @@ rule compare:
         "../../envs/breastseg.yaml"
     shell:
         "{BREASTSEG} -q compare {wildcards.comparison} {params.pair[a]} {params.pair[b]} "
-        "--results-dir results --out-dir results/comparisons > {log} 2>&1"
+        "--results-dir results --out-dir results/comparisons --seeds {SEEDS_ARG} > {log} 2>&1"

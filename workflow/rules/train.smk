@@ -1,5 +1,8 @@
-# Final training with the study's best params; resumes from checkpoints/last.ckpt after an interruption;
-# registers the model as a new version of breastseg-<experiment> with alias "challenger".
+# Final training with the study's best params; resumes from checkpoints/last.ckpt after an interruption.
+# The first seed of run.seeds registers the model as a new version of breastseg-<experiment> with alias
+# "challenger"; further seeds (train_seed) train the same network on the same split, unregistered, so that the
+# comparisons can say how much a result owes to the seed. With several seeds, MLflow holds one parent run per
+# experiment and a nested run per seed.
 rule train:
     input:
         split="data/splits/{experiment}.json",
@@ -11,6 +14,8 @@ rule train:
     params:
         experiment=lambda wc: config["experiments"][wc.experiment],
         train=config["train"],
+        seeds=SEEDS,
+        seed=SEEDS[0],
     log:
         "logs/train/{experiment}.log",
     threads: TRAIN_THREADS
@@ -23,5 +28,36 @@ rule train:
         "../../envs/breastseg.yaml"
     shell:
         "{TRAIN_LAUNCH}{BREASTSEG} train {wildcards.experiment} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} "
+        "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} --seed {params.seed} "
         "--out-dir models/{wildcards.experiment} --curve {output.curve} > {log} 2>&1"
+
+
+rule train_seed:
+    input:
+        split="data/splits/{experiment}.json",
+        manifest="data/processed/{experiment}/manifest.csv",
+        best="results/{experiment}/best_params.json",
+    output:
+        model="models/{experiment}/seeds/{seed}/model.json",
+        curve="plots/{experiment}/seeds/{seed}/learning_curve.csv",
+    wildcard_constraints:
+        seed="|".join(map(str, EXTRA_SEEDS)) or "-",
+    params:
+        experiment=lambda wc: config["experiments"][wc.experiment],
+        train=config["train"],
+        seeds=SEEDS,
+    log:
+        "logs/train/{experiment}-seed{seed}.log",
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=4000,
+        gpu=TRAIN_GPU,
+        runtime=240,
+        **TRAIN_NODES,
+    conda:
+        "../../envs/breastseg.yaml"
+    shell:
+        "{TRAIN_LAUNCH}{BREASTSEG} train {wildcards.experiment} --split {input.split} "
+        "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} --seed {wildcards.seed} "
+        "--no-register --out-dir models/{wildcards.experiment}/seeds/{wildcards.seed} --curve {output.curve} "
+        "> {log} 2>&1"

@@ -213,8 +213,9 @@ def _r4(v: Any) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 4)
 
 
-def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
-    """The flat headline figures of a summary (``metrics/<experiment>.json``): numbers only, floats to 4 decimals.
+def figures_of(summary: dict[str, Any]) -> dict[str, float | int | None]:
+    """Every flat figure of a summary (numbers only, floats to 4 decimals): what the champion gate and the mean
+    over seeds read, and where :func:`headline` takes the DVC metrics from.
 
     ``dice_mean`` (mean over foreground classes of the mean over patients), ``dice_<class>``, ``dice_median``
     (median over patients of each patient's mean Dice), ``hd95_<unit>_median_<class>`` (mm, or px where the
@@ -254,6 +255,43 @@ def headline(summary: dict[str, Any]) -> dict[str, float | int | None]:
     return flat
 
 
+#: The DVC headline: few and short enough that ``dvc metrics show`` over all experiments fits 160 columns.
+HEADLINE_HELP = {
+    "dice_mean": "mean over foreground classes of the mean Dice over patients (ours)",
+    "dice_median": "median over patients of each patient's mean Dice",
+    "dice_<class>": "mean Dice over patients, per foreground class",
+    "dice_per_image": "the published convention: mean Dice per slice (MRI) or per image with a mass (ultrasound)",
+    "hd95_mm / hd95_px": "mean over classes of the median HD95 over patients (px: the images store no spacing)",
+    "n_patients": "test patients",
+    "split_by_image": "1: the split could not tell women apart (results may be optimistic)",
+    "no_mass_fp_rate": "only where test images without a mass exist: share with any predicted mass pixel",
+}
+
+
+def headline(summary: dict[str, Any] | None = None, *, full: dict[str, Any] | None = None
+             ) -> dict[str, float | int | None]:
+    """``metrics/<experiment>.json``: the headline figures of :data:`HEADLINE_HELP`, taken from ``full`` (the
+    figures of :func:`figures_of`, e.g. their mean over seeds) or from ``summary``.
+
+    Everything else (per-class distances, BPE read-outs, counts, the per-seed figures) stays in
+    ``results/<experiment>/evaluation.json``."""
+    full = full if full is not None else figures_of(summary)
+    flat: dict[str, float | int | None] = {"dice_mean": full["dice_mean"], "dice_median": full.get("dice_median")}
+    flat.update({k: v for k, v in full.items() if k.startswith("dice_") and k.count("_") == 1 and k != "dice_mean"
+                 and k != "dice_median"})
+    flat["dice_per_image"] = full.get("dice_per_slice_mean", full.get("dice_per_mass_mean"))
+    for unit in ("mm", "px"):
+        hd = [v for k, v in full.items() if k.startswith(f"hd95_{unit}_median_") and v is not None]
+        if hd:
+            flat[f"hd95_{unit}"] = round(float(np.mean(hd)), 2)
+    flat["n_patients"] = full["n_patients"]
+    flat["split_by_image"] = full["split_by_image"]
+    if full.get("no_mass_fp_rate") is not None:
+        flat["no_mass_fp_rate"] = full["no_mass_fp_rate"]
+    return flat
+
+
+
 def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path,
                    subset: str = "test"):
     """Score ``model_uri`` on the ``subset`` patients of ``split_file`` (the test patients unless told otherwise):
@@ -281,14 +319,37 @@ def write_csv(rows: list[dict], out: Path) -> None:
                          for k, v in r.items()} for r in rows)
 
 
+def seeds_summary(first_seed: int | None, first: dict[str, Any], others: list[Path]) -> dict[str, Any]:
+    """The headline figures of every seed's evaluation and their mean over seeds (numbers only; a figure
+    undefined in some seed is averaged over the seeds that define it)."""
+    per_seed = {str(first_seed): first}
+    for path in others:
+        doc = json.loads(Path(path).read_text())
+        per_seed[str(doc.get("seed", path.parent.name))] = figures_of(doc)
+    keys = [k for k in first if isinstance(first[k], (int, float)) or first[k] is None]
+    mean: dict[str, Any] = {}
+    for k in keys:
+        vals = [v[k] for v in per_seed.values() if isinstance(v.get(k), (int, float))]
+        same = all(v.get(k) == first[k] for v in per_seed.values())
+        mean[k] = first[k] if same else (_r4(float(np.mean(vals))) if vals else None)  # counts and flags agree
+    return {"seeds": [int(x) if str(x).isdigit() else x for x in per_seed], "per_seed": per_seed, "mean": mean,
+            "n_seeds": len(per_seed)}
+
+
 def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
                         metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None,
-                        evaluation_json: Path | None = None, interim_dir: Path | None = None) -> dict[str, Any]:
+                        evaluation_json: Path | None = None, interim_dir: Path | None = None,
+                        seed_evaluations: list[Path] | None = None, with_figures: bool = True) -> dict[str, Any]:
     """Evaluate the challenger written by ``train`` on the test patients; log everything to an MLflow evaluation
     run. Writes the flat headline figures to ``metrics_json`` and the full summary to ``evaluation_json``
     (default ``out_dir/evaluation.json``); returns the full summary. ``interim_dir`` (default
     ``data/interim/<dataset>`` beside ``processed_dir``'s parent) tells :func:`split_check` how the patients were
-    converted; for MRI, the degree of BPE is read from its converted phases."""
+    converted; for MRI, the degree of BPE is read from its converted phases.
+
+    ``seed_evaluations``: the ``evaluation.json`` of the same experiment trained with the further ``run.seeds``
+    (same split): ``metrics_json`` then holds the mean over all seeds of each headline figure, and the summary
+    their per-seed values (``seeds``). A further seed's own evaluation (``model.json`` without a version) is
+    logged as a run nested under its training run, without figures (``with_figures=False``)."""
     import mlflow
 
     from ..environment import environment, mlflow_tags
@@ -308,7 +369,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
                                                 seed=int(params.get("evaluation", {}).get("seed", 0)))
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
-                    "split": split, "environment": env})
+                    "seed": model.get("seed"), "split": split, "environment": env})
     evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
@@ -317,27 +378,38 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         write_csv([{"patient": r["patient"], **{k: r[k] for k in r if k.startswith("dice_")}} for r in patients],
                   dice_plot_csv)
     names = exp["class_names"][1:]
-    paths = figures.figure_paths(out_dir, exp["dataset"])
+    paths = figures.figure_paths(out_dir, exp["dataset"]) if with_figures else {}
     per_slice = np.array([[r[f"dice_{n}"] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names))
     defined = np.isfinite(per_slice).any(axis=1)
     slice_dice = np.full(len(rows), np.nan)
     slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
-    figures.overlay_figure(data, pred, slice_dice, paths["overlays"], f"{name}: test slices (model v{model['version']})",
-                           dataset=exp["dataset"], class_names=exp["class_names"])
-    figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
-                     f"{name}: Dice per test patient (v{model['version']})")
+    if with_figures:
+        figures.overlay_figure(data, pred, slice_dice, paths["overlays"],
+                               f"{name}: test slices (model v{model['version']})", dataset=exp["dataset"],
+                               class_names=exp["class_names"])
+        figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
+                         f"{name}: Dice per test patient (v{model['version']})")
     if "calibration" in paths:
         ok = [r for r in patients if r["bpe_fraction_true"] is not None and r["bpe_fraction_pred"] is not None]
         figures.calibration_plot([r["bpe_fraction_true"] for r in ok], [r["bpe_fraction_pred"] for r in ok],
                                  summary["bpe"]["cutoffs"], paths["calibration"],
                                  f"{name}: BPE area fraction per patient")
+    flat_metrics = headline(summary)
+    if seed_evaluations:  # the DVC headline of the mean over seeds
+        summary["seeds"] = seeds_summary(model.get("seed"), figures_of(summary), seed_evaluations)
+        flat_metrics = headline(full=summary["seeds"]["mean"])
     write_json(evaluation_json, summary)
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluate-v{model['version']}",
-                          tags={"breastseg.stage": "evaluate", "breastseg.experiment": name,
-                                "breastseg.model_version": model["version"], "breastseg.train_run": model["run_id"],
-                                **split_tags(split), **mlflow_tags(env)}):
+    further_seed = model.get("version") is None
+    run_tags = {"breastseg.stage": "evaluate", "breastseg.experiment": name,
+                "breastseg.model_version": str(model["version"]), "breastseg.train_run": model["run_id"],
+                "breastseg.seed": str(model.get("seed")), **split_tags(split), **mlflow_tags(env)}
+    if further_seed:
+        run_tags["mlflow.parentRunId"] = model["run_id"]
+    with mlflow.start_run(experiment_id=exp_id, tags=run_tags,
+                          run_name=f"evaluate-seed{model.get('seed')}" if further_seed
+                          else f"evaluate-v{model['version']}"):
         flat = {"test_dice_mean": summary["dice_mean"]}
         for unit in ("slice", "mass"):
             if f"dice_per_{unit}" in summary:
@@ -357,6 +429,6 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
         for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values(), evaluation_json):
             mlflow.log_artifact(str(f))
-    write_json(metrics_json, headline(summary))
+    write_json(metrics_json, flat_metrics)
     log.info("%s: test Dice %.3f on %d patients", name, summary["dice_mean"] or float("nan"), summary["n_patients"])
     return summary

@@ -117,7 +117,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
                split_file: Path, processed_dir: Path, interim_dir: Path, metric: str) -> dict[str, Any]:
     """Score one model on the val patients through its own preprocessing.
 
-    Returns ``score`` (``metric`` as evaluation computes it: a :func:`~breastseg.evaluation.evaluate.headline`
+    Returns ``score`` (``metric`` as evaluation computes it: a :func:`~breastseg.evaluation.evaluate.figures_of`
     key such as ``dice_mean``), ``comparable`` and ``reason`` (why not), the model's ``image_size`` and
     ``channels``, and ``slices``: ``prepared`` (the experiment's prepared slices) or ``interim`` (prepared again
     from the converted data for this model).
@@ -125,7 +125,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     from ..data.slices import load_subset
     from ..data.split import subset_patients
     from ..inference.model import load_model, predict_slices
-    from .evaluate import headline, score
+    from .evaluate import figures_of, score
 
     exp = experiment(params, name)
     patients = list(subset_patients(split_file, SUBSET))
@@ -165,7 +165,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     cfg = params.get("evaluation", {})
     _, _, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
                           seed=int(cfg.get("seed", 0)))
-    flat = headline(summary)
+    flat = figures_of(summary)
     value = flat[metric] if metric in flat else summary.get(metric)
     out["score"] = None if value is None else float(value)
     out["n_slices"] = int(summary["n_slices"])

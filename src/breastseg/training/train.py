@@ -95,10 +95,18 @@ def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: li
     )
 
 
-def module_kwargs(hp: dict[str, Any], max_epochs: int) -> dict[str, Any]:
-    """SegmentationModule arguments from merged hyperparameters."""
-    return {"lr": float(hp["lr"]), "weight_decay": float(hp["weight_decay"]), "max_epochs": max_epochs,
-            "class_weights": hp.get("class_weights")}
+def module_kwargs(hp: dict[str, Any], max_epochs: int, params: dict[str, Any] | None = None,
+                  exp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SegmentationModule arguments from merged hyperparameters; with ``params`` and ``exp``, validation selects
+    models on ``register.metric`` (the quantity the champion gate compares), when it is a Dice figure."""
+    from .module import selection_metrics
+
+    kwargs = {"lr": float(hp["lr"]), "weight_decay": float(hp["weight_decay"]), "max_epochs": max_epochs,
+              "class_weights": hp.get("class_weights")}
+    metric = ((params or {}).get("register") or {}).get("metric", "dice_mean")
+    if exp is not None and metric in selection_metrics(exp):
+        kwargs["metric"] = metric
+    return kwargs
 
 
 def is_rank_zero() -> bool:
@@ -149,6 +157,34 @@ def warm_start(module: SegmentationModule, registered: str, init_from: str) -> s
     return f"champion v{version}"
 
 
+def seeds_of(params: dict[str, Any]) -> list[int]:
+    """``run.seeds``, else ``[train.seed]``: the first is the registered model's seed."""
+    return [int(x) for x in (params.get("run") or {}).get("seeds") or [params["train"].get("seed", 0)]]
+
+
+def seeds_parent_run(params: dict[str, Any], name: str, exp_id: str, out_dir: Path, *, fingerprint: str,
+                     tags: dict[str, str]) -> str:
+    """The MLflow parent run of this experiment's trainings over ``run.seeds`` (one per training set-up): created
+    by whichever seed's job comes first, under a file lock beside the models, reused by the others."""
+    import fcntl
+
+    import mlflow
+
+    root = out_dir if out_dir.parent.name != "seeds" else out_dir.parent.parent
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "seeds_parent.json"
+    with open(root / ".seeds_parent.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known = json.loads(record.read_text()) if record.exists() else {}
+        if known.get("fingerprint") == fingerprint:
+            return known["run_id"]
+        run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}-seeds", tags={
+            **tags, "breastseg.stage": "train-seeds", "breastseg.seeds": ",".join(map(str, seeds_of(params)))})
+        mlflow.MlflowClient().set_terminated(run.info.run_id)
+        write_json(record, {"run_id": run.info.run_id, "fingerprint": fingerprint})
+        return run.info.run_id
+
+
 def train_experiment(
     params: dict[str, Any],
     name: str,
@@ -159,13 +195,22 @@ def train_experiment(
     out_dir: Path,
     curve_csv: Path | None = None,
     extra_callbacks: list[Callback] | None = None,
+    seed: int | None = None,
+    register: bool = True,
 ) -> dict[str, Any]:
-    """Train ``name`` and register the model as a new version with alias ``challenger``."""
+    """Train ``name`` and register the model as a new version with alias ``challenger``.
+
+    ``seed`` overrides ``train.seed`` (one of ``run.seeds``). ``register=False`` (the seeds after the first):
+    the model is logged with its run and kept as an inference bundle in ``out_dir``, but not registered. With
+    several ``run.seeds`` each training is a nested run under one parent run per experiment.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
     exp = experiment(params, name)
     hp = hyperparameters(exp, best_params)
+    if seed is not None:
+        hp["seed"] = int(seed)
     pl.seed_everything(int(hp["seed"]), workers=True)
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
@@ -204,12 +249,21 @@ def train_experiment(
         if rank_zero:
             log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:
-        run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}", tags={**tags, "breastseg.stage": "train"})
+        seeds = seeds_of(params)
+        run_tags = {**tags, "breastseg.stage": "train", "breastseg.seed": str(hp["seed"])}
+        run_name = f"train-{name}"
+        if len(seeds) > 1:
+            parent = seeds_parent_run(params, name, exp_id, Path(out_dir), fingerprint=params_hash(
+                {"exp": exp, "hp": {k: v for k, v in hp.items() if k != "seed"}, "seeds": seeds,
+                 "split": tags["breastseg.split_hash"], "data": tags["breastseg.data_hash"]}), tags=tags)
+            run_tags["mlflow.parentRunId"] = parent
+            run_name = f"train-{name}-seed{hp['seed']}"
+        run = mlflow.MlflowClient().create_run(exp_id, run_name=run_name, tags=run_tags)
         run_id = run.info.run_id
         write_json(resume_file, {"run_id": run_id, "fingerprint": fingerprint})
 
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
-    module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"])))
+    module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"]), params, exp))
     if not resume:
         warm = warm_start(module, tracking.model_name(name), str(hp.get("init_from", "scratch")))
         if warm and rank_zero:
@@ -249,6 +303,19 @@ def train_experiment(
                                                 "image_size": exp["image_size"], "train": hp}))
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")
+        if not register:  # a further seed: its bundle in out_dir serves evaluation; no registry entry
+            for f in bundle:
+                mlflow.log_artifact(str(f), artifact_path="inference")
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    if not register:
+        result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": None,
+                  "seed": int(hp["seed"]), "model_uri": str(Path(bundle[0]).parent),
+                  "best_val_dice": best_score, "hyperparameters": hp}
+        write_json(out_dir / "model.json", result)
+        resume_file.unlink(missing_ok=True)
+        log.info("trained %s seed %s, not registered (val Dice %.3f)", name, hp["seed"], best_score)
+        return result
+    with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             net,
             name="model",
@@ -264,9 +331,9 @@ def train_experiment(
     client.set_registered_model_alias(registered, "challenger", version)
     for k, v in tags.items():
         client.set_model_version_tag(registered, version, k, v)
-    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
-              "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score, "hyperparameters": hp}
+              "seed": int(hp["seed"]), "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score,
+              "hyperparameters": hp}
     write_json(out_dir / "model.json", result)
     resume_file.unlink(missing_ok=True)
     log.info("registered %s version %s as challenger (val Dice %.3f)", registered, version, best_score)

@@ -173,7 +173,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         trial.set_user_attr("breastseg.mlflow_run", rid)
         for k, v in tracking.flat_params({"trial": hp}).items():
             client.log_param(rid, k, v)
-        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs))
+        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, params, exp))
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
         # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.

@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="best parameters (JSON)")
 
     s = add("compare", cmd_compare, "paired comparison of two experiments on the same test patients: mean difference "
-                                    "with a 95 % interval over patients and seeds, Wilcoxon test per seed")
+                                    "with a 95 %% interval over patients and seeds, Wilcoxon test per seed")
     s.add_argument("name", help="comparison name (file stem)")
     s.add_argument("a", help="first experiment (e.g. mass_us_entropy)")
     s.add_argument("b", help="second experiment (e.g. mass_us_bmode)")

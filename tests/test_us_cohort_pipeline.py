@@ -47,7 +47,9 @@ def _run_cohort(repo: Path, name: str, config: str) -> dict:
     assert r.returncode == 0, r.stderr[-5000:]
     dry = _snakemake(repo, "-n", "--configfile", cfg)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
-    return {p.stem: json.loads(p.read_text()) for p in (repo / "metrics").glob("*.json")}
+    # every figure of each experiment that ran: results/<experiment>/evaluation.json (metrics/ holds the headline)
+    return {p.stem: {**json.loads((repo / "results" / p.stem / "evaluation.json").read_text()),
+                     "headline": json.loads(p.read_text())} for p in (repo / "metrics").glob("*.json")}
 
 
 @pytest.mark.slow
@@ -61,6 +63,9 @@ def test_busi_folder_runs_through_snakemake(tmp_path):
     assert m["n_patients"] >= 1 and 0 <= m["dice_mean"] <= 1
     # BUSI PNGs store no pixel spacing: distances in source pixels, named so, and said so on the summary page.
     assert set(m["per_patient"]["mass"]) >= {"hd95_px", "asd_px"} and "hd95_mm" not in m["per_patient"]["mass"]
+    assert "hd95_px" in m["headline"] and "hd95_mm" not in m["headline"]
+    # BUSI images are split one by one without a patient map: the metrics say the split may leak
+    assert m["headline"]["split_by_image"] == 1
     assert "Pixel spacing unknown" in (repo / "results" / "summary.html").read_text()
     converted = sorted((repo / "data" / "interim" / "us").iterdir())
     assert len(converted) == 8 and not (repo / "data" / "interim" / "mri").exists()

@@ -84,7 +84,7 @@ def _kill_job(repo: Path, words: tuple[str, ...], ready=lambda: True) -> str:
 
 
 def _metrics(repo: Path) -> dict:
-    m = json.loads((repo / "metrics" / f"{EXP}.json").read_text())
+    m = json.loads((repo / "results" / EXP / "evaluation.json").read_text())  # every figure (metrics/: headline)
     return {k: m[k] for k in ("dice_mean", "per_patient", "test_patients", "n_slices")}
 
 

@@ -142,7 +142,7 @@ def _declaration(repo: Path, name: str) -> str:
 def test_training_rules_declare_gpu(workflow_copy):
     jobs = [r for r in _rules(workflow_copy) if not r.norun]
     trainers = [r for r in jobs if re.search(r"\b(train|tune) \{wildcards", r.shellcmd or "")]
-    assert {r.name for r in trainers} == {"train", "tune"}
+    assert {r.name for r in trainers} == {"train", "train_seed", "tune"}
     assert all("gpu" in r.resources for r in trainers)
 
 

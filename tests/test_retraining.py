@@ -87,7 +87,8 @@ def test_new_patients_and_annotations_retrain_incrementally(tmp_path):
         for p in (tmp_path / "new" / dataset).iterdir():
             assert not (cohort / dataset / p.name).exists()
             shutil.copytree(p, cohort / dataset / p.name) if p.is_dir() else shutil.copy2(p, cohort / dataset / p.name)
-    labels = sorted((cohort / "mri").rglob("labels.nii.gz"))[0]
+    earlier = sorted(p for p in (cohort / "mri").iterdir() if not (tmp_path / "new" / "mri" / p.name).exists())
+    labels = sorted(earlier[0].rglob("labels.nii.gz"))[0]  # an earlier patient's, not a newcomer's
     img = nib.load(labels)
     lab = np.asarray(img.dataobj).copy()
     annotated = [k for k in range(lab.shape[2]) if (lab[:, :, k] != 255).any()]

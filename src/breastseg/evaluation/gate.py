@@ -19,13 +19,12 @@ import numpy as np
 
 from ..config import experiment
 from ..errors import InputError
+from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING
 
 log = logging.getLogger(__name__)
 SUBSET = "val"
 #: The ``us_maps`` settings each map depends on (entropy of the B-mode also depends on its dynamic range).
 MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on", "entropy_binning")}
-#: The binning of envelope entropy before it was recorded (maps and bundles without ``entropy_binning``).
-EARLIER_BINNING = {"envelope": "envelope-minmax", "bmode": "bmode-unit"}
 
 
 def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +70,6 @@ def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], c
     and that differs; empty when comparable (or when the model records no maps settings)."""
     if not model_maps:
         return []
-    from ..us.maps import ENTROPY_BINNING
-
     model_maps = {**model_maps, "entropy_binning": model_maps.get("entropy_binning")
                   or EARLIER_BINNING.get(str(model_maps.get("entropy_on")), "unknown")}
     today = {**today, "entropy_binning": today.get("entropy_binning")

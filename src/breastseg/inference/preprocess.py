@@ -240,7 +240,7 @@ def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dic
     settings = {k: v for k, v in (config.get("us_maps") or {}).items()
                 if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
     if "entropy" in config["experiment"]["channels"] and settings.get("entropy_on") == "envelope":
-        from ..evaluation.gate import EARLIER_BINNING  # bundles from before the binning was recorded
+        from ..us.maps import EARLIER_BINNING  # bundles from before the binning was recorded
 
         settings["entropy_binning"] = (config.get("us_maps") or {}).get("entropy_binning") or EARLIER_BINNING["envelope"]
     maps = tuple(dict.fromkeys(["bmode", *exp["channels"]]))

@@ -54,6 +54,8 @@ MAP_NAMES = ("bmode", "entropy")
 #: maps made before it (``envelope-minmax``: over [min, max]) are another map, which the champion gate refuses to
 #: compare. B-mode entropy bins over [0, 1].
 ENTROPY_BINNING = {"envelope": "envelope-p99", "bmode": "bmode-unit"}
+#: The binning of maps and model bundles made before the binning was recorded (no ``entropy_binning`` key).
+EARLIER_BINNING = {"envelope": "envelope-minmax", "bmode": "bmode-unit"}
 #: Percentile of the scan's envelope that sets the top of the entropy histogram (``entropy_on="envelope"``).
 ENVELOPE_SCALE_PERCENTILE = 99.0
 

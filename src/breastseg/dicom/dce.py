@@ -44,6 +44,7 @@ from .convert import order_studies
 from .discover import Quarantine, scan
 from .gridmatch import reorient_to_grid, same_grid
 from .nifti import write_nifti
+from .philips import study_scaling
 from .pixels import read_stack
 from .series import Stack, build_stacks, series_location
 from .sidecar import sanitize_text, stack_sidecar, stack_start_time
@@ -281,6 +282,7 @@ def _convert_study(
     phase_rule: PhaseRule, compress: bool,
 ) -> dict[str, Any]:
     phases, timing = select_dce_phases(members, root, phase_rule)
+    scaling = study_scaling(phases)  # Philips: one intensity scale for every phase, or a refusal
     out.mkdir(parents=True, exist_ok=True)
     ext = ".nii.gz" if compress else ".nii"
     pre = phases[0]
@@ -327,6 +329,7 @@ def _convert_study(
         "labels_source": source,
         "shape": list(pre.shape),
         "spacing": [round(float(v), 6) for v in pre.spacing],
+        **({"philips_scaling": scaling} if scaling else {}),
     }
 
 

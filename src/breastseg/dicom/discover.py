@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError
 from .fastheader import read_fast
+from .philips import fl_value, is_philips, scale_factors
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -106,6 +107,11 @@ class SliceRef:
     pixel_dtype: str = ""  # numpy dtype of the stored values ("<i2", "<u2", ...)
     # the raw PatientID, only to refuse folders that mix patients; never written anywhere
     patient_key: str = field(default="", repr=False)
+    # Philips (Manufacturer says so) and its private scale slope (2005,100E) / intercept (2005,100D), for the
+    # floating-point scaling (see :mod:`.philips`); None when absent (and always for other manufacturers)
+    philips: bool = False
+    scale_slope: float | None = None
+    scale_intercept: float | None = None
 
     @property
     def header(self) -> Dataset:
@@ -371,6 +377,9 @@ def fast_slice_ref(path: Path) -> SliceRef | None:
             acq = dicom_dt(_fast_text(g("AcquisitionDateTime")))
         slope = _fast_float(g("RescaleSlope"))
         echo = _fast_int(g("EchoNumbers"))
+        philips = is_philips(_fast_text(g("Manufacturer")))
+        ss = fl_value(g("MRScaleSlope")) if philips else None
+        ss = None if ss == 0.0 else ss
         return SliceRef(
             path=path,
             frame=None,
@@ -395,6 +404,9 @@ def fast_slice_ref(path: Path) -> SliceRef | None:
             frame_bytes=frame_bytes,
             pixel_dtype=pixel_dtype(bits, g("PixelRepresentation", 0) == 1),
             patient_key=_patient_text(g("PatientID")),
+            philips=philips,
+            scale_slope=ss,
+            scale_intercept=fl_value(g("MRScaleIntercept")) if ss is not None else None,
         )
     except (ValueError, TypeError, InputError):
         return None
@@ -575,6 +587,7 @@ def slice_refs(path: Path, ds: Dataset, hinfo: HeaderInfo) -> list[SliceRef]:
         frame_bytes=frame_bytes,
         pixel_dtype=pixel_dtype(bits, _int(ds.get("PixelRepresentation", 0)) == 1),
         patient_key=_patient_text(ds.get("PatientID")),
+        philips=is_philips(ds.get("Manufacturer")),
     )
     if not common["study_uid"] or not common["series_uid"]:
         raise InputError(path, "missing StudyInstanceUID or SeriesInstanceUID")
@@ -587,6 +600,7 @@ def slice_refs(path: Path, ds: Dataset, hinfo: HeaderInfo) -> list[SliceRef]:
     acq = dicom_datetime(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime"))
     if acq is None and "AcquisitionDateTime" in ds:
         acq = dicom_dt(ds.get("AcquisitionDateTime"))
+    ss, si = scale_factors(ds) if common["philips"] else (None, None)
     return [
         SliceRef(
             frame=None,
@@ -598,6 +612,8 @@ def slice_refs(path: Path, ds: Dataset, hinfo: HeaderInfo) -> list[SliceRef]:
             acq_time=acq,
             slice_thickness=_num(ds.get("SliceThickness")),
             spacing_between=_num(ds.get("SpacingBetweenSlices")),
+            scale_slope=ss,
+            scale_intercept=si,
             **common,
         )
     ]
@@ -643,6 +659,7 @@ def _enhanced_refs(path: Path, ds: Dataset, nframes: int, common: dict) -> list[
         temporal = _int(content.get("TemporalPositionIndex")) if content else None
         acq = dicom_dt(content.get("FrameAcquisitionDateTime")) if content else None
         echo_item = _functional(item, shared, "MREchoSequence")
+        ss, si = scale_factors(ds, item, shared) if common["philips"] else (None, None)
         refs.append(
             SliceRef(
                 frame=f,
@@ -654,6 +671,8 @@ def _enhanced_refs(path: Path, ds: Dataset, nframes: int, common: dict) -> list[
                 acq_time=acq if acq is not None else file_acq,
                 slice_thickness=_num(meas.get("SliceThickness")) if meas else None,
                 spacing_between=_num(meas.get("SpacingBetweenSlices")) if meas else None,
+                scale_slope=ss,
+                scale_intercept=si,
                 **common,
             )
         )

@@ -45,6 +45,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00080031: ("SeriesTime", "TM"),
     0x00080032: ("AcquisitionTime", "TM"),
     0x00080033: ("ContentTime", "TM"),
+    0x00080070: ("Manufacturer", "LO"),
     0x00100020: ("PatientID", "LO"),  # compared between files of one patient folder, never written
     0x00180050: ("SliceThickness", "DS"),
     0x00180086: ("EchoNumbers", "IS"),
@@ -66,6 +67,9 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280103: ("PixelRepresentation", "US"),
     0x00281052: ("RescaleIntercept", "DS"),
     0x00281053: ("RescaleSlope", "DS"),
+    # Philips private scale intercept / slope (floating-point scaling, see breastseg.dicom.philips)
+    0x2005100D: ("MRScaleIntercept", "FL"),
+    0x2005100E: ("MRScaleSlope", "FL"),
 }
 # top-level elements whose presence means "not the simple case" (multi-frame, DICOMDIR)
 _REFUSED = frozenset({0x00041220, 0x52009229, 0x52009230})
@@ -75,6 +79,7 @@ _EXPL = struct.Struct("<HH2sH")
 _IMPL = struct.Struct("<HHI")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
+_F32 = struct.Struct("<f")
 
 FIRST_READ = 16384
 MAX_HEADER = 8 << 20
@@ -263,6 +268,11 @@ def _keep(values: dict, tag: int, vr: bytes, raw: bytes) -> None:
         if len(raw) != 2:
             raise _Unsupported
         values[keyword] = raw[0] | raw[1] << 8
+        return
+    if want == "FL":
+        if len(raw) != 4:
+            raise _Unsupported
+        values[keyword] = _F32.unpack(raw)[0]
         return
     text = raw.decode("iso8859").rstrip(" \x00")
     values[keyword] = text.split("\\") if "\\" in text else text

@@ -9,7 +9,8 @@ is frame ``k`` transposed and nibabel writes it without another copy.
 Values: MONOCHROME1 stored values are inverted within the stored bit range (so higher is brighter, as for
 MONOCHROME2); then RescaleSlope/RescaleIntercept are applied per frame. The result keeps an integer type when
 every slope is 1 and every intercept an integer and the range fits (the stored type first, then int16,
-uint16, int32); otherwise it is float32.
+uint16, int32); otherwise it is float32. Philips images with a private scale slope (2005,100E) get the
+floating-point scaling instead, as dcm2niix gives them, always as float32 (see :mod:`.philips`).
 
 When every frame of a stack is native little endian and the output type does not depend on the values
 (slope 1 and intercept 0 everywhere, or a float32 result), :func:`native_plan` describes the conversion and
@@ -30,6 +31,7 @@ import pydicom
 
 from ..errors import InputError
 from .discover import SliceRef
+from .philips import FLOATING_POINT, modality_lut
 from .series import Stack
 
 
@@ -69,11 +71,11 @@ def read_stack(stack: Stack) -> tuple[np.ndarray, dict[str, Any]]:
         else:
             np.subtract((1 << bits_stored) - 1, raw, out=raw, casting="unsafe")
         info["inverted"] = True
-    slopes = np.array([s.slope for s in stack.slices], dtype=np.float64)
-    inters = np.array([s.intercept for s in stack.slices], dtype=np.float64)
-    data = apply_modality_lut(raw, slopes, inters)
-    info["rescale_slope"] = _unique_or_list(slopes)
-    info["rescale_intercept"] = _unique_or_list(inters)
+    slopes, inters, philips = modality_lut(stack)
+    data = apply_modality_lut(raw, slopes, inters, force_float=philips.get("philips_scaling") == FLOATING_POINT)
+    info["rescale_slope"] = _unique_or_list(np.array([s.slope for s in stack.slices]))
+    info["rescale_intercept"] = _unique_or_list(np.array([s.intercept for s in stack.slices]))
+    info.update(philips)
     info["dtype"] = data.dtype.name
     return data, info
 
@@ -135,9 +137,11 @@ def _fix_unused_bits(raw: np.ndarray, bits_stored: int, signed: bool) -> None:
         np.bitwise_and(raw, (1 << bits_stored) - 1, out=raw)
 
 
-def apply_modality_lut(raw: np.ndarray, slopes: np.ndarray, inters: np.ndarray) -> np.ndarray:
-    """``raw * slope + intercept`` per slice (last axis), losslessly typed (see the module docstring)."""
-    if np.all(slopes == 1.0) and np.all(inters == np.round(inters)):
+def apply_modality_lut(raw: np.ndarray, slopes: np.ndarray, inters: np.ndarray, *,
+                       force_float: bool = False) -> np.ndarray:
+    """``raw * slope + intercept`` per slice (last axis), losslessly typed (see the module docstring);
+    float32 whatever the values when ``force_float``."""
+    if not force_float and np.all(slopes == 1.0) and np.all(inters == np.round(inters)):
         if raw.size == 0:
             return raw
         lo, hi = int(raw.min()), int(raw.max())
@@ -189,9 +193,9 @@ def native_plan(stack: Stack) -> NativePlan | None:
     dtype = _raw_dtype(header)
     if any(s.pixel_offset is None or s.pixel_dtype != dtype.str for s in stack.slices):
         return None
-    slopes = np.array([s.slope for s in stack.slices], dtype=np.float64)
-    inters = np.array([s.intercept for s in stack.slices], dtype=np.float64)
-    integer = bool(np.all(slopes == 1.0) and np.all(inters == np.round(inters)))
+    slopes, inters, philips = modality_lut(stack)
+    integer = philips.get("philips_scaling") != FLOATING_POINT and bool(
+        np.all(slopes == 1.0) and np.all(inters == np.round(inters)))
     if integer and not np.all(inters == 0):
         return None
     bits_stored = int(header.get("BitsStored", header.BitsAllocated) or header.BitsAllocated)
@@ -200,8 +204,9 @@ def native_plan(stack: Stack) -> NativePlan | None:
     info: dict[str, Any] = {"stored_dtype": dtype.name, "bits_stored": bits_stored, "photometric": photometric}
     if photometric == "MONOCHROME1":
         info["inverted"] = True
-    info["rescale_slope"] = _unique_or_list(slopes)
-    info["rescale_intercept"] = _unique_or_list(inters)
+    info["rescale_slope"] = _unique_or_list(np.array([s.slope for s in stack.slices]))
+    info["rescale_intercept"] = _unique_or_list(np.array([s.intercept for s in stack.slices]))
+    info.update(philips)
     info["dtype"] = out_dtype.name
     return NativePlan(dtype, out_dtype, bits_stored, bits_stored < dtype.itemsize * 8,
                       photometric == "MONOCHROME1", not integer, slopes, inters, info)

@@ -153,6 +153,8 @@ def stack_sidecar(stack: Stack, info: dict[str, Any], data: np.ndarray, *, relat
         "rescale_slope": info.get("rescale_slope"),
         "rescale_intercept": info.get("rescale_intercept"),
         "modality_lut_applied": True,
+        **{k: info[k] for k in ("philips_scaling", "philips_scale_slope", "philips_scale_intercept",
+                                "philips_formula") if k in info},
         "photometric": info.get("photometric"),
         "inverted_monochrome1": bool(info.get("inverted", False)),
         "acquisition_time_s": None if relative_time_s is None else round(float(relative_time_s), 3),

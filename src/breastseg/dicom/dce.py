@@ -9,7 +9,8 @@ Output layout (``out_dir`` appears as a whole, only on success)::
         pre.nii.gz  pre.json       pre-contrast phase + sidecar
         post<m>.nii.gz post<m>.json  post-contrast phases in time order
         sub.nii.gz                 post1 - pre, float32, pre grid (post1 resampled linearly when grids differ)
-        labels.nii.gz              uint8 0/1/2, 255 = slice not annotated (all 255 when no labels exist)
+        labels.nii.gz              uint8 0/1/2, 255 = slice not annotated (all 255 when no labels exist), from a
+                                   label file (see :mod:`breastseg.dicom.labelfiles`) or a DICOM SEG
       quarantine.json              with on_error="skip": what was skipped and why
 
 Phase rule (default, ``phase_rule=None``):
@@ -42,7 +43,8 @@ from ..errors import InputError
 from ..io import atomic_dir, write_json
 from .convert import order_studies
 from .discover import Quarantine, scan
-from .gridmatch import reorient_to_grid, same_grid
+from .gridmatch import same_grid
+from .labelfiles import is_label_file_name, load_label_file, parse_label_map
 from .nifti import write_nifti
 from .philips import study_scaling
 from .pixels import read_stack
@@ -150,9 +152,11 @@ def _study_roots(studies: list[tuple[str, list[Stack]]], patient_dir: Path) -> d
     return roots
 
 
-def _find_label_files(patient_dir: Path, roots: dict[str, Path]) -> dict[str, list[Path]]:
+def _find_label_files(patient_dir: Path, roots: dict[str, Path], dicom_files: set[Path]) -> dict[str, list[Path]]:
+    """Label files (naming rule: :func:`breastseg.dicom.labelfiles.is_label_file_name`) by study key."""
     found: dict[str, list[Path]] = defaultdict(list)
-    files = sorted(list(patient_dir.rglob("labels.nii.gz")) + list(patient_dir.rglob("labels.nii")))
+    files = sorted(f for f in patient_dir.rglob("*")
+                   if is_label_file_name(f.name) and f not in dicom_files and f.is_file())
     for f in files:
         owners = [k for k, r in roots.items() if _is_within(f, r)]
         if not owners:
@@ -172,40 +176,6 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def load_nifti_labels(path: Path, pre: Stack, *, tol_mm: float = 0.05) -> np.ndarray:
-    """A ``labels.nii(.gz)`` checked against the pre grid (same grid, or the same voxels with axes
-    permuted/flipped, e.g. drawn on a dcm2niix conversion) and its values (0/1/2/255)."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(path, f"cannot read label volume: {exc}") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(path, f"label volume must be 3-D, got shape {data.shape}")
-    if same_grid(data.shape, img.affine, pre.shape, pre.affine, tol_mm):
-        out = data
-    else:
-        out = reorient_to_grid(data, img.affine, pre.shape, pre.affine, tol_mm)
-        if out is None:
-            from .gridmatch import grid_distance
-
-            dist = grid_distance(data.shape, img.affine, pre.affine) if data.shape == pre.shape else None
-            why = f"shape {tuple(data.shape)} vs {pre.shape}" if dist is None else f"corners differ by up to {dist:.3f} mm"
-            raise InputError(path, f"label volume is not on the pre-contrast grid ({why}; tolerance {tol_mm} mm)")
-    if np.issubdtype(out.dtype, np.floating):
-        if not np.all(out == np.round(out)):
-            raise InputError(path, "label volume holds non-integer values")
-    values = np.unique(out)
-    bad = [int(v) for v in values if int(v) not in LABEL_VALUES]
-    if bad:
-        raise InputError(path, f"label values must be 0, 1, 2 or 255 (slice not annotated); found {bad[:5]}")
-    return np.asarray(out, dtype=np.uint8)
-
-
 def annotated_slices(labels: np.ndarray) -> list[int]:
     return [int(k) for k in range(labels.shape[2]) if np.any(labels[:, :, k] != NOT_ANNOTATED)]
 
@@ -219,12 +189,15 @@ def convert_dce_patient(
     phase_rule: PhaseRule = None,
     compress: bool = True,
     progress: bool = False,
+    label_map: dict | None = None,
 ) -> dict[str, Any]:
     """Convert one patient's DCE studies (see the module docstring for the layout and the phase rule).
 
-    ``patient_id`` is the pseudonym the caller computed; it is the only patient name written. Returns the
-    ``patient.json`` content.
+    ``patient_id`` is the pseudonym the caller computed; it is the only patient name written. ``label_map``
+    (``cohort.label_map``) maps label values or Slicer segment names to the classes 0/1/2/255 (see
+    :mod:`breastseg.dicom.labelfiles`). Returns the ``patient.json`` content.
     """
+    classes_map = parse_label_map(label_map)
     patient_dir = Path(patient_dir)
     out_dir = Path(out_dir)
     if not patient_dir.is_dir():
@@ -242,7 +215,8 @@ def convert_dce_patient(
         why = f"; first problem: {first['path']}: {first['reason']}" if first else ""
         raise InputError(patient_dir, f"no DICOM image series found ({result.files_seen} file(s) examined){why}")
     roots = _study_roots(studies, patient_dir)
-    label_files = _find_label_files(patient_dir, roots)
+    dicom_files = {s.path for s in result.slices} | {path for path, _ in result.segs}
+    label_files = _find_label_files(patient_dir, roots, dicom_files)
     segs_by_study: dict[str, list[Path]] = defaultdict(list)
     uid_to_key = {members[0].study_uid: key for key, members in studies}
     for path, ds in result.segs:
@@ -257,7 +231,7 @@ def convert_dce_patient(
             try:
                 entry = _convert_study(
                     study_key, members, tmp / study_key, roots[study_key], label_files.get(study_key, []),
-                    segs_by_study.get(study_key, []), phase_rule, compress,
+                    segs_by_study.get(study_key, []), phase_rule, compress, classes_map,
                 )
             except InputError as err:
                 quarantine.report(err.path, f"{study_key}: {err.reason}", kind="study")
@@ -279,7 +253,7 @@ def convert_dce_patient(
 
 def _convert_study(
     study_key: str, members: list[Stack], out: Path, root: Path, label_files: list[Path], seg_files: list[Path],
-    phase_rule: PhaseRule, compress: bool,
+    phase_rule: PhaseRule, compress: bool, label_map=None,
 ) -> dict[str, Any]:
     phases, timing = select_dce_phases(members, root, phase_rule)
     scaling = study_scaling(phases)  # Philips: one intensity scale for every phase, or a refusal
@@ -304,12 +278,13 @@ def _convert_study(
     sub = subtraction_on_pre_grid(pre, pre_data, phases[1], post1_data)
     write_nifti(out / f"sub{ext}", sub, pre.affine)
     if len(label_files) > 1:
-        raise InputError(root, f"{len(label_files)} labels.nii(.gz) files found for one study; keep one")
+        names = ", ".join(f.name for f in label_files[:4])
+        raise InputError(root, f"{len(label_files)} label files found for one study ({names}); keep one")
     if label_files and seg_files:
-        raise InputError(root, "both a labels.nii.gz and a DICOM SEG were found for this study; keep one")
+        raise InputError(root, f"both a label file ({label_files[0].name}) and a DICOM SEG were found for this "
+                               "study; keep one")
     if label_files:
-        labels = load_nifti_labels(label_files[0], pre)
-        source = "nifti"
+        labels, source = load_label_file(label_files[0], pre.shape, pre.affine, label_map)
     elif seg_files:
         from .seg import seg_to_labels
 

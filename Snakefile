@@ -1,4 +1,4 @@
-# breastseg workflow: synth -> convert (and prepare) per patient -> split -> tune -> train -> evaluate -> register
+# breastseg workflow: synth -> convert per shard of patients -> prepare per experiment and shard -> split -> tune -> train -> evaluate -> register
 # -> report
 # Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
 import sys
@@ -11,10 +11,9 @@ report: "workflow/report/workflow.rst"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
-from breastseg.data.cohort import check_cohort, data_version, discover, us_maps_needed, write_fingerprints
+from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
+from breastseg.data.shards import preparation
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
-from breastseg.data.slices import PREPARED_FROM
-from breastseg.inference.model import us_maps_settings
 from breastseg.errors import InputError
 
 
@@ -31,6 +30,8 @@ try:
 except InputError as exc:
     stop(exc)
 
+# Sections whose every key has a schema default are filled here (a params file may leave them out).
+config["convert"] = {**schema_defaults("convert"), **(config.get("convert") or {})}
 COHORT = config["cohort"]
 # Training seeds (run.seeds, default [train.seed]): the first seed's model is the registered challenger; the
 # others are trained and evaluated on the same split so that comparisons carry an interval over seeds.
@@ -63,6 +64,7 @@ TRAIN_NODES = {} if _NODES == 1 else {
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     patient=r"P[0-9a-f]{12}",
+    shard=r"\d{2,3}",
     seed=r"\d+",
     worker=r"\d+",
     comparison=r"[a-z][a-z0-9_]*",
@@ -113,15 +115,27 @@ def patients(dataset):
 
 
 FINGERPRINTS = Path(".snakemake/breastseg/fingerprints")
+SHARDS = int(config["convert"]["shards"])
 _FINGERPRINTED = {}
 
 
 def fingerprints(dataset):
-    """Pseudonym -> a file rewritten only when that patient's raw content changes (the convert rules' input)."""
+    """Shard -> a file rewritten only when the raw content of one of its patients changes (the convert rules'
+    input); only shards that hold patients."""
     if dataset not in _FINGERPRINTED:
-        _FINGERPRINTED[dataset] = write_fingerprints(patients(dataset), FINGERPRINTS / dataset,
+        _FINGERPRINTED[dataset] = write_fingerprints(patients(dataset), FINGERPRINTS / dataset, SHARDS,
                                                      cache_file=FINGERPRINTS / "digests.json")
     return _FINGERPRINTED[dataset]
+
+
+def converted(dataset):
+    """The conversion markers of a dataset's shards (each lists its converted patients)."""
+    return [f"data/interim/{dataset}/shard-{s}.json" for s in fingerprints(dataset)]
+
+
+def prepared(experiment):
+    """The preparation markers of an experiment's shards (each lists its prepared patients)."""
+    return [f"data/processed/{experiment}/shard-{s}.json" for s in fingerprints(dataset_of(experiment))]
 
 
 def version_of(dataset):
@@ -141,6 +155,12 @@ include: "workflow/rules/report.smk"
 
 onstart:
     shell(f"{BREASTSEG} -q tracking-init")
+
+
+# Conversion and preparation only (e.g. `snakemake --cores all prepared` after adding patients).
+rule prepared:
+    input:
+        lambda wc: [m for e in EXPERIMENTS for m in prepared(e)],
 
 
 rule all:

@@ -131,8 +131,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_a_patient_folder_of_several_rf_files_converts_as_one_patient(tmp_path):
-    """The convert command reads what discovery found (--fingerprint): a folder is one patient, however many
-    files (e.g. two orthogonal scans) it holds, and no raw name reaches the output."""
+    """The conversion step reads what discovery found (the shard's fingerprint file): a folder is one patient,
+    however many files (e.g. two orthogonal scans) it holds, and no raw name reaches the output."""
     from breastseg.cli import main
     from breastseg.data.cohort import write_fingerprints
 
@@ -145,17 +145,18 @@ def test_a_patient_folder_of_several_rf_files_converts_as_one_patient(tmp_path):
         np.savez(folder / f"{view}.npz", rf=rng.normal(size=(64, 12)), roi=roi, fs=40e6, f0=7e6, pitch=2e-4)
     found = discover(tmp_path, "us")
     [(pid, patient)] = found.items()
-    fp = write_fingerprints(found, tmp_path / "fp")[pid]
-    assert main(["-q", "us-maps", "--maps", "bmode", "--fingerprint", str(fp), str(tmp_path / "out")]) == 0
-    scans = sorted(p.name for p in (tmp_path / "out").iterdir())
+    [fp] = write_fingerprints(found, tmp_path / "fp", shards=4).values()
+    assert main(["-q", "convert-shard", "us", str(fp), str(tmp_path / "marker.json"),
+                 "--interim-dir", str(tmp_path / "out"), "--log-dir", str(tmp_path / "logs")]) == 0
+    scans = sorted(p.name for p in (tmp_path / "out" / pid).iterdir() if p.is_dir())
     assert scans == ["scan-1", "scan-2"]
-    metas = [(tmp_path / "out" / s / "meta.json").read_text() for s in scans]
+    metas = [(tmp_path / "out" / pid / s / "meta.json").read_text() for s in scans]
     assert all(pid in m and "Smith" not in m and "radial" not in m for m in metas)
     # the fingerprint changes with the content only
     before = fp.read_text()
-    assert write_fingerprints(found, tmp_path / "fp")[pid].read_text() == before
+    assert write_fingerprints(found, tmp_path / "fp", shards=4)[fp.stem[6:]].read_text() == before
     np.savez(folder / "radial.npz", rf=rng.normal(size=(64, 12)), roi=np.zeros((64, 12)), fs=40e6, f0=7e6, pitch=2e-4)
-    assert write_fingerprints(found, tmp_path / "fp")[pid].read_text() != before
+    assert write_fingerprints(found, tmp_path / "fp", shards=4)[fp.stem[6:]].read_text() != before
 
 
 def test_the_environment_key_wins_over_params_so_tests_never_touch_the_users_key(tmp_path, monkeypatch):

@@ -97,8 +97,8 @@ def test_killed_jobs_and_runs_resume_to_the_same_metrics(tmp_path):
 
     repo = _copy_repo(tmp_path / "crash")
     (repo / "crash.yaml").write_text(CONFIG)
-    # 1. a convert job killed mid-way: Snakemake stops, removes its half-written output
-    _kill_job(repo, ("us-maps",))
+    # 1. a conversion job killed mid-way: Snakemake stops, removes its half-written output
+    _kill_job(repo, ("convert-shard",))
     # 2. a tune worker killed inside a trial: the trial stays RUNNING in Optuna and MLflow
     _kill_job(repo, ("tune", EXP), ready=lambda: _running_trial(repo))
     # 3. the final training killed after its first checkpoint

@@ -123,3 +123,36 @@ def test_another_key_than_the_ledgers_is_refused_before_any_job(tiny, tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
     finally:
         shutil.rmtree(ledger.parent)
+
+
+def test_a_new_image_size_or_map_setting_prepares_again_without_a_decode_job(tiny, tmp_path):
+    """Preparation is apart from decoding: new experiment settings run prepare jobs only, for the experiments
+    whose settings changed, and decode no raw file."""
+    repo, home = tiny
+    processed = repo / "data" / "processed"
+    before = {e: {p.name: p.stat().st_mtime_ns for p in (processed / e).glob("P*.npz")} for e in SPLITS}
+    stamps = {p: p.stat().st_mtime_ns for p in (repo / "data" / "interim").glob("*/P*/.converted")}
+    assert stamps
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["experiments"]["mass_us_bmode"]["image_size"] += 16
+    params["us_maps"]["window_pulses"] = 3.0
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump({"experiments": params["experiments"], "us_maps": params["us_maps"]}))
+    try:
+        r = _snakemake(repo, "prepared", "--configfile", str(config), home=home)
+        assert r.returncode == 0, r.stderr[-4000:]
+        jobs = r.stdout + r.stderr
+        assert "convert_mri" not in jobs and "convert_us" not in jobs, jobs[-3000:]
+        assert "prepare" in jobs
+        assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # no patient decoded again
+        after = {e: {p.name: p.stat().st_mtime_ns for p in (processed / e).glob("P*.npz")} for e in SPLITS}
+        assert after["bpe_mri"] == before["bpe_mri"]  # its settings did not change
+        for e in ("mass_us_bmode", "mass_us_entropy"):
+            assert all(after[e][f] != t for f, t in before[e].items()), e
+        import numpy as np
+
+        with np.load(next((processed / "mass_us_bmode").glob("P*.npz"))) as z:
+            assert z["image"].shape[-1] == params["experiments"]["mass_us_bmode"]["image_size"]
+    finally:  # back to the module's settings for the other cases
+        r = _snakemake(repo, *TARGETS, home=home)
+        assert r.returncode == 0, r.stderr[-4000:]

@@ -67,12 +67,13 @@ def test_busi_folder_runs_through_snakemake(tmp_path):
     # BUSI images are split one by one without a patient map: the metrics say the split may leak
     assert m["headline"]["split_by_image"] == 1
     assert "Pixel spacing unknown" in (repo / "results" / "summary.html").read_text()
-    converted = sorted((repo / "data" / "interim" / "us").iterdir())
+    converted = sorted((repo / "data" / "interim" / "us").glob("P*"))
     assert len(converted) == 8 and not (repo / "data" / "interim" / "mri").exists()
+    assert len(list((repo / "data" / "interim" / "us").glob("shard-*.json"))) <= 8  # one job per shard, not per image
     for d in converted:  # pseudonymised: no file name of the cohort in the converted scans
         meta = (d / "scan-1" / "meta.json").read_text()
         assert "(" not in meta and ".png" not in meta  # BUSI names look like "benign (3).png"
-        assert not (d / "scan-1" / "entropy.npy").exists()
+        assert (d / "scan-1" / "bmode.npy").exists() and not (d / "scan-1" / "entropy.npy").exists()
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_oasbud_mat_runs_through_snakemake(tmp_path):
     assert sorted(metrics) == ["mass_us_bmode", "mass_us_entropy"]
     assert metrics["mass_us_entropy"]["test_patients"] == metrics["mass_us_bmode"]["test_patients"]
     assert "hd95_mm" in metrics["mass_us_entropy"]["per_patient"]["mass"]  # RF: spacing known
-    scans = sorted(len(list(d.glob("scan-*"))) for d in (repo / "data" / "interim" / "us").iterdir())
+    scans = sorted(len(list(d.glob("scan-*"))) for d in (repo / "data" / "interim" / "us").glob("P*"))
     assert scans == [2] * 5 + [4]  # 7 lesions, two of one woman: 6 patients, two views per lesion
     split = json.loads((repo / "data" / "splits" / "mass_us_entropy.json").read_text())["patients"]
     assert len(split) == 6

@@ -32,24 +32,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
 
 
-def _from_fingerprint(args: argparse.Namespace) -> dict | None:
-    """``--fingerprint FILE``: the raw inputs and pseudonym of one patient, as the workflow discovered them (so
-    the command line, and Snakemake's log of it, carries no raw path)."""
-    if not args.fingerprint:
-        return None
-    from .data.cohort import read_fingerprint
-
-    fp = read_fingerprint(args.fingerprint)
-    args.patient_id = args.patient_id or fp["patient"]
-    return fp
-
-
 def cmd_convert(args: argparse.Namespace) -> None:
-    fp = _from_fingerprint(args)
-    if fp:
-        args.dicom_dir = fp["sources"][0]
-    if not args.dicom_dir:
-        raise InputError(None, "give DICOM_DIR (or --fingerprint)")
     if args.dce:
         from .dicom.dce import convert_dce_patient
 
@@ -70,13 +53,8 @@ def cmd_us_maps(args: argparse.Namespace) -> None:
                   entropy_on=args.entropy_on)
     if args.maps:
         kwargs["maps"] = tuple(args.maps.split(","))
-    fp = _from_fingerprint(args)
-    if fp:
-        args.input = fp["sources"]
-        args.select = args.select or fp["select"] or None
-        kwargs["one_patient"] = True  # the workflow discovered these inputs as one patient
     if not args.input:
-        raise InputError(None, "give at least one INPUT (or --fingerprint)")
+        raise InputError(None, "give at least one INPUT")
     if args.patient_id:
         kwargs["patient_id"] = args.patient_id
     if args.select:
@@ -91,7 +69,7 @@ def _prepare_after(args: argparse.Namespace) -> None:
     if not args.prepare:
         return
     if not args.patient_id:
-        raise InputError(None, "--prepare needs --patient-id (or --fingerprint)")
+        raise InputError(None, "--prepare needs --patient-id")
     from .config import experiment
     from .data.slices import prepare_experiments
 
@@ -108,14 +86,37 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     prepare_patient(exp, Path(args.interim_dir), Path(args.out), patient_id=args.patient_id)
 
 
+def cmd_convert_shard(args: argparse.Namespace) -> None:
+    from .data.shards import convert_shard
+
+    dataset = args.dataset
+    convert_shard(_params(args), dataset, Path(args.fingerprints), Path(args.marker),
+                  interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
+                  log_dir=Path(args.log_dir or f"logs/convert/{dataset}"), on_error=args.on_error,
+                  progress=not args.quiet)
+
+
+def cmd_prepare_shard(args: argparse.Namespace) -> None:
+    from .data.shards import prepare_shard
+
+    params = _params(args)
+    dataset = params["experiments"].get(args.experiment, {}).get("dataset", "mri")
+    prepare_shard(params, args.experiment, Path(args.converted), Path(args.marker),
+                  interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
+                  processed_dir=Path(args.processed_dir or f"data/processed/{args.experiment}"),
+                  progress=not args.quiet)
+
+
 def cmd_split(args: argparse.Namespace) -> None:
+    from .data.shards import prepared_files
     from .data.split import split_dataset
 
     params = _params(args)
+    markers = [p for p in args.prepared if p.endswith(".json")]
     split_dataset(
         params,
         args.dataset,
-        [Path(p) for p in args.prepared],
+        [*prepared_files(markers), *(Path(p) for p in args.prepared if not p.endswith(".json"))],
         splits_dir=Path(args.splits_dir),
         processed_dir=Path(args.processed_dir),
         data_version=args.data_version,
@@ -270,14 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-params", action="store_true", help="take image sizes from the synth block of --params")
 
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
-    s.add_argument("dicom_dir", metavar="DICOM_DIR", nargs="?", help="folder of DICOM files (or --fingerprint)")
+    s.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files")
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="stop at the first bad file, or skip it and list it in quarantine.json")
     s.add_argument("--dce", action="store_true", help="DCE breast MRI patient folder: phases, subtraction, labels")
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
-    s.add_argument("--fingerprint", metavar="FILE",
-                   help="the patient's fingerprint file written by the workflow: its raw folder and pseudonym")
     _prepare_options(s)
 
     from .config import schema_defaults
@@ -296,9 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patient-id", help="pseudonym to record instead of the input's own name")
     s.add_argument("--select", action="append", metavar="ID",
                    help="convert only this unit (an OASBUD lesion id, a patient id); repeat for several")
-    s.add_argument("--fingerprint", metavar="FILE",
-                   help="the patient's fingerprint file written by the workflow: its inputs, selection, pseudonym")
     _prepare_options(s)
+
+    s = add("convert-shard", cmd_convert_shard,
+            "the workflow's conversion step: decode the new or changed patients of one shard (DICOM -> NIfTI, "
+            "RF -> envelope, images -> B-mode) into the cache")
+    s.add_argument("dataset", choices=["mri", "us"])
+    s.add_argument("fingerprints", metavar="FINGERPRINTS", help="the shard's fingerprint file written by the workflow "
+                                                                "(its patients' raw files, so no raw path is an argument)")
+    s.add_argument("marker", metavar="MARKER", help="JSON written at the end: the shard's converted patients")
+    s.add_argument("--interim-dir", help="the cache (default data/interim/<dataset>)")
+    s.add_argument("--log-dir", help="one log per failed patient (default logs/convert/<dataset>)")
+    s.add_argument("--on-error", choices=["fail", "skip"], help="a bad patient fails the shard (after the others), "
+                                                               "or is left out of this run (default: convert.on_error)")
+
+    s = add("prepare-shard", cmd_prepare_shard,
+            "the workflow's preparation step: the network's slices of one converted shard for one experiment, "
+            "made from the cache (only patients whose cache or settings changed)")
+    s.add_argument("experiment")
+    s.add_argument("converted", metavar="CONVERTED", help="the conversion marker of the shard")
+    s.add_argument("marker", metavar="MARKER", help="JSON written at the end: the shard's prepared patients")
+    s.add_argument("--interim-dir", help="the cache (default data/interim/<dataset>)")
+    s.add_argument("--processed-dir", help="where the slices go (default data/processed/<experiment>)")
 
     s = add("prepare", cmd_prepare, "one patient's converted volumes/maps to network-ready 2-D slices (.npz)")
     s.add_argument("experiment")
@@ -308,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("split", cmd_split, "append-only, stratified, patient-level split and slice manifests for a dataset")
     s.add_argument("dataset", choices=["mri", "us"])
-    s.add_argument("prepared", nargs="+", metavar="NPZ", help="prepared patient files of the dataset")
+    s.add_argument("prepared", nargs="+", metavar="NPZ|MARKER",
+                   help="prepared patient files of the dataset, or the preparation markers that list them")
     s.add_argument("--splits-dir", default="data/splits")
     s.add_argument("--processed-dir", default="data/processed")
     s.add_argument("--data-version", help="the data version new patients join in (recorded per patient)")

@@ -1,74 +1,56 @@
-# One job per patient (only new or changed patients run: the input is the patient's content fingerprint,
-# rewritten only when a raw file of the patient is added, removed or edited): DICOM -> NIfTI + sidecars, or
-# RF -> B-mode/entropy maps, then in the same process the network-ready slices of every experiment of the dataset
-# (data/processed/<experiment>/<patient>.npz). The `prepared` param holds only what preparation reads
-# (data.slices.PREPARED_FROM), so changing a model or training setting reconverts nothing.
-def prepared_outputs(dataset):
-    return [f"data/processed/{e}/{{patient}}.npz" for e in experiments_of(dataset)]
+# Conversion in shards (breastseg.data.shards): patients are put in convert.shards shards by their pseudonym, and one
+# job converts the new or changed patients of one shard in one process (a BUSI-sized cohort would otherwise start
+# one process per image). Its input is the shard's fingerprint file, rewritten only when a raw file of one of its
+# patients is added, removed or edited; inside the job only those patients are decoded. No raw path is on a
+# command line. Conversion writes a cache that depends on the raw bytes alone (data/interim/<dataset>/<patient>:
+# NIfTI volumes, or the RF envelope / B-mode image); preparation makes each experiment's slices from it, so an
+# image_size, channels or us_maps change prepares again and decodes nothing, and a training or model setting
+# touches neither.
+for _dataset in DATASETS:
+
+    rule:
+        name:
+            f"convert_{_dataset}"
+        input:
+            f"{FINGERPRINTS}/{_dataset}/shard-{{shard}}.json",
+        output:
+            f"data/interim/{_dataset}/shard-{{shard}}.json",
+        params:
+            dataset=_dataset,  # the shell command is formatted when the job runs, after the loop has ended
+            on_error=config["convert"]["on_error"],
+            label_map=(config["cohort"].get("label_map") or {}) if _dataset == "mri" else {},
+        log:
+            f"logs/convert/{_dataset}/shard-{{shard}}.log",
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        conda:
+            "../../envs/breastseg.yaml"
+        shell:
+            "{BREASTSEG} -q convert-shard {params.dataset} {input} {output} > {log} 2>&1"
 
 
-def preparation(dataset):
-    """What preparation reads from each experiment of the dataset (a rerun trigger)."""
-    return {e: {k: config["experiments"][e].get(k) for k in PREPARED_FROM} for e in experiments_of(dataset)}
+# The network's slices of one experiment for one shard (data/processed/<experiment>/<patient>.npz), made from the
+# cache; `params.prepared` holds only what preparation reads (channels, image_size and, for ultrasound, the us_maps
+# settings of its channels), so changing one experiment's settings prepares that experiment alone.
+PREPARATION = {e: preparation(config, e) for e in EXPERIMENTS}
 
 
-def prepare_args(dataset):
-    exps = experiments_of(dataset)
-    return f"--prepare {','.join(exps)} --processed-dir data/processed" if exps else ""
-
-
-# Shell commands are built here, with only per-job fields left to fill in (Snakemake formats every job's command
-# several times while it plans: on a 1000-patient cohort each field costs).
-_MAPS = us_maps_settings(config)  # with the entropy binning: a new binning reconverts
-_US_MAPS_ARGS = (f"--maps {','.join(us_maps_needed(config, EXPERIMENTS))} "
-                 f"--dynamic-range-db {_MAPS['dynamic_range_db']} --window-pulses {_MAPS['window_pulses']} "
-                 f"--bins {_MAPS['bins']} --entropy-on {_MAPS['entropy_on']}")
-_ON_ERROR = config.get("convert", {}).get("on_error", "fail")
-
-
-rule convert_mri:
+rule prepare:
     input:
-        f"{FINGERPRINTS}/mri/{{patient}}.json",
+        lambda wc: f"data/interim/{dataset_of(wc.experiment)}/shard-{wc.shard}.json",
     output:
-        interim=directory("data/interim/mri/{patient}"),
-        prepared=prepared_outputs("mri"),
+        "data/processed/{experiment}/shard-{shard}.json",
     params:
-        on_error=_ON_ERROR,
-        prepared=preparation("mri"),
+        prepared=lambda wc: PREPARATION[wc.experiment],
     log:
-        "logs/convert/mri/{patient}.log",
+        "logs/prepare/{experiment}/shard-{shard}.log",
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=60,
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        f"{BREASTSEG} -q convert --dce --on-error {_ON_ERROR} {prepare_args('mri')} "
-        "--patient-id {wildcards.patient} --fingerprint {input} {output.interim} > {log} 2>&1"
-
-
-# Any ultrasound layout (RF .npz, OASBUD .mat records, BUSI images, DICOM US, patient folders): one job per
-# patient, reading only that patient's files; only the maps the chosen experiments use are computed. The
-# commands get the patient's fingerprint file, not raw paths, so no raw name reaches a command line or log.
-rule convert_us:
-    input:
-        f"{FINGERPRINTS}/us/{{patient}}.json",
-    output:
-        interim=directory("data/interim/us/{patient}"),
-        prepared=prepared_outputs("us"),
-    params:
-        prepared=preparation("us"),
-        maps=_MAPS,
-        which=us_maps_needed(config, EXPERIMENTS),
-    log:
-        "logs/convert/us/{patient}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/breastseg.yaml"
-    shell:
-        f"{BREASTSEG} -q us-maps {_US_MAPS_ARGS} {prepare_args('us')} "
-        "--patient-id {wildcards.patient} --fingerprint {input} {output.interim} > {log} 2>&1"
+        "{BREASTSEG} -q prepare-shard {wildcards.experiment} {input} {output} > {log} 2>&1"

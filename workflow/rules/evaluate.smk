@@ -11,8 +11,7 @@ for _dataset in DATASETS:
             model="models/{experiment}/model.json",
             split="data/splits/{experiment}.json",
             # MRI: the degree of BPE reads the converted phases (data/interim/mri, beside data/processed)
-            interim=lambda wc: ([f"data/interim/mri/{p}" for p in fingerprints("mri")]
-                                if dataset_of(wc.experiment) == "mri" else []),
+            interim=lambda wc: converted("mri") if dataset_of(wc.experiment) == "mri" else [],
             # the further run.seeds: metrics/<experiment>.json is the mean over all seeds
             seeds=lambda wc: [f"results/{wc.experiment}/seeds/{s}/evaluation.json" for s in EXTRA_SEEDS],
         output:
@@ -54,8 +53,7 @@ rule evaluate_seed:
     input:
         model="models/{experiment}/seeds/{seed}/model.json",
         split="data/splits/{experiment}.json",
-        interim=lambda wc: ([f"data/interim/mri/{p}" for p in fingerprints("mri")]
-                            if dataset_of(wc.experiment) == "mri" else []),
+        interim=lambda wc: converted("mri") if dataset_of(wc.experiment) == "mri" else [],
     output:
         evaluation="results/{experiment}/seeds/{seed}/evaluation.json",
         headline="results/{experiment}/seeds/{seed}/headline.json",

@@ -1,15 +1,14 @@
 # Champion gate: "champion" moves to the challenger only if it is at least as good (register.margin) on the same
 # validation patients, each model scored through its own preprocessing (a champion trained with another image size
-# is scored on val slices prepared again from data/interim; one trained on other ultrasound map settings is not
-# compared). The test set decides nothing: its figures are only copied into the decision (reported_test).
+# is scored on val slices prepared again from data/interim, and one trained on other ultrasound map settings on
+# maps made again from the cached envelopes with its own settings). The test set decides nothing: its figures are only copied into the decision (reported_test).
 # The decision and both scores go to results/<experiment>/decision.json and to MLflow tags.
 rule register:
     input:
         model="models/{experiment}/model.json",
         split="data/splits/{experiment}.json",
         manifest="data/processed/{experiment}/manifest.csv",
-        interim=lambda wc: [f"data/interim/{dataset_of(wc.experiment)}/{p}"
-                            for p in fingerprints(dataset_of(wc.experiment))],
+        interim=lambda wc: converted(dataset_of(wc.experiment)),
         evaluation="results/{experiment}/evaluation.json",
     output:
         "results/{experiment}/decision.json",

@@ -6,9 +6,8 @@ for _dataset in DATASETS:
         name:
             f"split_{_dataset}"
         input:
-            # fingerprints(): the patients, and their fingerprint files (the convert rules' inputs) written
-            lambda wc, ds=_dataset: [f"data/processed/{e}/{p}.npz"
-                                     for e in experiments_of(ds) for p in fingerprints(ds)],
+            # the preparation markers of every experiment of the dataset (each lists its prepared patients)
+            lambda wc, ds=_dataset: [m for e in experiments_of(ds) for m in prepared(e)],
         output:
             splits=expand("data/splits/{experiment}.json", experiment=experiments_of(_dataset)),
             manifests=expand("data/processed/{experiment}/manifest.csv", experiment=experiments_of(_dataset)),

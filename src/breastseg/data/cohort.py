@@ -242,14 +242,37 @@ def _file_digest(path: str, cache: dict[str, list], stat: os.stat_result) -> str
     return h.hexdigest()
 
 
-def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
-                       cache_file: str | Path | None = None) -> dict[str, Path]:
-    """One small file per patient that changes (is rewritten) only when the patient's raw content changes.
+def shard_of(pid: str, shards: int) -> str:
+    """The conversion shard of a patient: fixed by its pseudonym alone, so adding patients moves no one."""
+    width = max(2, len(str(shards - 1)))
+    return f"{int(pid[1:], 16) % shards:0{width}d}"
 
-    The convert rules take it as their input instead of the raw files, so Snakemake reconverts a patient when
-    a file of it was added, removed or edited, and not when only timestamps moved (``dvc checkout``, a copy,
-    ``git clone``). File digests are cached by size and modification time, so an unchanged cohort is not read
-    again. Returns pseudonym -> fingerprint file.
+
+def patient_entry(p: RawPatient, cache: dict[str, list]) -> dict[str, Any]:
+    """What a patient's conversion reads: its sources, selection and layouts, and each raw file's digest."""
+    files = {}
+    for f in p.files:
+        try:
+            files[f] = _file_digest(f, cache, os.stat(f))
+        except OSError as exc:
+            raise InputError(f, f"cannot read ({exc.strerror})") from None
+    return {"sources": list(p.sources), "select": list(p.select), "layouts": list(p.layouts), "files": files}
+
+
+def entry_digest(entry: dict[str, Any]) -> str:
+    """A short digest of one patient's fingerprint entry: equal digests, equal raw content."""
+    return hashlib.blake2b(json.dumps(entry, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path, shards: int = 8,
+                       cache_file: str | Path | None = None) -> dict[str, Path]:
+    """One small file per shard of patients, rewritten only when the raw content of one of its patients changes.
+
+    The convert rules take it as their input instead of the raw files, so Snakemake reconverts a shard when a
+    file of one of its patients was added, removed or edited, and not when only timestamps moved (``dvc
+    checkout``, a copy, ``git clone``); inside the job only the patients whose entry changed are converted. File
+    digests are cached by size and modification time, so an unchanged cohort is not read again. Returns shard ->
+    fingerprint file, for the shards that hold patients (files of shards left empty are removed).
     """
     out_dir = Path(out_dir)
     cache_path = Path(cache_file) if cache_file else out_dir / ".digests.json"
@@ -257,25 +280,24 @@ def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
         cache = {}
-    out: dict[str, Path] = {}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, dict[str, Any]] = {}
     for pid, p in patients.items():
-        files = {}
-        for f in p.files:
-            try:
-                files[f] = _file_digest(f, cache, os.stat(f))
-            except OSError as exc:
-                raise InputError(f, f"cannot read ({exc.strerror})") from None
-        text = json.dumps({"patient": pid, "sources": p.sources, "select": p.select, "layouts": p.layouts,
-                           "files": files}, indent=1, sort_keys=True)
-        target = out_dir / f"{pid}.json"
+        groups.setdefault(shard_of(pid, shards), {})[pid] = patient_entry(p, cache)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for shard, entries in sorted(groups.items()):
+        text = json.dumps({"shard": shard, "shards": shards, "patients": entries}, indent=1, sort_keys=True)
+        target = out_dir / f"shard-{shard}.json"
         try:
             same = target.read_text() == text
         except OSError:
             same = False
         if not same:  # a half-written file (a crash) differs from the text, so the next build rewrites it
             target.write_text(text)
-        out[pid] = target
+        out[shard] = target
+    for stale in out_dir.glob("shard-*.json"):
+        if stale.stem.removeprefix("shard-") not in out:
+            stale.unlink()
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(cache))
@@ -283,16 +305,18 @@ def write_fingerprints(patients: dict[str, RawPatient], out_dir: str | Path,
     return out
 
 
-def read_fingerprint(path: str | Path) -> dict[str, Any]:
-    """A fingerprint file's ``patient``, ``sources`` and ``select`` (what the convert commands read)."""
+def read_fingerprints(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Pseudonym -> entry (``sources``, ``select``, ``layouts``, ``files``) of a shard's fingerprint file."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text())
-        return {"patient": str(doc["patient"]), "sources": [str(s) for s in doc["sources"]],
-                "select": [str(s) for s in doc.get("select") or []]}
+        patients = doc["patients"]
+        for pid, e in patients.items():
+            e["sources"], e["select"] = [str(s) for s in e["sources"]], [str(s) for s in e.get("select") or []]
+        return dict(sorted(patients.items()))
     except FileNotFoundError:
         raise InputError(p, "no such fingerprint file") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(p, f"not a breastseg fingerprint file ({exc})") from None
 
 

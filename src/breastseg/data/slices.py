@@ -106,21 +106,34 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
                 spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")
 
 
-def prepare_us(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
-    """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid."""
+def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid.
+
+    A scan decoded by the workflow (the RF envelope, or the B-mode image: :func:`breastseg.us.maps.load_decoded`)
+    gets its maps made here with ``maps_settings`` (the ``us_maps`` settings; default: the schema's); a folder of
+    ready maps (``breastseg us-maps``) is read as it is.
+    """
+    from ..us.maps import load_decoded, maps_from_decoded
+
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
     if not scans:
         raise InputError(interim, "no ultrasound scans (was the patient converted?)")
+    settings = {k: v for k, v in (maps_settings or {}).items()
+                if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
     images, labels, cases, index, spacing, classes, known = [], [], [], [], [], [], []
     for sdir in scans:
-        meta = json.loads((sdir / "meta.json").read_text())
+        decoded = load_decoded(sdir)
         mask = np.load(sdir / "mask.npy")
-        maps = {}
-        for ch in exp["channels"]:
-            f = sdir / f"{ch}.npy"
-            if not f.exists():
-                raise InputError(f, f"missing: experiment '{exp['name']}' needs the {ch} map")
-            maps[ch] = np.load(f)
+        if decoded is not None:
+            maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp["channels"]])),
+                                           where=sdir, **settings)
+        else:
+            meta, maps = json.loads((sdir / "meta.json").read_text()), {}
+            for ch in exp["channels"]:
+                f = sdir / f"{ch}.npy"
+                if not f.exists():
+                    raise InputError(f, f"missing: experiment '{exp['name']}' needs the {ch} map")
+                maps[ch] = np.load(f)
         image, m, new_spacing = us_scan_image(exp, maps, meta, mask)
         images.append(image)
         labels.append(m.astype(np.uint8))
@@ -149,9 +162,11 @@ def us_scan_image(exp: dict[str, Any], maps: dict[str, np.ndarray], meta: dict[s
     return np.stack(chans), m, new_spacing
 
 
-def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str) -> Path:
-    """Write ``out`` (.npz) for one patient of ``exp``'s dataset."""
-    data = prepare_mri(exp, interim) if exp["dataset"] == "mri" else prepare_us(exp, interim)
+def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str,
+                    maps_settings: dict[str, Any] | None = None, stamp: str | None = None) -> Path:
+    """Write ``out`` (.npz) for one patient of ``exp``'s dataset (``maps_settings``: see :func:`prepare_us`;
+    ``stamp``: what it was prepared from, kept in the file so that an unchanged patient is not prepared again)."""
+    data = prepare_mri(exp, interim) if exp["dataset"] == "mri" else prepare_us(exp, interim, maps_settings)
     n, size, c = len(data["images"]), exp["image_size"], len(exp["channels"])
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
@@ -165,15 +180,16 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
                 spacing_known=np.asarray(data["spacing_known"], dtype=bool).reshape(n),
                 patient=np.asarray(patient_id),
                 stratum=np.asarray(data["stratum"]),
+                prepared_from=np.asarray(stamp or ""),
             )
     return out
 
 
-def prepare_experiments(exps: list[dict[str, Any]], interim: Path, processed_dir: Path, *, patient_id: str
-                        ) -> list[Path]:
+def prepare_experiments(exps: list[dict[str, Any]], interim: Path, processed_dir: Path, *, patient_id: str,
+                        maps_settings: dict[str, Any] | None = None) -> list[Path]:
     """One converted patient prepared for several experiments: ``<processed_dir>/<experiment>/<patient>.npz``."""
     return [prepare_patient(exp, interim, Path(processed_dir) / exp["name"] / f"{patient_id}.npz",
-                            patient_id=patient_id) for exp in exps]
+                            patient_id=patient_id, maps_settings=maps_settings) for exp in exps]
 
 
 def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:

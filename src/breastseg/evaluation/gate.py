@@ -5,8 +5,10 @@ The gate never reads the test patients. A model is scored on the ``val`` patient
 was trained: the image size and channels its inference bundle records (``config.json``). When they equal the
 current experiment's, the prepared slices in ``data/processed/<experiment>/`` are used; when they differ, the val
 patients are prepared again, in memory, from the converted data in ``data/interim/<dataset>/`` (never written
-over ``data/processed``). Ultrasound maps cannot be remade here: the converted maps were computed with today's
-``us_maps`` settings, so a model trained on maps made with other settings is not comparable (and not promoted).
+over ``data/processed``). A model trained on ultrasound maps made with other ``us_maps`` settings is scored on maps
+made again, with its own settings, from the decoded cache (the RF envelopes); where the converted data holds
+ready maps instead (made by an earlier version), or the model's entropy binning is one this version no longer
+makes, it is not comparable (and not promoted).
 """
 from __future__ import annotations
 
@@ -19,12 +21,10 @@ import numpy as np
 
 from ..config import experiment
 from ..errors import InputError
-from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING
+from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING, MAP_SETTINGS
 
 log = logging.getLogger(__name__)
 SUBSET = "val"
-#: The ``us_maps`` settings each map depends on (entropy of the B-mode also depends on its dynamic range).
-MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on", "entropy_binning")}
 
 
 def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +41,10 @@ def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any
 
 
 def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, Any]:
-    """The ``us_maps`` settings the converted maps were made with: what a scan's ``meta.json`` records (the first
-    found among ``patients``), else the configuration in force (params over the schema's defaults)."""
+    """The ``us_maps`` settings of the maps the current experiment was prepared from: the configuration in force
+    (params over the schema's defaults) where the converted data is the decoded cache (maps are made at
+    preparation), else what a scan's ``meta.json`` records (a folder of ready maps: the first found among
+    ``patients``)."""
     from ..inference.model import us_maps_settings
 
     settings = us_maps_settings(params)
@@ -50,11 +52,20 @@ def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients:
         metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
         if metas:
             meta = json.loads(metas[0].read_text())
+            if "maps" not in meta:  # the decoded cache: maps made with today's settings
+                break
             settings.update({k: meta[k] for k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")
                              if meta.get(k) is not None})
             settings["entropy_binning"] = meta.get("entropy_binning") or EARLIER_BINNING[settings["entropy_on"]]
             break
     return settings
+
+
+def decoded_cache(interim_dir: Path, patients: list[str]) -> bool:
+    """Whether the converted ultrasound data of ``patients`` is the decoded cache (maps can be made again with any
+    settings) rather than ready maps."""
+    metas = [m for pid in patients for m in sorted(Path(interim_dir, pid).glob("*/meta.json"))]
+    return bool(metas) and all("maps" not in json.loads(m.read_text()) for m in metas)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -86,9 +97,11 @@ def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], c
             if k in model_maps and not _same(model_maps.get(k), today.get(k))]
 
 
-def prepare_subset(exp: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, np.ndarray]:
+def prepare_subset(exp: dict[str, Any], interim_dir: Path, patients: list[str],
+                   maps_settings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The slices of ``patients`` prepared for ``exp`` from ``interim_dir/<patient>/``, in memory, in the layout
-    (and dtypes) of :func:`breastseg.data.slices.load_subset`."""
+    (and dtypes) of :func:`breastseg.data.slices.load_subset` (``maps_settings``: ultrasound maps made from the
+    decoded cache with these ``us_maps`` settings)."""
     from ..data.slices import prepare_mri, prepare_us
 
     size, c = int(exp["image_size"]), len(exp["channels"])
@@ -96,7 +109,7 @@ def prepare_subset(exp: dict[str, Any], interim_dir: Path, patients: list[str]) 
                                                           "spacing_known", "patient")}
     for pid in patients:
         folder = Path(interim_dir) / pid
-        d = prepare_mri(exp, folder) if exp["dataset"] == "mri" else prepare_us(exp, folder)
+        d = prepare_mri(exp, folder) if exp["dataset"] == "mri" else prepare_us(exp, folder, maps_settings)
         n = len(d["images"])
         parts["image"].append(np.asarray(d["images"], dtype=np.float32).reshape(n, c, size, size))
         parts["label"].append(np.asarray(d["labels"], dtype=np.uint8).reshape(n, size, size))
@@ -141,19 +154,26 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     if s["dataset"] != exp["dataset"] or s["classes"] != exp["classes"]:
         return refuse(f"{label} segments {s['classes']} classes of {s['dataset']} data, this experiment "
                       f"{exp['classes']} of {exp['dataset']}: not compared, not promoted")
+    remake = None  # the model's own us_maps settings, when its maps are made again from the decoded cache
     if exp["dataset"] == "us":
         today = converted_maps_settings(params, interim_dir, patients)
         diff = maps_differences(s["us_maps"], today, s["channels"])
-        if diff:
+        binning = (s["us_maps"] or {}).get("entropy_binning") or EARLIER_BINNING.get(
+            str((s["us_maps"] or {}).get("entropy_on")), "unknown")
+        current = binning == ENTROPY_BINNING.get(str((s["us_maps"] or {}).get("entropy_on")))
+        if diff and current and decoded_cache(interim_dir, patients):
+            remake = s["us_maps"]
+            out["maps"] = "made again with the model's settings: " + ", ".join(f"{k}={a}" for k, a, _ in diff)
+        elif diff:
             return refuse(f"{label} was trained on maps with " + ", ".join(f"{k}={a}" for k, a, _ in diff)
                           + "; today's maps use " + ", ".join(f"{k}={b}" for k, _, b in diff)
                           + ": not compared, not promoted")
-    if s["image_size"] == int(exp["image_size"]) and s["channels"] == list(exp["channels"]):
+    if remake is None and s["image_size"] == int(exp["image_size"]) and s["channels"] == list(exp["channels"]):
         data, out["slices"] = load_subset(processed_dir, split_file, SUBSET), "prepared"
     else:
         own = {**exp, "channels": s["channels"], "image_size": s["image_size"]}
         try:
-            data = prepare_subset(own, interim_dir, patients)
+            data = prepare_subset(own, interim_dir, patients, remake)
         except InputError as exc:
             return refuse(f"{label} needs its own {s['image_size']}-px {'+'.join(s['channels'])} slices, which "
                           f"cannot be prepared from {interim_dir} ({exc}): not compared, not promoted")

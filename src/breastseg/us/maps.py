@@ -46,7 +46,8 @@ from breastseg.io import atomic_dir, write_json
 from breastseg.us.readers import Scan, _safe_id, read_scans
 from breastseg.us.rf import bmode_from_envelope, envelope, pulse_length_m, window_from_pulses
 
-__all__ = ["resample_to_square", "compute_maps", "envelope_range", "write_us_maps", "preview_image", "MAP_NAMES"]
+__all__ = ["resample_to_square", "compute_maps", "decode_scan", "maps_from_decoded", "write_decoded_patient",
+           "load_decoded", "settings_used", "envelope_range", "write_us_maps", "preview_image", "MAP_NAMES"]
 
 MAP_NAMES = ("bmode", "entropy")
 #: How the entropy histogram bins its signal (recorded in each scan's meta.json and in every model's bundle, and
@@ -56,6 +57,8 @@ MAP_NAMES = ("bmode", "entropy")
 ENTROPY_BINNING = {"envelope": "envelope-p99", "bmode": "bmode-unit"}
 #: The binning of maps and model bundles made before the binning was recorded (no ``entropy_binning`` key).
 EARLIER_BINNING = {"envelope": "envelope-minmax", "bmode": "bmode-unit"}
+#: The ``us_maps`` settings each map depends on (entropy of the B-mode also depends on its dynamic range).
+MAP_SETTINGS = {"bmode": ("dynamic_range_db",), "entropy": ("window_pulses", "bins", "entropy_on", "entropy_binning")}
 #: Percentile of the scan's envelope that sets the top of the entropy histogram (``entropy_on="envelope"``).
 ENVELOPE_SCALE_PERCENTILE = 99.0
 
@@ -147,30 +150,24 @@ def envelope_range(env: np.ndarray) -> tuple[float, float]:
     return 0.0, max(top, 0.0)
 
 
-def compute_maps(
-    scan: Scan,
-    *,
-    maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float | None = None,
-    window_pulses: float | None = None,
-    bins: int | None = None,
-    entropy_on: str | None = None,
-    entropy_binning: str | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Maps of one scan (always including ``bmode``, used by the preview) and its metadata.
+def settings_used(channels: Sequence[str], settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``us_maps`` settings that maps for ``channels`` depend on (B-mode: its dynamic range; entropy: window,
+    bins, signal and binning, and the dynamic range too when the entropy is taken of the B-mode)."""
+    keys: list[str] = []
+    for ch in channels:
+        keys += MAP_SETTINGS.get(ch, ())
+    if "entropy" in channels and settings.get("entropy_on") == "bmode":
+        keys.append("dynamic_range_db")
+    return {k: settings.get(k) for k in dict.fromkeys(keys)}
 
-    Settings left ``None`` take the ``us_maps`` defaults of the params schema (:func:`map_defaults`).
-    ``entropy_binning``: the binning a model's maps were made with (its bundle records it); refused when this
-    version bins otherwise, since the maps would not be those the model learned from.
+
+def decode_scan(scan: Scan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What every map of one scan is made from, whatever the ``us_maps`` settings: the RF envelope (float32,
+    samples x lines) for RF inputs, the B-mode image for B-mode inputs; and the scan's metadata (no settings).
+
+    The workflow caches it per patient (``data/interim/us``), so new map settings, image sizes or channels are
+    prepared from it without reading or transforming the raw files again (:func:`maps_from_decoded`).
     """
-    from breastseg.us.entropy import entropy_map
-
-    dynamic_range_db, window_pulses, bins, entropy_on = _settings(dynamic_range_db, window_pulses, bins, entropy_on)
-    if entropy_binning is not None and "entropy" in maps and entropy_binning != ENTROPY_BINNING.get(entropy_on):
-        raise InputError(scan.path or scan.patient,
-                         f"entropy maps binned '{entropy_binning}' were asked for; this version bins "
-                         f"'{ENTROPY_BINNING.get(entropy_on)}' (retrain the model on today's maps)")
-
     meta: dict[str, Any] = {
         "patient": scan.patient,
         "scan": scan.scan,
@@ -180,28 +177,57 @@ def compute_maps(
         "shape": list(scan.mask.shape),
         "spacing_mm": [float(v) for v in scan.spacing_mm],
         "spacing_known": bool(scan.spacing_known),
-        "maps": list(maps),
-        "dynamic_range_db": float(dynamic_range_db),
         "fs": scan.fs, "f0": scan.f0, "pitch": scan.pitch, "c": scan.c, "bandwidth": scan.bandwidth,
-        "window": None, "window_pulses": None, "pulse_length_mm": None,
-        "bins": None, "entropy_on": None, "entropy_value_range": None,
+        "has_rf": scan.rf is not None,
         "mask_pixels": int(scan.mask.sum()),
     }
     meta.update({k: v for k, v in scan.extra.items() if k not in meta})
-    out: dict[str, np.ndarray] = {}
     if scan.rf is None:
+        return {"bmode": np.asarray(scan.bmode, np.float32)}, meta
+    return {"envelope": envelope(scan.rf).astype(np.float32)}, meta
+
+
+def maps_from_decoded(
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    *,
+    maps: Sequence[str] = MAP_NAMES,
+    dynamic_range_db: float | None = None,
+    window_pulses: float | None = None,
+    bins: int | None = None,
+    entropy_on: str | None = None,
+    entropy_binning: str | None = None,
+    where: str | Path | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Maps (always including ``bmode``) of one decoded scan (:func:`decode_scan`) and its metadata with the
+    settings. Settings left ``None`` take the ``us_maps`` defaults of the params schema (:func:`map_defaults`).
+    ``entropy_binning``: the binning a model's maps were made with (its bundle records it); refused when this
+    version bins otherwise, since the maps would not be those the model learned from. ``where``: the input named
+    in errors (default: the scan's patient).
+    """
+    from breastseg.us.entropy import entropy_map
+
+    dynamic_range_db, window_pulses, bins, entropy_on = _settings(dynamic_range_db, window_pulses, bins, entropy_on)
+    where = where or meta.get("patient")
+    if entropy_binning is not None and "entropy" in maps and entropy_binning != ENTROPY_BINNING.get(entropy_on):
+        raise InputError(where, f"entropy maps binned '{entropy_binning}' were asked for; this version bins "
+                                f"'{ENTROPY_BINNING.get(entropy_on)}' (retrain the model on today's maps)")
+    meta = {**meta, "maps": list(maps), "dynamic_range_db": float(dynamic_range_db),
+            "window": None, "window_pulses": None, "pulse_length_mm": None,
+            "bins": None, "entropy_on": None, "entropy_value_range": None}
+    out: dict[str, np.ndarray] = {}
+    if "envelope" not in arrays:
         if "entropy" in maps:
-            raise InputError(scan.path or scan.patient,
-                             "entropy maps need raw RF, and this input holds B-mode images only "
-                             "(ask for the bmode map alone)")
-        out["bmode"] = np.asarray(scan.bmode, np.float32)
+            raise InputError(where, "entropy maps need raw RF, and this input holds B-mode images only "
+                                    "(ask for the bmode map alone)")
+        out["bmode"] = np.asarray(arrays["bmode"], np.float32)
         return out, meta
-    env = envelope(scan.rf)
+    env = arrays["envelope"]
     bm = bmode_from_envelope(env, dynamic_range_db)
     out["bmode"] = bm.astype(np.float32)
     if "entropy" in maps:
-        window = window_from_pulses(window_pulses, f0=scan.f0, bandwidth=scan.bandwidth, fs=scan.fs,
-                                    pitch=scan.pitch, c=scan.c)
+        window = window_from_pulses(window_pulses, f0=meta["f0"], bandwidth=meta["bandwidth"], fs=meta["fs"],
+                                    pitch=meta["pitch"], c=meta["c"])
         if entropy_on == "envelope":
             source, vrange = env, envelope_range(env)
         elif entropy_on == "bmode":
@@ -213,11 +239,29 @@ def compute_maps(
         out["entropy"] = entropy_map(source, window, bins, vrange).astype(np.float32)
         meta.update({
             "window": list(window), "window_pulses": float(window_pulses),
-            "pulse_length_mm": pulse_length_m(scan.f0, scan.bandwidth, scan.c) * 1e3,
+            "pulse_length_mm": pulse_length_m(meta["f0"], meta["bandwidth"], meta["c"]) * 1e3,
             "bins": int(bins), "entropy_on": entropy_on, "entropy_value_range": None if vrange is None else list(vrange),
             "entropy_binning": ENTROPY_BINNING[entropy_on],
         })
     return out, meta
+
+
+def compute_maps(
+    scan: Scan,
+    *,
+    maps: Sequence[str] = MAP_NAMES,
+    dynamic_range_db: float | None = None,
+    window_pulses: float | None = None,
+    bins: int | None = None,
+    entropy_on: str | None = None,
+    entropy_binning: str | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Maps of one scan (always including ``bmode``, used by the preview) and its metadata: :func:`decode_scan`
+    then :func:`maps_from_decoded`, the same two steps the workflow takes through its cache (same numbers)."""
+    arrays, meta = decode_scan(scan)
+    return maps_from_decoded(arrays, meta, maps=maps, dynamic_range_db=dynamic_range_db,
+                             window_pulses=window_pulses, bins=bins, entropy_on=entropy_on,
+                             entropy_binning=entropy_binning, where=scan.path or scan.patient)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -257,6 +301,72 @@ def preview_image(bmode: np.ndarray, entropy: np.ndarray | None, mask: np.ndarra
     for i, p in enumerate(panels):
         canvas.paste(p.convert("RGB"), (i * (width + gap), 0))
     return canvas
+
+
+def _read_inputs(input_path: str | Path | Sequence[str | Path], patients: Iterable[str] | None,
+                 acquisition: dict[str, float | None]) -> tuple[Path, list[Scan]]:
+    """Every scan of the inputs (checked: unique ids across inputs), kept to ``patients`` when given."""
+    inputs = [Path(p) for p in ([input_path] if isinstance(input_path, (str, Path)) else input_path)]
+    if not inputs:
+        raise ValueError("no input given")
+    scans = [s for p in inputs for s in read_scans(p, **acquisition)]
+    if len(inputs) > 1:
+        from breastseg.us.readers import _check_unique
+
+        _check_unique(inputs[0].parent, scans)
+    if patients is not None:
+        wanted = {str(p) for p in patients}
+        scans = [s for s in scans if s.patient in wanted or _safe_id(s.patient) in wanted]
+        if not scans:
+            raise InputError(inputs[0], f"no scans of patient(s) {', '.join(sorted(wanted))} in this input")
+    return inputs[0], scans
+
+
+def write_decoded_patient(inputs: Sequence[str | Path], out_dir: str | Path, *, patient_id: str,
+                          patients: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One patient's scans decoded (:func:`decode_scan`) into ``out_dir`` (written atomically, all or nothing)::
+
+        OUT_DIR/scan-<n>/envelope.npy   float32 RF envelope (RF inputs), or bmode.npy (B-mode inputs)
+        OUT_DIR/scan-<n>/mask.npy       uint8 0/1
+        OUT_DIR/scan-<n>/meta.json      pseudonymised metadata: no input file name, no patient name
+
+    ``inputs``: the files (or folder) of one patient, as the workflow discovered them; ``patients``: the unit ids
+    inside them that make up this patient (OASBUD lesions of one woman), else all. Returns one record per scan.
+    """
+    from breastseg.io import atomic_dir
+
+    if not str(patient_id).strip():
+        raise ValueError("patient_id must not be empty")
+    first, scans = _read_inputs(list(inputs), patients, {})
+    records = []
+    with atomic_dir(Path(out_dir)) as tmp:
+        for i, scan in enumerate(scans, 1):
+            key = f"scan-{i}"
+            arrays, meta = decode_scan(scan)
+            meta.update(patient=str(patient_id), scan=key, scan_key=key)
+            for name in ("source_file", "image", "masks", "mask"):
+                meta.pop(name, None)
+            (tmp / key).mkdir()
+            for name, arr in arrays.items():
+                np.save(tmp / key / f"{name}.npy", arr)
+            np.save(tmp / key / "mask.npy", scan.mask.astype(np.uint8))
+            write_json(tmp / key / "meta.json", meta)
+            records.append({"key": key, "class": scan.label_class, "shape": list(scan.mask.shape),
+                            "has_rf": scan.rf is not None})
+    return records
+
+
+def load_decoded(scan_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """A decoded scan written by :func:`write_decoded_patient` (``None`` for a folder of ready maps instead)."""
+    import json
+
+    d = Path(scan_dir)
+    meta = json.loads((d / "meta.json").read_text())
+    if (d / "envelope.npy").exists():
+        return {"envelope": np.load(d / "envelope.npy")}, meta
+    if "has_rf" in meta and "maps" not in meta:  # a decoded B-mode-only scan
+        return {"bmode": np.load(d / "bmode.npy")}, meta
+    return None
 
 
 def write_us_maps(
@@ -308,20 +418,8 @@ def write_us_maps(
     if entropy_on not in ("envelope", "bmode"):
         raise ValueError(f"entropy_on must be 'envelope' or 'bmode', got {entropy_on!r}")
 
-    inputs = [Path(p) for p in ([input_path] if isinstance(input_path, (str, Path)) else input_path)]
-    if not inputs:
-        raise ValueError("no input given")
-    input_path, out_dir = inputs[0], Path(out_dir)
-    scans = [s for p in inputs for s in read_scans(p, fs=fs, f0=f0, pitch=pitch, c=c, bandwidth=bandwidth)]
-    if len(inputs) > 1:
-        from breastseg.us.readers import _check_unique
-
-        _check_unique(input_path.parent, scans)
-    if patients is not None:
-        wanted = {str(p) for p in patients}
-        scans = [s for s in scans if s.patient in wanted or _safe_id(s.patient) in wanted]
-        if not scans:
-            raise InputError(input_path, f"no scans of patient(s) {', '.join(sorted(wanted))} in this input")
+    input_path, scans = _read_inputs(input_path, patients, dict(fs=fs, f0=f0, pitch=pitch, c=c, bandwidth=bandwidth))
+    out_dir = Path(out_dir)
     if "entropy" in maps:
         bmode_only = [s for s in scans if s.rf is None]
         if bmode_only:

@@ -293,3 +293,39 @@ def test_maps_made_with_another_entropy_binning_are_not_comparable():
     assert [d[0] for d in maps_differences(before, today, ["entropy"])] == ["entropy_binning"]
     assert maps_differences(dict(today), today, ["entropy"]) == []
     assert maps_differences(before, today, ["bmode"]) == []  # B-mode does not depend on the entropy's binning
+
+
+def test_champion_on_other_map_settings_is_scored_on_its_own_maps_made_from_the_cache(tmp_path, monkeypatch, params):
+    """Where the converted data is the decoded cache (RF envelopes), the champion's maps are made again with its
+    own us_maps settings: compared, not refused."""
+    from breastseg.us.maps import write_decoded_patient
+
+    monkeypatch.chdir(tmp_path)
+    p = copy.deepcopy(params)
+    name = "mass_us_entropy"
+    p["experiments"][name].update(image_size=32)
+    p["experiments"][name]["model"]["features"] = [4, 8]
+    p["us_maps"] = dict(MAPS)
+    p["register"] = {"metric": "dice_mean", "margin": 0.0}
+    p["tracking"].update(mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "mlartifacts"))
+    rng = np.random.default_rng(3)
+    interim, processed, files = tmp_path / "data/interim/us", tmp_path / "data/processed", []
+    for i in range(10):
+        pid = f"P{i:012x}"
+        roi = np.zeros((96, 16), np.uint8)
+        roi[30:60, 4:11] = 1
+        np.savez(tmp_path / f"{pid}.npz", rf=rng.normal(size=(96, 16)) * (1 + roi), roi=roi, fs=40e6, f0=7e6, pitch=2e-4)
+        write_decoded_patient([tmp_path / f"{pid}.npz"], interim / pid, patient_id=pid)
+        files.append(prepare_patient({**p["experiments"][name], "name": name}, interim / pid,
+                                     processed / name / f"{pid}.npz", patient_id=pid, maps_settings=MAPS))
+    split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
+    champion = us_bundle(tmp_path / "b1", channels=("entropy",), seed=7)
+    cfg = json.loads((champion / "config.json").read_text())
+    cfg["us_maps"]["window_pulses"] = 2.0  # trained on maps with a smaller entropy window
+    (champion / "config.json").write_text(json.dumps(cfg))
+    _register(p, tmp_path, name, [champion, us_bundle(tmp_path / "b2", channels=("entropy",), seed=8)])
+    d = _gate(p, tmp_path, name=name)
+    assert d["comparable"] is True and d["reason"] is None
+    before, after = d["champion_before"], d["challenger"]
+    assert before["slices"] == "interim" and "window_pulses=2.0" in before["maps"]
+    assert after["slices"] == "prepared" and before["score"] is not None

@@ -41,6 +41,7 @@ BENCHMARKS = {
     "synth": "bench_synth",
     "maps": "bench_maps",
     "workflow": "bench_workflow",
+    "cohort": "bench_cohort",
     "training": "bench_training",
     "predict": "bench_predict",
     "pipeline": "bench_pipeline",
@@ -146,11 +147,26 @@ def verdict(row: dict) -> str:
     return "met" if row["ratio"] <= row["target"] else "missed"
 
 
+def earlier_machines(table: Path, info: dict) -> list[str]:
+    """The machines named in the header of an existing table (its own and those it kept) other than this one."""
+    import re
+
+    try:
+        head = table.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return []
+    found = re.findall(r"(\d+ cores \(.*?\), [\d.]+ GiB RAM)", head)
+    this = f"{info['cores']} cores ({info['cpu']}), {info['memory']} RAM"
+    return [m for m in dict.fromkeys(found) if m != this]
+
+
 def markdown(rows: list[dict], info: dict) -> str:
     head = (f"Measured {info['date']} on {info['cores']} cores ({info['cpu']}), {info['memory']} RAM, Python "
             f"{info['python']}; load average (1/5/15 min) {info['load_before']} before, {info['load_after']} "
             f"after; {'quick mode (one repeat, small sizes)' if info['quick'] else 'full run'}. Ratios: lower is "
             f"better.")
+    if info.get("earlier_machines"):
+        head += f" Rows kept from earlier runs may come from other machines: {'; '.join(info['earlier_machines'])}."
     lines = [head, "", "| benchmark | ratio | target | result | reference | detail | measured |",
              "| --- | ---: | ---: | --- | --- | --- | --- |"]
     for r in rows:
@@ -198,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and args.out.exists():
         kept = [r for r in json.loads(args.out.read_text()) if r.get("benchmark") not in names]
         info["date"] += f" ({', '.join(names)}; other rows: see their measured column)"
+        info["earlier_machines"] = earlier_machines(args.out.with_suffix(".md"), info)
     rows: list[dict] = []
     order = list(BENCHMARKS)
     for name in names:

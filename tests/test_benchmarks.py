@@ -1,5 +1,6 @@
 """The benchmark harness: result format, the Markdown table and the quality rows; timings are never asserted."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_cohort  # noqa: E402
 import bench_quality  # noqa: E402
 import run as harness  # noqa: E402
 
@@ -104,6 +106,7 @@ def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
            "benchmark": "entropy", "measured": "2026-01-01 00:00 UTC, load 0.1"}
     stale = {**old, "name": "old quality row", "benchmark": "quality"}
     out.write_text(json.dumps([stale, old]))
+    out.with_suffix(".md").write_text("Measured 2026-01-01 on 64 cores (Old(R) CPU), 9 GiB RAM, Python 3.0; ...\n")
     quality = _write_quality_run(tmp_path / "quality")
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "quality", "--merge",
                         "--out", str(out), "--quality-dir", str(quality)], capture_output=True, text=True,
@@ -112,6 +115,9 @@ def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
     rows = _check_results(out)
     assert rows[0] == old and [row["benchmark"] for row in rows[1:]] == ["quality"] * 5  # in the harness's order
     assert "old quality row" not in out.read_text() and "2026-01-01 00:00 UTC" in out.with_suffix(".md").read_text()
+    # the kept rows' machine stays named in the header
+    head = out.with_suffix(".md").read_text().splitlines()[0]
+    assert "from other machines: 64 cores (Old(R) CPU), 9 GiB RAM." in head
 
 
 @pytest.mark.slow
@@ -125,5 +131,50 @@ def test_quick_benchmarks_run(tmp_path):
     failed = [row for row in rows if row["detail"].startswith("failed")]
     assert not failed, failed
     names = " ".join(row["name"] for row in rows)
-    for part in ("dcm2niix", "skimage", "Lightning", "predict", "snakemake -n", "synthetic cohort", "quality"):
+    for part in ("dcm2niix", "skimage", "Lightning", "predict", "snakemake -n", "synthetic cohort", "quality",
+                 "us-maps"):
         assert part in names
+
+
+def test_cohort_benchmark_writes_the_busi_layout_and_rf_files(tmp_path):
+    """The generated cohorts are what the readers take: BUSI's folders and names, 0/255 masks, a few
+    ``_mask_1.png``; per-patient RF ``.npz``."""
+    import numpy as np
+    from PIL import Image
+
+    from breastseg.us.readers import read_busi, read_npz
+
+    root = bench_cohort.write_busi_like(tmp_path / "busi", {"benign": 3, "malignant": 2, "normal": 2}, (40, 50))
+    us = root / "us"
+    assert sorted(p.name for p in us.iterdir()) == ["benign", "malignant", "normal"]
+    assert sorted(p.name for p in (us / "normal").iterdir()) == ["normal (1).png", "normal (1)_mask.png",
+                                                                  "normal (2).png", "normal (2)_mask.png"]
+    image = Image.open(us / "benign" / "benign (1).png")
+    mask = np.asarray(Image.open(us / "benign" / "benign (1)_mask.png"))
+    assert image.mode == "L" and 36 <= image.size[1] <= 44 and set(np.unique(mask)) == {0, 255}
+    assert not np.asarray(Image.open(us / "normal" / "normal (1)_mask.png")).any()
+    scans = read_busi(us)
+    assert len(scans) == 7 and {s.label_class for s in scans} == {"benign", "malignant", "normal"}
+    extra = bench_cohort.write_busi_like(tmp_path / "extra", {"benign": bench_cohort.EXTRA_MASK_EVERY}, (20, 20))
+    assert len(list((extra / "us" / "benign").glob("*_mask_1.png"))) == 1
+
+    rf = bench_cohort.write_rf_cohort(tmp_path / "rf", 2, samples=64, lines=8)
+    files = sorted((rf / "us").glob("*.npz"))
+    assert [f.name for f in files] == ["R0000.npz", "R0001.npz"]
+    scan = read_npz(files[0])[0]
+    assert scan.rf.shape == (64, 8) and scan.mask.any() and scan.fs == 40e6 and scan.pitch == 3e-4
+    with np.load(files[0]) as z:
+        assert z["rf"].dtype == np.int16 and set(z.files) == {"rf", "roi", "fs", "f0", "pitch"}
+
+
+def test_cohort_benchmark_quick(tmp_path):
+    """The tiny mode end to end (BUSI-like cohort): workflow `prepared` and one us-maps process, one row."""
+    rows = bench_cohort.bench(["--which", "busi", "--keep", str(tmp_path)], quick=True)
+    work = list(tmp_path.iterdir())  # --keep: the copy of the repository and the last us-maps output stay
+    assert len(work) == 1 and (work[0] / "repo" / "busi.yaml").exists()
+    assert len(list((work[0] / "busi-maps").rglob("bmode.npy"))) == 10
+    assert len(rows) == 1
+    r = harness.normalise(rows[0])
+    assert r["name"] == "BUSI-like cohort (10 images) conversion vs one us-maps process" and r["target"] == 1.5
+    assert r["ratio"] > 0 and "us-maps --maps bmode" in r["reference"]
+    assert re.search(r"convert [1-8] jobs [0-9.]+ job-s, prepare [1-8] jobs", r["detail"]), r["detail"]

@@ -320,20 +320,28 @@ def read_fingerprints(path: str | Path) -> dict[str, dict[str, Any]]:
         raise InputError(p, f"not a breastseg fingerprint file ({exc})") from None
 
 
-def data_version(root: str | Path, fingerprints: Iterable[Path] = ()) -> str:
-    """The cohort's data version: its DVC hash when ``<root>.dvc`` tracks it, else a digest of the patients'
-    fingerprints (``content-<hex>``)."""
+def dvc_hash(root: str | Path) -> str | None:
+    """The DVC hash of the raw cohort when ``<root>.dvc`` beside it tracks it (as written there, a folder's
+    ``.dir`` suffix included), else None."""
     meta = Path(str(root).rstrip("/") + ".dvc")
-    if meta.exists():
-        import yaml
+    if not meta.exists():
+        return None
+    import yaml
 
-        try:
-            outs = (yaml.safe_load(meta.read_text()) or {}).get("outs") or [{}]
-        except yaml.YAMLError:
-            raise InputError(meta, "not a valid .dvc file") from None
-        value = outs[0].get("md5") or outs[0].get("hash")
-        if value:
-            return f"dvc-{str(value).removesuffix('.dir')}"
+    try:
+        outs = (yaml.safe_load(meta.read_text()) or {}).get("outs") or [{}]
+    except yaml.YAMLError:
+        raise InputError(meta, "not a valid .dvc file") from None
+    value = outs[0].get("md5") or outs[0].get("hash")
+    return str(value) if value else None
+
+
+def data_version(root: str | Path, fingerprints: Iterable[Path] = ()) -> str:
+    """The cohort's data version: its DVC hash when ``<root>.dvc`` tracks it (``dvc-<hash>``), else a digest of
+    the patients' fingerprints (``content-<hex>``)."""
+    value = dvc_hash(root)
+    if value:
+        return f"dvc-{value.removesuffix('.dir')}"
     h = hashlib.blake2b(digest_size=8)
     for f in sorted(map(Path, fingerprints)):
         h.update(f.read_bytes())

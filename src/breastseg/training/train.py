@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from .. import tracking
 from ..config import experiment, params_hash
+from ..data.cohort import dvc_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
 from ..evaluation.evaluate import SPLIT_BY_IMAGE_WARNING, split_check, split_tags
@@ -116,17 +117,6 @@ def is_rank_zero() -> bool:
     and srun (SLURM_PROCID, the global rank of each task of a multi-node job).
     """
     return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
-def dvc_hash(cohort_root: str | Path) -> str | None:
-    """The DVC hash of the raw cohort when it is DVC-tracked (``<root>.dvc`` beside it), else None."""
-    import yaml
-
-    meta = Path(str(cohort_root).rstrip("/") + ".dvc")
-    if not meta.exists():
-        return None
-    outs = (yaml.safe_load(meta.read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5") or outs[0].get("hash")
 
 
 def warm_start(module: SegmentationModule, registered: str, init_from: str) -> str | None:

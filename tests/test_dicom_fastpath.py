@@ -21,10 +21,11 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 
 from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir, write_stack
-from breastseg.dicom.discover import Quarantine, fast_slice_ref, read_header, scan, slice_refs
-from breastseg.dicom.fastheader import read_fast
+from breastseg.dicom.fastheader import fast_slice_ref, read_fast
+from breastseg.dicom.headers import read_header, slice_refs
 from breastseg.dicom.nifti import make_image, nifti_header, write_nifti
 from breastseg.dicom.pixels import native_plan, read_stack
+from breastseg.dicom.scan import Quarantine, scan
 from breastseg.dicom.series import build_stacks
 from breastseg.errors import InputError
 

@@ -21,9 +21,11 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir, write_stack
 from breastseg.dicom.dce import convert_dce_patient
-from breastseg.dicom.discover import Quarantine, fast_slice_ref, read_header, scan, slice_refs
+from breastseg.dicom.fastheader import fast_slice_ref
+from breastseg.dicom.headers import read_header, slice_refs
 from breastseg.dicom.philips import PHILIPS_CREATOR, precise_lut
 from breastseg.dicom.pixels import native_plan, read_stack
+from breastseg.dicom.scan import Quarantine, scan
 from breastseg.dicom.series import build_stacks
 from breastseg.errors import InputError
 

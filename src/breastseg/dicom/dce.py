@@ -42,12 +42,12 @@ import numpy as np
 from ..errors import InputError
 from ..io import atomic_dir, write_json
 from .convert import order_studies
-from .discover import Quarantine, scan
 from .gridmatch import same_grid
 from .labelfiles import is_label_file_name, load_label_file, parse_label_map
 from .nifti import write_nifti
 from .philips import study_scaling
 from .pixels import read_stack
+from .scan import Quarantine, scan
 from .series import Stack, build_stacks, series_location
 from .sidecar import sanitize_text, stack_sidecar, stack_start_time
 

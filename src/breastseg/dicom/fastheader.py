@@ -9,12 +9,25 @@ decodes them (``iso8859``, trailing spaces and NULs removed, multiple values spl
 
 Anything it does not fully understand makes :func:`read_fast` return ``None``; the caller then uses pydicom,
 which also produces the error messages for bad files. It never raises for malformed input.
+
+:func:`fast_slice_ref` makes the :class:`~.slices.SliceRef` of such a file from these values: a single-frame
+image with full geometry whose values read exactly as pydicom would read them, else ``None`` (the file is then
+read by :mod:`.headers`).
 """
 from __future__ import annotations
 
 import os
 import struct
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .headers import (MEDIA_STORAGE_DIRECTORY, NON_IMAGE_PREFIXES, SEG_SOP_CLASS, dicom_datetime, dicom_dt,
+                      patient_text, require_geometry)
+from .philips import fl_value, is_philips
+from .slices import SliceRef, pixel_dtype
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -276,3 +289,110 @@ def _keep(values: dict, tag: int, vr: bytes, raw: bytes) -> None:
         return
     text = raw.decode("iso8859").rstrip(" \x00")
     values[keyword] = text.split("\\") if "\\" in text else text
+
+
+# ------------------------------------------------------------------------------ slice references
+_INT_CHARS = frozenset("+-0123456789 ")
+
+
+def _fast_int(value: Any) -> int | None:
+    """An IS value read by :func:`read_fast`; raises ValueError for what pydicom might read otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _INT_CHARS.issuperset(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _fast_float(value: Any) -> float | None:
+    """A single DS value read by :func:`read_fast` (ValueError when it is not one plain number)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(value)
+    v = float(value)
+    if not np.isfinite(v) or "_" in value:
+        raise ValueError(value)
+    return v
+
+
+def _fast_floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(value)
+    vals = tuple(float(v) for v in value)
+    if not all(np.isfinite(vals)) or any("_" in v for v in value):
+        raise ValueError(value)
+    return vals
+
+
+def _fast_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+def fast_slice_ref(path: Path) -> SliceRef | None:
+    """The SliceRef of a plain single-frame native little-endian image file, read without pydicom; None for
+    every other file (and for any file that is not perfectly well formed), which the pydicom path handles."""
+    h = read_fast(path)
+    if h is None:
+        return None
+    try:
+        g = h.values.get
+        sop_class = _fast_text(g("SOPClassUID")) or _fast_text(g("MediaStorageSOPClassUID")) or ""
+        if sop_class in (SEG_SOP_CLASS, MEDIA_STORAGE_DIRECTORY) or sop_class.startswith(NON_IMAGE_PREFIXES):
+            return None
+        rows, cols, bits = g("Rows"), g("Columns"), g("BitsAllocated")
+        if not rows or not cols or bits not in (8, 16, 32) or g("SamplesPerPixel", 1) != 1:
+            return None
+        if _fast_int(g("NumberOfFrames")) not in (None, 1):
+            return None
+        frame_bytes = rows * cols * bits // 8
+        if h.pixel_length < frame_bytes or h.pixel_value_offset + frame_bytes > h.size:
+            return None  # truncated: reported by the pydicom path
+        study_uid, series_uid = _fast_text(g("StudyInstanceUID")), _fast_text(g("SeriesInstanceUID"))
+        if not study_uid or not series_uid:
+            return None
+        iop = _fast_floats(g("ImageOrientationPatient"), 6)
+        ipp = _fast_floats(g("ImagePositionPatient"), 3)
+        ps = _fast_floats(g("PixelSpacing"), 2)
+        require_geometry(path, iop, ipp, ps, "")
+        acq_date = _fast_text(g("AcquisitionDate")) or _fast_text(g("SeriesDate"))
+        acq = dicom_datetime(acq_date, _fast_text(g("AcquisitionTime")))
+        if acq is None and g("AcquisitionDateTime") is not None:
+            acq = dicom_dt(_fast_text(g("AcquisitionDateTime")))
+        slope = _fast_float(g("RescaleSlope"))
+        echo = _fast_int(g("EchoNumbers"))
+        philips = is_philips(_fast_text(g("Manufacturer")))
+        ss = fl_value(g("MRScaleSlope")) if philips else None
+        ss = None if ss == 0.0 else ss
+        return SliceRef(
+            path=path,
+            frame=None,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            series_number=_fast_int(g("SeriesNumber")),
+            sop_uid=_fast_text(g("SOPInstanceUID")) or "",
+            rows=rows,
+            cols=cols,
+            iop=iop, ipp=ipp, pixel_spacing=ps,  # type: ignore[arg-type]
+            slope=1.0 if slope is None or slope == 0.0 else slope,
+            intercept=_fast_float(g("RescaleIntercept")) or 0.0,
+            temporal_position=_fast_int(g("TemporalPositionIdentifier")),
+            echo=None if echo is None else float(echo),
+            acq_time=acq,
+            content_time=dicom_datetime(_fast_text(g("ContentDate")), _fast_text(g("ContentTime"))),
+            series_time=dicom_datetime(_fast_text(g("SeriesDate")), _fast_text(g("SeriesTime"))),
+            study_time=dicom_datetime(_fast_text(g("StudyDate")), _fast_text(g("StudyTime"))),
+            slice_thickness=_fast_float(g("SliceThickness")),
+            spacing_between=_fast_float(g("SpacingBetweenSlices")),
+            pixel_offset=h.pixel_value_offset,
+            frame_bytes=frame_bytes,
+            pixel_dtype=pixel_dtype(bits, g("PixelRepresentation", 0) == 1),
+            patient_key=patient_text(g("PatientID")),
+            philips=philips,
+            scale_slope=ss,
+            scale_intercept=fl_value(g("MRScaleIntercept")) if ss is not None else None,
+        )
+    except (ValueError, TypeError, InputError):
+        return None

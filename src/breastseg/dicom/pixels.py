@@ -30,9 +30,9 @@ import numpy as np
 import pydicom
 
 from ..errors import InputError
-from .discover import SliceRef
 from .philips import FLOATING_POINT, modality_lut
 from .series import Stack
+from .slices import SliceRef
 
 
 def _raw_dtype(header) -> np.dtype:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .discover import Quarantine, SliceRef
 from .geometry import affine_ras, slice_normal
+from .scan import Quarantine
+from .slices import SliceRef
 
 MAX_ORIENTATIONS = 3
 IOP_TOL = 1e-3

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dicom.discover import has_dicm_magic
+from ..dicom.scan import has_dicm_magic
 from ..errors import InputError
 
 US_SUFFIXES = (".npz", ".mat", ".dcm", ".dicom", ".png")
@@ -42,7 +42,7 @@ class MriStudy:
 def discover_mri_studies(input_dir: Path) -> list[tuple[str, list[Any], Path]]:
     """The DCE studies below ``input_dir``: ``[(study key, stacks, study folder)]``, ordered like ``convert``."""
     from ..dicom.convert import order_studies
-    from ..dicom.discover import Quarantine, scan
+    from ..dicom.scan import Quarantine, scan
     from ..dicom.series import build_stacks, series_location
 
     if not input_dir.is_dir():

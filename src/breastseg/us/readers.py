@@ -462,7 +462,7 @@ def read_dicom_us(path: str | Path) -> list[Scan]:
 
 
 def is_dicom(path: Path) -> bool:
-    from breastseg.dicom.discover import has_dicm_magic
+    from breastseg.dicom.scan import has_dicm_magic
 
     return path.suffix.lower() in (".dcm", ".dicom") or has_dicm_magic(path)
 

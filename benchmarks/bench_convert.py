@@ -45,7 +45,7 @@ MEMORY_TARGET = 3.0
 
 def generate(root: Path, n_series: int, n_slices: int, size: int) -> int:
     """Write the cohort (unless ``root`` already holds this one) and return the largest series' bytes."""
-    from breastseg.dicom import synthetic as syn
+    from breastseg.synth import dicom_files as syn
 
     stamp = root.with_name(root.name + ".cohort.json")  # beside the folder: not a file to convert
     want = {"series": n_series, "slices": n_slices, "size": size}

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from us_cohorts import oasbud_records, write_busi_cohort, write_oasbud_mat
 
-from breastseg.dicom import synthetic as syn
+from breastseg.synth import dicom_files as syn
 
 AFFINE = np.array([[-0.7, 0, 0, 12.5], [0, -0.8, 0, 30.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 
 
 def load(path):

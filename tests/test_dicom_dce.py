@@ -7,9 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.dce import convert_dce_patient
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 
 
 def vol(path):

@@ -10,8 +10,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir
+from breastseg.synth import dicom_files as syn
 
 
 def _data(name):

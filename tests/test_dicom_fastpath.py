@@ -19,7 +19,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir, write_stack
 from breastseg.dicom.fastheader import fast_slice_ref, read_fast
 from breastseg.dicom.headers import read_header, slice_refs
@@ -28,6 +27,7 @@ from breastseg.dicom.pixels import native_plan, read_stack
 from breastseg.dicom.scan import Quarantine, scan
 from breastseg.dicom.series import build_stacks
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 
 def _fields(ref) -> dict:
     return {f.name: getattr(ref, f.name) for f in dataclasses.fields(ref) if f.name != "header_ds"}

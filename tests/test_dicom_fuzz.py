@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 from breastseg.us.readers import read_dicom_us
 
 _SEED_DIR = Path(tempfile.mkdtemp(prefix="breastseg-fuzz-"))

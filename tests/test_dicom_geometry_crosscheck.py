@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir
 from breastseg.dicom.gridmatch import reorient_to_grid
+from breastseg.synth import dicom_files as syn
 
 ORIENTATIONS = {
     "axial": syn.AXIAL,

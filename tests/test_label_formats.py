@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.dce import convert_dce_patient
 from breastseg.dicom.labelfiles import is_label_file_name
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 
 nrrd = pytest.importorskip("nrrd")
 

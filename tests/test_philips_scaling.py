@@ -18,7 +18,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from breastseg.dicom import synthetic as syn
 from breastseg.dicom.convert import convert_dicom_dir, write_stack
 from breastseg.dicom.dce import convert_dce_patient
 from breastseg.dicom.fastheader import fast_slice_ref
@@ -28,6 +27,7 @@ from breastseg.dicom.pixels import native_plan, read_stack
 from breastseg.dicom.scan import Quarantine, scan
 from breastseg.dicom.series import build_stacks
 from breastseg.errors import InputError
+from breastseg.synth import dicom_files as syn
 
 PHILIPS = "Philips Medical Systems"
 SHAPE = (3, 8, 8)  # slices, rows, cols

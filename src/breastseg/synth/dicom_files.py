@@ -1,4 +1,4 @@
-"""Small, fully specified DICOM series for tests and benchmarks.
+"""Small, fully specified DICOM series for tests and benchmarks (the demo cohort's studies are :mod:`.mri`'s).
 
 Every series is written from an explicit geometry (ImageOrientationPatient, the position of the first slice,
 PixelSpacing, slice step) and explicit stored values, so the expected NIfTI affine and voxel values are known

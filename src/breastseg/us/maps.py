@@ -162,7 +162,7 @@ def settings_used(channels: Sequence[str], settings: dict[str, Any]) -> dict[str
 
 
 def decode_scan(scan: Scan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """What every map of one scan is made from, whatever the ``us_maps`` settings: the RF envelope (float32,
+    """What every map of one scan is made from, whatever the ``us_maps`` settings: the RF envelope (float64,
     samples x lines) for RF inputs, the B-mode image for B-mode inputs; and the scan's metadata (no settings).
 
     The workflow caches it per patient (``data/interim/us``), so new map settings, image sizes or channels are
@@ -184,7 +184,7 @@ def decode_scan(scan: Scan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     meta.update({k: v for k, v in scan.extra.items() if k not in meta})
     if scan.rf is None:
         return {"bmode": np.asarray(scan.bmode, np.float32)}, meta
-    return {"envelope": envelope(scan.rf).astype(np.float32)}, meta
+    return {"envelope": envelope(scan.rf)}, meta  # float64: the maps are those made from the RF, to the last bit
 
 
 def maps_from_decoded(
@@ -326,7 +326,7 @@ def write_decoded_patient(inputs: Sequence[str | Path], out_dir: str | Path, *, 
                           patients: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One patient's scans decoded (:func:`decode_scan`) into ``out_dir`` (written atomically, all or nothing)::
 
-        OUT_DIR/scan-<n>/envelope.npy   float32 RF envelope (RF inputs), or bmode.npy (B-mode inputs)
+        OUT_DIR/scan-<n>/envelope.npy   float64 RF envelope (RF inputs), or bmode.npy (B-mode inputs)
         OUT_DIR/scan-<n>/mask.npy       uint8 0/1
         OUT_DIR/scan-<n>/meta.json      pseudonymised metadata: no input file name, no patient name
 

@@ -54,7 +54,7 @@ def write_study(root: Path, matrix: int, slices: int) -> Path:
 def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
     import torch
 
-    from breastseg.inference.model import bundle_config, write_bundle
+    from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
 
     exp = {"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,

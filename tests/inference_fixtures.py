@@ -10,7 +10,7 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
     """A randomly initialised ultrasound model bundle (config.json + weights.pt) in ``folder``."""
     import torch
 
-    from breastseg.inference.model import bundle_config, write_bundle
+    from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
 
     name = "mass_us_entropy" if "entropy" in channels else "mass_us_bmode"

@@ -57,7 +57,7 @@ def test_settings_from_the_schema_and_checked():
 
 def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp_path):
     from breastseg.config import load_params
-    from breastseg.inference.model import bundle_config, read_config
+    from breastseg.models.bundle import bundle_config, read_config
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", validate=False)
     params["evaluation"]["bpe_degree"] = {"cutoffs": [0.3, 0.5, 0.9], "combine": "degree"}

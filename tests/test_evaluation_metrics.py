@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from breastseg.evaluation.metrics import CONVENTIONS, IGNORE, case_metrics, dice_per_class
+from breastseg.evaluation.metrics import CONVENTIONS, case_metrics, dice_per_class
+from breastseg.labels import NOT_ANNOTATED
 
 NAN_OK = {"nan_ok": True}
 
@@ -59,7 +60,7 @@ def test_ignored_pixels_change_nothing():
     t, p = blank(), blank()
     t[2:6, 2:6] = 1
     p[3:7, 3:7] = 1
-    t[:, 8:] = IGNORE
+    t[:, 8:] = NOT_ANNOTATED
     base = case_metrics(p, t, 2, (1.0, 1.0))
     p2 = p.copy()
     p2[:, 8:] = 1         # predictions inside the unannotated region: no FP, no area, no surface
@@ -68,7 +69,7 @@ def test_ignored_pixels_change_nothing():
     assert base["area_pred_1"] == 16.0 and base["area_true_1"] == 16.0
     # a class that exists only under 255 is empty, not a miss
     t3 = blank()
-    t3[:, 6:] = IGNORE
+    t3[:, 6:] = NOT_ANNOTATED
     p3 = blank()
     p3[:, 6:] = 1
     m = case_metrics(p3, t3, 2, (1.0, 1.0))

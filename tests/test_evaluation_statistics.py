@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from breastseg.data.slices import bpe_category as slices_bpe_category
-from breastseg.evaluation.statistics import (bootstrap_ci, bpe_category, bpe_fraction, confusion_matrix,
-                                             paired_wilcoxon, summarize, weighted_kappa)
+from breastseg.evaluation.statistics import (bootstrap_ci, bpe_fraction, confusion_matrix, paired_wilcoxon,
+                                             summarize, weighted_kappa)
+from breastseg.labels import bpe_category
 
 
 def test_bootstrap_contains_mean_and_is_deterministic():
@@ -70,7 +70,6 @@ def test_bpe_fraction():
                                     (0.75, 3), (1.0, 3)])
 def test_bpe_category_boundaries(f, cat):
     assert bpe_category(f) == cat
-    assert bpe_category(f) == slices_bpe_category(f)
 
 
 def test_bpe_category_custom_cutoffs_and_nan():

@@ -168,7 +168,7 @@ def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
     from breastseg.config import experiment
     from breastseg.data.slices import load_subset
     from breastseg.evaluation.evaluate import figures_of, score
-    from breastseg.inference.model import load_bundle, predict_slices
+    from breastseg.models.bundle import load_bundle, predict_slices
 
     params, root = cohort
     split = root / f"data/splits/{NAME}.json"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from breastseg.config import experiment
-from breastseg.data.slices import IGNORE
 from breastseg.evaluation.evaluate import score
+from breastseg.labels import NOT_ANNOTATED
 
 NAME = "mass_us_bmode"
 SIZE = 32
@@ -51,7 +51,7 @@ def cohort():
 
 def majority_map(labels: np.ndarray, classes: int) -> np.ndarray:
     """The most frequent class of each pixel over the annotated training labels."""
-    votes = np.stack([((labels == c) & (labels != IGNORE)).sum(axis=0) for c in range(classes)])
+    votes = np.stack([((labels == c) & (labels != NOT_ANNOTATED)).sum(axis=0) for c in range(classes)])
     return votes.argmax(axis=0).astype(np.uint8)
 
 

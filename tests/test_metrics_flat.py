@@ -96,7 +96,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     from test_training_flow import make_tiny
 
     from breastseg.evaluation.evaluate import evaluate_experiment
-    from breastseg.inference.model import bundle_config, write_bundle
+    from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
     from breastseg.tracking import configure, init_stores
 

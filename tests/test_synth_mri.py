@@ -12,8 +12,9 @@ import pytest
 import SimpleITK as sitk
 
 from breastseg.dicom.geometry import slice_normal
+from breastseg.labels import BPE_CUTOFFS, bpe_category
 from breastseg.synth.cohort import write_cohort
-from breastseg.synth.mri import BPE_EDGES, _top_share, bpe_category, draw_bpe_fraction
+from breastseg.synth.mri import _top_share, draw_bpe_fraction
 
 TINY = dict(mri_matrix=48, mri_slices=8, mri_spacing_mm=6.5, mri_slice_mm=4.0, us_lines=64, us_depth_mm=10.0,
             annotated_fraction=0.5, progress=False)
@@ -158,7 +159,7 @@ def test_bpe_fraction_covers_all_categories(cohort):
         t = _truth(cohort, pid)
         assert t["bpe_fraction"] == pytest.approx(t["bpe_voxels"] / t["fgt_voxels"])
         assert t["bpe_category"] == bpe_category(t["bpe_fraction"])
-        edges = (0.0, *BPE_EDGES, 1.0)
+        edges = (0.0, *BPE_CUTOFFS, 1.0)
         assert edges[t["bpe_category"]] <= t["bpe_fraction"] < edges[t["bpe_category"] + 1]
         cats.add(t["bpe_category"])
     assert cats == {0, 1, 2, 3}
@@ -168,10 +169,10 @@ def test_bpe_fractions_are_drawn_up_to_the_cut_offs():
     """No margin around the cut-offs: a category's fractions fill it, and some fall next to a cut-off."""
     rng = np.random.default_rng(0)
     draws = [(c, draw_bpe_fraction(rng, c)) for _ in range(16) for c in range(4)]  # a 64-patient cohort's draws
-    edges = (0.02, *BPE_EDGES, 0.98)
+    edges = (0.02, *BPE_CUTOFFS, 0.98)
     for c, f in draws:
         assert edges[c] <= f < edges[c + 1] and bpe_category(f) == c
-    near = [f for _, f in draws if min(abs(f - e) for e in BPE_EDGES) < 0.03]
+    near = [f for _, f in draws if min(abs(f - e) for e in BPE_CUTOFFS) < 0.03]
     assert len(near) >= 3, near  # ~12 % of the range lies within 0.03 of a cut-off
     per_cat = np.array([f for c, f in draws if c == 1])
     assert per_cat.min() < 0.30 and per_cat.max() > 0.45  # the old draw kept mild within 0.29-0.46

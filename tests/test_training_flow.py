@@ -158,7 +158,7 @@ def test_warm_start_from_the_champion(tiny):
     import mlflow
     import torch
 
-    from breastseg.inference.model import WEIGHTS_NAME
+    from breastseg.models.bundle import WEIGHTS_NAME
     from breastseg.tracking import configure, init_stores
     from breastseg.training.module import SegmentationModule
     from breastseg.training.train import module_kwargs, train_experiment, warm_start

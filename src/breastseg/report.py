@@ -14,6 +14,7 @@ from typing import Any
 from .evaluation.figures import display_name
 from .evaluation.metrics import SPLIT_BY_IMAGE_WARNING
 from .io import atomic_path
+from .labels import BPE_CATEGORY_NAMES
 
 CAPTIONS = {
     "overlays.png": "Worst, median and best test slices by Dice: image, ground truth, prediction.",
@@ -76,7 +77,7 @@ def _bpe(m: dict[str, Any]) -> str:
     b = m.get("bpe")
     if not b:
         return ""
-    labels = ["minimal", "mild", "moderate", "marked"][: len(b["confusion_matrix"])]
+    labels = list(BPE_CATEGORY_NAMES)[: len(b["confusion_matrix"])]
     head = "".join(f"<th>pred {html.escape(l)}</th>" for l in labels)
     body = "".join(f"<tr><th>true {html.escape(labels[i])}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
                    for i, row in enumerate(b["confusion_matrix"]))

@@ -121,7 +121,7 @@ def convert_shard(params: dict[str, Any], dataset: str, fingerprints: Path, mark
 def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
     """What preparing a patient for experiment ``name`` reads besides the cache: the experiment's ``channels`` and
     ``image_size`` and, for ultrasound, the ``us_maps`` settings its channels depend on (a rerun trigger)."""
-    from ..inference.model import us_maps_settings
+    from ..models.bundle import us_maps_settings
     from ..us.maps import settings_used
     from .slices import PREPARED_FROM
 
@@ -141,7 +141,7 @@ def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Pa
     """
     import numpy as np
 
-    from ..inference.model import us_maps_settings
+    from ..models.bundle import us_maps_settings
     from .slices import prepare_patient
 
     exp = experiment(params, name)

@@ -16,17 +16,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_path
+from ..labels import BPE, FGT, NOT_ANNOTATED, bpe_category
 from .split import subset_patients
 
-IGNORE = 255
 #: The experiment settings preparation reads (the workflow reprepares a patient when one of them changes).
 PREPARED_FROM = ("channels", "image_size")
-BPE_CUTOFFS = (0.25, 0.50, 0.75)
-
-
-def bpe_category(fraction: float, cutoffs: tuple[float, ...] = BPE_CUTOFFS) -> int:
-    """Four-level BPE category (0: <25 %, 1: 25-50 %, 2: 50-75 %, 3: >75 %) of a BPE/FGT fraction."""
-    return int(np.searchsorted(np.asarray(cutoffs), fraction, side="right"))
 
 
 def resize_slice(image: np.ndarray, size: int, order: int) -> np.ndarray:
@@ -92,15 +86,15 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         for k in range(lab.shape[2]):
             sl = lab[:, :, k]
-            if np.all(sl == IGNORE):
+            if np.all(sl == NOT_ANNOTATED):
                 continue
             images.append(mri_slice_image(exp, vols, k))
             labels.append(resize_slice(sl, size, 0))
             cases.append(study["key"])
             index.append(k)
             spacing.append((vox[0] * sl.shape[0] / size, vox[1] * sl.shape[1] / size))
-            n_fgt += int(np.count_nonzero((sl == 1) | (sl == 2)))
-            n_bpe += int(np.count_nonzero(sl == 2))
+            n_fgt += int(np.count_nonzero((sl == FGT) | (sl == BPE)))
+            n_bpe += int(np.count_nonzero(sl == BPE))
     fraction = n_bpe / n_fgt if n_fgt else 0.0
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing,
                 spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")

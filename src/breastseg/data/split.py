@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_path, write_json
+from ..labels import NOT_ANNOTATED
 
 SUBSETS = ("train", "val", "test")
 
@@ -169,7 +170,7 @@ def write_manifest(files: list[Path], assignment: dict[str, str], strata: dict[s
         with np.load(f) as z:
             patient = str(z["patient"])
             for case, idx, lab in zip(z["case"], z["index"], z["label"]):
-                rows.append([patient, str(case), int(idx), bool(np.any(lab != 255)), strata.get(patient, ""),
+                rows.append([patient, str(case), int(idx), bool(np.any(lab != NOT_ANNOTATED)), strata.get(patient, ""),
                              assignment.get(patient, ""), f.name])
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as fh:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_dir, write_json
+from ..labels import NOT_ANNOTATED
 from .convert import order_studies
 from .gridmatch import same_grid
 from .labelfiles import is_label_file_name, load_label_file, parse_label_map
@@ -51,8 +52,6 @@ from .scan import Quarantine, scan
 from .series import Stack, build_stacks, series_location
 from .sidecar import sanitize_text, stack_sidecar, stack_start_time
 
-NOT_ANNOTATED = 255
-LABEL_VALUES = (0, 1, 2, NOT_ANNOTATED)
 TIME_KEYS = {"acquisition-time": "acquisition", "content-time": "content", "series-time": "series"}
 PhaseRule = str | Callable[[list[dict[str, Any]]], list[int]] | None
 

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..labels import BACKGROUND, BPE, FGT, MRI_LABEL_VALUES, NOT_ANNOTATED
 from .gridmatch import grid_distance, reorient_to_grid, same_grid
 
-NOT_ANNOTATED = 255
-CLASSES = (0, 1, 2, NOT_ANNOTATED)
+CLASSES = MRI_LABEL_VALUES
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
 NAME_TOKENS = ("label", "seg")
-RANK = {0: 0, NOT_ANNOTATED: 1, 1: 2, 2: 3}  # which class wins where segments overlap
+RANK = {BACKGROUND: 0, NOT_ANNOTATED: 1, FGT: 2, BPE: 3}  # which class wins where segments overlap
 # NRRD 'space' -> sign flips turning its coordinates into RAS
 SPACES = {
     "left-posterior-superior": (-1.0, -1.0, 1.0), "lps": (-1.0, -1.0, 1.0),

@@ -18,20 +18,19 @@ import numpy as np
 import pydicom
 
 from ..errors import InputError
+from ..labels import BACKGROUND, BPE, FGT, NOT_ANNOTATED
 from .series import Stack
-
-NOT_ANNOTATED = 255
 
 
 def segment_value(number: int, label: str) -> int:
     text = (label or "").lower()
     if re.search(r"\bbpe\b|enhanc", text):
-        return 2
+        return BPE
     if re.search(r"\bfgt\b|fibroglandular|dense|parenchyma", text):
-        return 1
+        return FGT
     if "background" in text:
-        return 0
-    if number in (1, 2):
+        return BACKGROUND
+    if number in (FGT, BPE):
         return number
     raise InputError(None, f"segment {number} ({label!r}) cannot be mapped to a label value (0/1/2)")
 

@@ -28,10 +28,10 @@ import numpy as np
 from .. import tracking
 from ..config import experiment
 from ..errors import InputError
-from ..inference.model import load_model, predict_slices
 from ..io import atomic_path, write_json
-from .metrics import (CONVENTIONS, IGNORE, SPLIT_BY_IMAGE_WARNING, case_metrics, dice_figures,
-                      overlap_counts)
+from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
+from ..models.bundle import load_model, predict_slices
+from .metrics import CONVENTIONS, SPLIT_BY_IMAGE_WARNING, case_metrics, dice_figures, overlap_counts
 
 log = logging.getLogger(__name__)
 DISTANCES = ("hd95", "asd")
@@ -44,7 +44,7 @@ def _nan_to_none(v: float) -> float | None:
 
 def pooled_overlap(pred: np.ndarray, label: np.ndarray, c: int) -> dict[str, float]:
     """Dice, precision and recall of class ``c`` over all annotated pixels of a stack of slices."""
-    valid = label != IGNORE
+    valid = label != NOT_ANNOTATED
     p, t = (pred == c) & valid, (label == c) & valid
     tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
     return {"dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else np.nan,
@@ -94,7 +94,7 @@ def split_tags(check: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=(0.25, 0.5, 0.75),
+def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=BPE_CUTOFFS,
           seed: int = 0) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Per-slice rows, per-patient rows and the summary (``results/<experiment>/evaluation.json``; its
     headline figures, :func:`headline`, go to ``metrics/<experiment>.json``).
@@ -143,11 +143,11 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
                 row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         if exp["dataset"] == "mri":
             truth = data["label"][idx]
-            masked_pred = np.where(truth == IGNORE, IGNORE, pred[idx])
+            masked_pred = np.where(truth == NOT_ANNOTATED, NOT_ANNOTATED, pred[idx])
             ft, fp = st.bpe_fraction(truth), st.bpe_fraction(masked_pred)
             row.update(bpe_fraction_true=ft, bpe_fraction_pred=fp,
-                       bpe_category_true=None if ft is None else st.bpe_category(ft, cutoffs),
-                       bpe_category_pred=None if fp is None else st.bpe_category(fp, cutoffs))
+                       bpe_category_true=None if ft is None else bpe_category(ft, cutoffs),
+                       bpe_category_pred=None if fp is None else bpe_category(fp, cutoffs))
         patient_rows.append(row)
 
     per_patient = {names[c]: {k: st.summarize([r[f"{k}_{names[c]}"] for r in patient_rows], seed=seed)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path
+from ..labels import NOT_ANNOTATED
 
 #: What people read for the machine class keys (metrics, CSV columns and params keep the keys: ``dice_fgt``...).
 DISPLAY_NAMES = {"fgt": "non-enhancing FGT", "bpe": "BPE", "mass": "mass", "background": "background"}
@@ -49,11 +50,11 @@ def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, slice_dice: np
     plt = _pyplot()
     order = np.argsort(np.nan_to_num(slice_dice, nan=-1))
     picks = [("worst", order[0]), ("median", order[len(order) // 2]), ("best", order[-1])]
-    vmax = max(2, int(data["label"][data["label"] != 255].max(initial=1)))
+    vmax = max(2, int(data["label"][data["label"] != NOT_ANNOTATED].max(initial=1)))
     fig, axes = plt.subplots(3, 3, figsize=(7.5, 8.0))
     for r, (label, i) in enumerate(picks):
         img = data["image"][i, -1]
-        truth = np.ma.masked_where((data["label"][i] == 255) | (data["label"][i] == 0), data["label"][i])
+        truth = np.ma.masked_where((data["label"][i] == NOT_ANNOTATED) | (data["label"][i] == 0), data["label"][i])
         for c, (panel, overlay) in enumerate([("image", None), ("truth", truth), ("prediction", pred[i])]):
             ax = axes[r, c]
             ax.imshow(display(img, dataset), cmap="gray")

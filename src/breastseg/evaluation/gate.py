@@ -45,7 +45,7 @@ def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients:
     (params over the schema's defaults) where the converted data is the decoded cache (maps are made at
     preparation), else what a scan's ``meta.json`` records (a folder of ready maps: the first found among
     ``patients``)."""
-    from ..inference.model import us_maps_settings
+    from ..models.bundle import us_maps_settings
 
     settings = us_maps_settings(params)
     for pid in patients:
@@ -134,7 +134,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     """
     from ..data.slices import load_subset
     from ..data.split import subset_patients
-    from ..inference.model import load_model, predict_slices
+    from ..models.bundle import load_model, predict_slices
     from .evaluate import figures_of, score
 
     exp = experiment(params, name)

@@ -1,6 +1,6 @@
 """Per-case segmentation metrics that honour unannotated pixels (label 255).
 
-Pixels labelled :data:`IGNORE` (255) are left out everywhere: they count towards no overlap or area, and they
+Pixels labelled :data:`~breastseg.labels.NOT_ANNOTATED` (255) are left out everywhere: they count towards no overlap or area, and they
 are set to background in both prediction and truth before surfaces are extracted.
 
 Surface distances come from MONAI (``compute_hausdorff_distance``, ``compute_average_surface_distance``): a
@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-IGNORE = 255
+from ..labels import NOT_ANNOTATED
 #: Said wherever results are shown when the split could not tell women apart
 #: (:func:`breastseg.evaluation.evaluate.split_check`).
 SPLIT_BY_IMAGE_WARNING = "split by image: the same woman may be in train and test; results may be optimistic"
@@ -66,7 +66,7 @@ CONVENTIONS: dict[str, str] = {
 
 def dice_per_class(pred: np.ndarray, label: np.ndarray, classes: int) -> np.ndarray:
     """Dice of each class c >= 1 over the annotated pixels; NaN where both prediction and truth are empty."""
-    valid = label != IGNORE
+    valid = label != NOT_ANNOTATED
     out = np.full(classes - 1, np.nan)
     for c in range(1, classes):
         p = (pred == c) & valid
@@ -119,7 +119,7 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, classes: int, spacing_mm: 
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing_mm must be positive, got {spacing}")
     unit = float(np.prod(spacing))
-    valid = label != IGNORE
+    valid = label != NOT_ANNOTATED
     out: dict[str, float] = {}
     for c in range(1, classes):
         p = (pred == c) & valid
@@ -141,7 +141,7 @@ def overlap_counts(pred: np.ndarray, label: np.ndarray, classes: int) -> np.ndar
     pred, label = np.asarray(pred), np.asarray(label)
     if pred.shape != label.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
-    valid = label != IGNORE
+    valid = label != NOT_ANNOTATED
     axes = tuple(range(1, pred.ndim))
     out = np.zeros((len(pred), classes - 1, 3), np.int64)
     for c in range(1, classes):

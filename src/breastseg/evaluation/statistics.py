@@ -19,11 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..data.slices import bpe_category as _bpe_category
-from .metrics import IGNORE
-
-BPE = 2
-FGT_LABELS = (1, 2)
+from ..labels import BPE, FGT_LABELS, NOT_ANNOTATED
 
 
 def _finite(values: Iterable[Any]) -> np.ndarray:
@@ -74,18 +70,11 @@ def summarize(values: Iterable[Any], *, seed: int = 0) -> dict[str, Any]:
 def bpe_fraction(labels: np.ndarray) -> float | None:
     """BPE voxels (label 2) over FGT voxels (labels 1 and 2), annotated voxels only; None without FGT."""
     labels = np.asarray(labels)
-    valid = labels != IGNORE
+    valid = labels != NOT_ANNOTATED
     fgt = int(np.count_nonzero(np.isin(labels, FGT_LABELS) & valid))
     if fgt == 0:
         return None
     return float(np.count_nonzero((labels == BPE) & valid)) / fgt
-
-
-def bpe_category(fraction: float, cutoffs: Sequence[float] = (0.25, 0.5, 0.75)) -> int:
-    """Category 0..len(cutoffs) of a BPE fraction; a fraction exactly at a cut-off goes to the higher one."""
-    if fraction is None or not math.isfinite(float(fraction)):
-        raise ValueError(f"BPE fraction must be a finite number, got {fraction!r}")
-    return _bpe_category(float(fraction), tuple(cutoffs))
 
 
 def _categories(values: Sequence[Any], k: int, name: str) -> np.ndarray:

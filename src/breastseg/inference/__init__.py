@@ -1,7 +1,8 @@
 """Inference on new studies: a registered model to label volumes, DICOM SEG, overlays and a read-out.
 
-- :mod:`.model`: the inference bundle logged with every trained model (``config.json`` + ``weights.pt``, a
-  state dict), resolving ``models:/``, ``runs:/`` and local URIs, safe loading, batched forward passes.
+- :mod:`.model`: loading a trained model from its inference bundle (:mod:`breastseg.models.bundle`:
+  ``config.json`` + ``weights.pt``, a state dict; ``models:/``, ``runs:/`` and local URIs) and batched
+  forward passes.
 - :mod:`.preprocess`: the training preprocessing applied to one DCE study or ultrasound scan, and the way back
   from network slices to the source grid.
 - :mod:`.readout`: FGT/BPE volumes, BPE fraction and category (MRI); mass area and bounding box (US).

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..labels import BPE, FGT, MASS
 
 LOCAL_SCHEME = "99BRSEG"
 
@@ -34,11 +35,11 @@ def segment_descriptions(dataset: str, experiment: str, version: str | None) -> 
         family=codes.cid7162.ArtificialIntelligence,
     )
     if dataset == "mri":
-        specs = [(1, "FGT", hd.sr.CodedConcept("FGT", LOCAL_SCHEME, "Non-enhancing fibroglandular tissue")),
-                 (2, "BPE", hd.sr.CodedConcept("BPE", LOCAL_SCHEME, "Background parenchymal enhancement"))]
+        specs = [(FGT, "FGT", hd.sr.CodedConcept("FGT", LOCAL_SCHEME, "Non-enhancing fibroglandular tissue")),
+                 (BPE, "BPE", hd.sr.CodedConcept("BPE", LOCAL_SCHEME, "Background parenchymal enhancement"))]
         category = codes.SCT.Tissue
     else:
-        specs = [(1, "mass", codes.SCT.Mass)]
+        specs = [(MASS, "mass", codes.SCT.Mass)]
         category = codes.SCT.MorphologicallyAbnormalStructure
     return [hd.seg.SegmentDescription(
         segment_number=n, segment_label=label, segmented_property_category=category,

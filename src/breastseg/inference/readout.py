@@ -1,7 +1,7 @@
 """Clinical read-outs of a predicted segmentation and the overlay pictures that go with them.
 
 MRI (labels 0 background, 1 non-enhancing FGT, 2 BPE): volumes in ml from the voxel size; BPE area fraction as in
-evaluation (:func:`breastseg.evaluation.statistics.bpe_fraction`: BPE voxels over all fibroglandular voxels,
+evaluation (``bpe_fraction`` of :mod:`breastseg.evaluation.statistics`: BPE voxels over all fibroglandular voxels,
 labels 1 and 2); area category from the model's cut-offs (minimal / mild / moderate / marked: the area fraction
 binned, not the radiologist's BPE category). Machine keys stay ``bpe_fraction``, ``bpe_category``, ``fgt_ml``;
 ``labels`` gives what to show for them. The degree beside the
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-CATEGORY_NAMES = ("minimal", "mild", "moderate", "marked")
-FGT, BPE = 1, 2
+from ..labels import BPE, FGT, bpe_category, category_name
+
 #: What people read for the MRI read-out's keys (the keys themselves are stable).
 MRI_LABELS = {
     "fgt_ml": "non-enhancing FGT (ml)",
@@ -28,15 +28,9 @@ MRI_LABELS = {
 }
 
 
-def category_name(index: int, n_categories: int) -> str:
-    return CATEGORY_NAMES[index] if n_categories == len(CATEGORY_NAMES) else f"category {index}"
-
-
 def mri_readout(labels: np.ndarray, voxel_mm: Sequence[float], cutoffs: Sequence[float]) -> dict[str, Any]:
     """Non-enhancing FGT and BPE volumes (ml), BPE area fraction and area category of a label volume with voxels of
     ``voxel_mm``."""
-    from ..evaluation.statistics import bpe_category
-
     voxel_ml = float(np.prod([float(v) for v in voxel_mm])) / 1000.0
     labels = np.asarray(labels)
     n_fgt, n_bpe = int(np.count_nonzero(labels == FGT)), int(np.count_nonzero(labels == BPE))

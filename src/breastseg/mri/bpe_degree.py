@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..labels import BPE, BPE_CUTOFFS, FGT, NOT_ANNOTATED, category_name
 
-FGT, BPE, IGNORE = 1, 2, 255
 PHASE = "post1"
 DEFINITION = "(S_post1 - S_pre) / S_pre per BPE voxel, first post-contrast phase, pre-contrast grid"
 COMBINE_RULES = ("max", "area", "degree")
@@ -170,8 +170,6 @@ def first_post_subtraction(study: Any, members: list[Any], root: Path) -> np.nda
 def degree_readout(labels: np.ndarray, pre: np.ndarray, sub: np.ndarray, cfg: Mapping[str, Any],
                    area_index: int | None, n_area_categories: int) -> dict[str, Any]:
     """The degree fields of ``readout.json``: ``bpe_degree`` (RE summary, category) and the combined category."""
-    from ..inference.readout import category_name
-
     stats = labels_degree(labels, pre, sub, cfg)
     cutoffs = list(cfg["cutoffs"])
     idx = category(stats["mean"], cutoffs)
@@ -218,7 +216,7 @@ def patient_degrees(folder: Path, cases: Sequence[str], index: Sequence[int], pr
             k = int(index[i])
             p, s, t = pre[:, :, k].astype(np.float64), sub[:, :, k].astype(np.float64), lab[:, :, k]
             q = pred[i] if pred[i].shape == t.shape else resize_to(pred[i], t.shape, 0)
-            valid = t != IGNORE
+            valid = t != NOT_ANNOTATED
             for which, m in (("true", t), ("pred", q)):
                 bpe = (m == BPE) & valid
                 parts[which]["pre"].append(p[bpe])
@@ -239,7 +237,7 @@ def evaluate_degree(params: Mapping[str, Any], data: Mapping[str, np.ndarray], p
     ``bpe_combined_category_true/_pred`` to each row of ``patient_rows`` (which carry the area categories)."""
     from ..evaluation import statistics as st
 
-    area_cutoffs = list((params.get("evaluation") or {}).get("bpe_cutoffs", (0.25, 0.5, 0.75)))
+    area_cutoffs = list((params.get("evaluation") or {}).get("bpe_cutoffs", BPE_CUTOFFS))
     cfg = settings(params, area_cutoffs=area_cutoffs)
     k_degree = len(cfg["cutoffs"]) + 1
     k_combined = k_degree if cfg["combine"] == "degree" else len(area_cutoffs) + 1

@@ -30,15 +30,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..dicom.geometry import affine_ras, slice_normal
+from ..labels import BPE, BPE_CATEGORY_NAMES, BPE_CUTOFFS, FGT, NOT_ANNOTATED, bpe_category
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-BPE_EDGES = (0.25, 0.5, 0.75)
-BPE_CATEGORY_NAMES = ("minimal", "mild", "moderate", "marked")
 #: Range of the BPE fractions drawn: the whole of it, category cut-offs included (no margin around them).
 BPE_FRACTION_RANGE = (0.02, 0.98)
 
 LAYOUTS = ("flat", "nested", "series_dirs")
-LABEL_BACKGROUND, LABEL_FGT, LABEL_BPE, LABEL_UNANNOTATED = 0, 1, 2, 255
 
 _SURNAMES = ("Smith", "Garcia", "Muller", "Rossi", "Novak", "Kowalska", "Jensen", "Dubois", "Silva", "Okafor",
              "Tanaka", "Nguyen", "Haddad", "Petrova", "Larsen", "Moreau", "Costa", "Fischer", "Ivanova", "Brown")
@@ -46,14 +44,9 @@ _GIVEN = ("Anna", "Maria", "Laura", "Sofia", "Elena", "Julia", "Hannah", "Chloe"
           "Yuki", "Linh", "Leila", "Olga", "Freya", "Claire", "Beatriz", "Greta", "Irina", "Emily")
 
 
-def bpe_category(fraction: float) -> int:
-    """0 minimal, 1 mild, 2 moderate, 3 marked."""
-    return int(np.searchsorted(np.asarray(BPE_EDGES), fraction, side="right"))
-
-
 def bpe_fraction_bounds(category: int) -> tuple[float, float]:
     """``[lo, hi)`` of the BPE fractions of ``category``: its cut-offs, within :data:`BPE_FRACTION_RANGE`."""
-    edges = (BPE_FRACTION_RANGE[0], *BPE_EDGES, BPE_FRACTION_RANGE[1])
+    edges = (BPE_FRACTION_RANGE[0], *BPE_CUTOFFS, BPE_FRACTION_RANGE[1])
     return float(edges[category]), float(edges[category + 1])
 
 
@@ -353,8 +346,8 @@ def simulate_mri(rng: np.random.Generator, matrix: int = 64, slices: int = 24, p
     nonenh = fgt & ~bpe
 
     labels = np.zeros(shape, np.uint8)
-    labels[nonenh] = LABEL_FGT
-    labels[bpe] = LABEL_BPE
+    labels[nonenh] = FGT
+    labels[bpe] = BPE
 
     # Pre-contrast signal (fat-suppressed T1 gradient echo; fat suppression weaker towards the sides).
     fat_residual = rng.uniform(0.06, 0.16) * (1.0 + 1.5 * np.clip(np.abs(x - cx) / W - 0.5, 0.0, None))
@@ -664,13 +657,13 @@ def write_study(study_dir: Path, phantom: MriPhantom, identity: dict[str, str], 
         annotated = np.sort(rng.choice(pool, n_ann, replace=False))
     else:  # a ranking of the slices that does not depend on the fraction: a larger one annotates a superset
         annotated = np.sort(slice_rng.permutation(pool)[:n_ann])
-    stored_labels = np.full(labels.shape, LABEL_UNANNOTATED, np.uint8)
+    stored_labels = np.full(labels.shape, NOT_ANNOTATED, np.uint8)
     stored_labels[:, :, annotated] = labels[:, :, annotated]
     write_nifti_gz(study_dir / "labels.nii.gz", stored_labels, geo.affine)
 
     re_maps = phantom.truth["_re_maps"]
     ann_lab = labels[:, :, annotated]
-    ann_bpe, ann_fgt = ann_lab == LABEL_BPE, ann_lab == LABEL_FGT
+    ann_bpe, ann_fgt = ann_lab == BPE, ann_lab == FGT
     n_ann_fgt = int((ann_lab > 0).sum())
     truth = {k: v for k, v in phantom.truth.items() if not k.startswith("_")}
     truth.update({

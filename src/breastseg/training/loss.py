@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from ..labels import NOT_ANNOTATED
 
 
 class MaskedDiceCELoss(torch.nn.Module):
@@ -18,10 +18,10 @@ class MaskedDiceCELoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        valid = target != IGNORE
+        valid = target != NOT_ANNOTATED
         if not valid.any():
             return logits.sum() * 0.0
-        ce = F.cross_entropy(logits, target, weight=self.weight, ignore_index=IGNORE)
+        ce = F.cross_entropy(logits, target, weight=self.weight, ignore_index=NOT_ANNOTATED)
         probs = logits.softmax(1) * valid.unsqueeze(1)
         onehot = F.one_hot(torch.where(valid, target, 0), self.classes).permute(0, 3, 1, 2).float()
         onehot = onehot * valid.unsqueeze(1)

@@ -19,8 +19,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..labels import NOT_ANNOTATED
 from ..models.factory import build_model
-from .loss import IGNORE, MaskedDiceCELoss
+from .loss import MaskedDiceCELoss
 
 
 def selection_metrics(exp: dict[str, Any]) -> tuple[str, ...]:
@@ -34,7 +35,7 @@ def selection_metrics(exp: dict[str, Any]) -> tuple[str, ...]:
 def image_counts(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
     """(B, classes - 1, 3) tp, fp, fn per image and foreground class over annotated pixels (torch twin of
     :func:`breastseg.evaluation.metrics.overlap_counts`)."""
-    valid = y != IGNORE
+    valid = y != NOT_ANNOTATED
     out = []
     for c in range(1, classes):
         p, t = (pred == c) & valid, (y == c) & valid

@@ -20,8 +20,8 @@ from ..data.cohort import dvc_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
 from ..evaluation.evaluate import SPLIT_BY_IMAGE_WARNING, split_check, split_tags
-from ..inference.model import bundle_config, write_bundle
 from ..io import atomic_path, write_json
+from ..models.bundle import bundle_config, write_bundle
 from .module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def warm_start(module: SegmentationModule, registered: str, init_from: str) -> s
         return None
     import mlflow
 
-    from ..inference.model import load_model
+    from ..models.bundle import load_model
 
     try:
         version = mlflow.MlflowClient().get_model_version_by_alias(registered, "champion").version

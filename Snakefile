@@ -1,6 +1,7 @@
 # breastseg workflow: synth -> convert per shard of patients -> prepare per experiment and shard -> split -> tune -> train -> evaluate -> register
 # -> report
-# Configuration: params.yaml (also DVC's params), validated against workflow/schemas/ when the DAG is built.
+# Configuration: params.yaml (also DVC's params), validated against the package's schema (workflow/schemas/ links
+# to it) and completed with its defaults when the DAG is built; rules read the result from one file (--params).
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ configfile: "params.yaml"
 report: "workflow/report/workflow.rst"
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from breastseg.config import schema_defaults, selected_experiments, validate_params, write_effective_params
+from breastseg.config import resolve_params, selected_experiments, write_effective_params
 from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
 from breastseg.data.shards import preparation
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
@@ -25,17 +26,17 @@ def stop(exc):
 
 try:
     SOURCE = "config (params.yaml and --config/--configfile)"
-    validate_params(config, source=SOURCE)
+    RESOLVED = resolve_params(config, source=SOURCE)  # validated, every default filled (once, here)
+    config.clear()
+    config.update(RESOLVED)
     EXPERIMENTS = selected_experiments(config, source=SOURCE)  # run.experiments, else every experiment
 except InputError as exc:
     stop(exc)
 
-# Sections whose every key has a schema default are filled here (a params file may leave them out).
-config["convert"] = {**schema_defaults("convert"), **(config.get("convert") or {})}
 COHORT = config["cohort"]
 # Training seeds (run.seeds, default [train.seed]): the first seed's model is the registered challenger; the
 # others are trained and evaluated on the same split so that comparisons carry an interval over seeds.
-SEEDS = [int(s) for s in (config.get("run") or {}).get("seeds") or [config["train"]["seed"]]]
+SEEDS = [int(s) for s in config["run"]["seeds"]]
 EXTRA_SEEDS = SEEDS[1:]
 SEEDS_ARG = " ".join(map(str, SEEDS))
 ROOT = COHORT["root"]
@@ -48,12 +49,12 @@ BREASTSEG = f"breastseg --params {EFFECTIVE_PARAMS}"
 # Resources the cluster profiles map (workflow/profiles/slurm): a tune worker trains on one device; `train` runs
 # train.devices processes per node (DDP) on train.num_nodes nodes, started by srun when it spans several nodes.
 _TRAIN = config["train"]
-_ON_GPU = _TRAIN.get("accelerator") in ("gpu", "cuda")
-_DEVICES = _TRAIN.get("devices", 1) if isinstance(_TRAIN.get("devices", 1), int) and _TRAIN.get("devices", 1) > 0 else 1
-_NODES = int(_TRAIN.get("num_nodes", 1))
+_ON_GPU = _TRAIN["accelerator"] in ("gpu", "cuda")
+_DEVICES = _TRAIN["devices"] if isinstance(_TRAIN["devices"], int) and _TRAIN["devices"] > 0 else 1
+_NODES = int(_TRAIN["num_nodes"])
 GPU = 1 if _ON_GPU else 0
 TRAIN_GPU = _DEVICES if _ON_GPU and _NODES == 1 else 0
-TRAIN_THREADS = int(_TRAIN.get("threads", 1)) * (_DEVICES if _NODES == 1 else 1)
+TRAIN_THREADS = int(_TRAIN["threads"]) * (_DEVICES if _NODES == 1 else 1)
 TRAIN_LAUNCH = "srun " if _NODES > 1 else ""
 TRAIN_NODES = {} if _NODES == 1 else {
     "nodes": _NODES, "tasks": _NODES * _DEVICES, "mpi": "srun",

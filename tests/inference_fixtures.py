@@ -18,7 +18,10 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
            "class_names": ["background", "mass"], "image_size": image_size,
            "model": {"name": "attention_unet", "features": [4, 8]}}
     torch.manual_seed(seed)
-    params = {"us_maps": {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}}
+    from breastseg.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["us_maps"] = {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}
     write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test"), folder)
     return folder
 

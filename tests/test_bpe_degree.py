@@ -39,28 +39,38 @@ def _volumes(sdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.asarray(nib.load(sdir / f"{n}.nii.gz").dataobj) for n in ("labels", "pre", "sub"))
 
 
+def _resolved(evaluation: dict) -> dict:
+    import yaml
+
+    from breastseg.config import resolve_params
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return resolve_params({**{k: v for k, v in raw.items() if k != "evaluation"}, "evaluation": evaluation})
+
+
 def test_settings_from_the_schema_and_checked():
     from breastseg.config import load_params, schema_defaults
 
     default = schema_defaults("evaluation")["bpe_degree"]
-    assert bd.settings({}) == bd.settings(None) == {**default, "cutoffs": [float(c) for c in default["cutoffs"]]}
+    assert bd.default_settings() == bd.settings(_resolved({})) == {**default,
+                                                                    "cutoffs": [float(c) for c in default["cutoffs"]]}
     root = Path(__file__).resolve().parents[1]
-    assert bd.settings(load_params(root / "params.yaml")) == bd.settings({})  # params.yaml repeats the defaults
-    partial = bd.settings({"evaluation": {"bpe_degree": {"combine": "degree"}}})
+    assert bd.settings(load_params(root / "params.yaml")) == bd.default_settings()  # params.yaml repeats the defaults
+    partial = bd.settings(_resolved({"bpe_degree": {"combine": "degree"}}))  # a partial block is completed at load
     assert partial["combine"] == "degree" and partial["cutoffs"] == default["cutoffs"]
     with pytest.raises(InputError, match="as many cut-offs"):
-        bd.settings({"evaluation": {"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6]}}})
-    assert bd.settings({"evaluation": {"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6], "combine": "area"}}})
+        bd.settings(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6]}}))
+    assert bd.settings(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6], "combine": "area"}}))
     with pytest.raises(InputError, match="ascending"):
-        bd.settings({"evaluation": {"bpe_degree": {"cutoffs": [0.8, 0.5, 0.3]}}})
+        bd.settings(_resolved({"bpe_degree": {"cutoffs": [0.8, 0.5, 0.3]}}))
 
 
 def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp_path):
     from breastseg.config import load_params
     from breastseg.models.bundle import bundle_config, read_config
 
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", validate=False)
-    params["evaluation"]["bpe_degree"] = {"cutoffs": [0.3, 0.5, 0.9], "combine": "degree"}
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["evaluation"]["bpe_degree"].update(cutoffs=[0.3, 0.5, 0.9], combine="degree")
     exp = {"name": "bpe_mri", **params["experiments"]["bpe_mri"]}
     exp.setdefault("class_names", ["background", "fgt", "bpe"])
     config = bundle_config(params, exp, {}, "run")
@@ -69,11 +79,11 @@ def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp
     assert read_config(tmp_path / "config.json")["bpe_degree"] == config["bpe_degree"]
     del config["bpe_degree"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    assert read_config(tmp_path / "config.json")["bpe_degree"] == bd.settings({})
+    assert read_config(tmp_path / "config.json")["bpe_degree"] == bd.default_settings()
 
 
 def test_stats_guard_low_pre_and_fixed_histogram():
-    cfg = bd.settings({})
+    cfg = bd.default_settings()
     pre = np.array([100.0, 100.0, 100.0, 100.0, 0.5, 2.0])  # the last two: below 0.1 x the tissue median
     sub = np.array([20.0, 40.0, 60.0, 300.0, 10.0, 10.0])
     s = bd.degree_stats(pre, sub, np.full(50, 100.0), cfg)
@@ -97,7 +107,7 @@ def test_categories_and_combination():
 
 
 def test_readout_fields_next_to_the_area():
-    cfg = bd.settings({})
+    cfg = bd.default_settings()
     labels = np.zeros((4, 4, 2), np.uint8)
     labels[:2, :, 0] = 1
     labels[2:, :, 0] = 2
@@ -121,7 +131,7 @@ def test_phantom_enhancement_recovered_from_the_converted_phases(tmp_path, seed,
     the BPE, away from its edges (in-plane erosion by one voxel), the two agree within 10 %."""
     phantom, truth, sdir = _converted(tmp_path, seed, category)
     labels, pre, sub = _volumes(sdir)
-    cfg = bd.settings({})
+    cfg = bd.default_settings()
     s = bd.labels_degree(labels, pre, sub, cfg)
     bpe = labels == 2
     assert s["n_voxels"] == int(bpe.sum()) > 300 and s["n_excluded_low_pre"] == 0
@@ -159,7 +169,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
             "index": np.array(prepared["index"] * 2), "label": np.concatenate([lab, lab])}
     rows = [{"patient": first.name, "bpe_category_true": 2, "bpe_category_pred": 2},
             {"patient": second.name, "bpe_category_true": 2, "bpe_category_pred": 0}]
-    out = bd.evaluate_degree({}, data, pred, interim, rows)
+    out = bd.evaluate_degree(_resolved({}), data, pred, interim, rows)
     assert out["n"] == 1 and out["n_undefined"] == 1
     first_row = out["per_patient"][0]
     assert first_row["re_mean_true"] == rows[1]["bpe_re_mean_true"]  # same converted study under both names
@@ -168,7 +178,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     assert out["mean_difference_ci95"][0] <= out["mean_difference"] <= out["mean_difference_ci95"][1]
     assert rows[1]["bpe_re_mean_pred"] is None and rows[1]["bpe_degree_category_pred"] is None
     assert rows[1]["bpe_combined_category_pred"] == 0  # area only, the degree being undefined
-    assert out["degree_category"]["n"] == 1 and out["settings"] == bd.settings({})
+    assert out["degree_category"]["n"] == 1 and out["settings"] == bd.default_settings()
     json.dumps(out)
     with pytest.raises(InputError, match="converted"):
-        bd.evaluate_degree({}, data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
+        bd.evaluate_degree(_resolved({}), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])

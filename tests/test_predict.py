@@ -52,7 +52,7 @@ def mri_model(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        params = copy.deepcopy(load_params(ROOT / "params.yaml", validate=False))
+        params = copy.deepcopy(load_params(ROOT / "params.yaml"))
         params["experiments"]["bpe_mri"].update(image_size=MATRIX, model={"name": "unet", "features": [8, 16]},
                                                 train={"max_epochs": 40})
         no_augment = {"flip": False, "flip_vertical": False, "rotate_deg": 0.0, "intensity": 0.0}

@@ -51,7 +51,9 @@ def test_ddp_inside_a_one_task_slurm_job_starts_its_own_processes(monkeypatch):
     """The slurm executor runs a rule as one srun task: Lightning must start the DDP processes itself."""
     from breastseg.training.train import make_trainer
 
-    hp = {"strategy": "ddp", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}
+    from breastseg.config import schema_defaults
+
+    hp = {**schema_defaults("train"), "strategy": "ddp", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}
     for var in ("SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")

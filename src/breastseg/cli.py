@@ -25,10 +25,11 @@ def _params(args: argparse.Namespace) -> dict:
 def cmd_synth(args: argparse.Namespace) -> None:
     from .synth.cohort import write_cohort
 
-    options = {}
-    if args.params and Path(args.params).exists() and args.from_params:
-        options = {k: v for k, v in _params(args).get("synth", {}).items() if k not in ("patients", "seed")}
-    summary = write_cohort(Path(args.out_dir), args.patients, args.seed, progress=not args.quiet, **options)
+    options = dict(_params(args)["synth"]) if args.from_params else {"patients": 10, "seed": 0}
+    patients = args.patients if args.patients is not None else options.pop("patients")
+    seed = args.seed if args.seed is not None else options.pop("seed")
+    options = {k: v for k, v in options.items() if k not in ("patients", "seed")}
+    summary = write_cohort(Path(args.out_dir), patients, seed, progress=not args.quiet, **options)
     log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
 
 
@@ -97,10 +98,11 @@ def cmd_convert_shard(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare_shard(args: argparse.Namespace) -> None:
+    from .config import experiment
     from .data.shards import prepare_shard
 
     params = _params(args)
-    dataset = params["experiments"].get(args.experiment, {}).get("dataset", "mri")
+    dataset = experiment(params, args.experiment)["dataset"]
     prepare_shard(params, args.experiment, Path(args.converted), Path(args.marker),
                   interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
                   processed_dir=Path(args.processed_dir or f"data/processed/{args.experiment}"),
@@ -206,7 +208,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     params = _params(args)
     compare(args.name, args.a, args.b, Path(args.results_dir), Path(args.out_dir), seeds=args.seeds,
-            bootstrap_seed=int(params.get("evaluation", {}).get("seed", 0)))
+            bootstrap_seed=int(params["evaluation"]["seed"]))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -220,12 +222,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     # models:/ and runs:/ URIs resolve against $MLFLOW_TRACKING_URI, else the params file's store when there is one
     if Path(args.params).exists():
-        from .config import load_params
+        from .config import tracking_only
         from .tracking import configure
 
-        params = load_params(args.params, validate=False)  # only its tracking store is read
-        if isinstance(params.get("tracking"), dict) and params["tracking"].get("mlflow_uri"):
-            configure(params)
+        tracking = tracking_only(args.params)  # only its tracking store is read
+        if tracking:
+            configure(tracking)
     predict(args.model_uri, Path(args.input), Path(args.out_dir), progress=not args.quiet)
 
 
@@ -266,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("synth", cmd_synth, "write a synthetic cohort (DCE-MRI DICOM + ultrasound RF) in the real input formats")
     s.add_argument("out_dir", metavar="OUT_DIR")
-    s.add_argument("--patients", type=int, default=10, help="number of patients")
-    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    s.add_argument("--from-params", action="store_true", help="take image sizes from the synth block of --params")
+    s.add_argument("--patients", type=int, help="number of patients (default 10, or synth.patients with --from-params)")
+    s.add_argument("--seed", type=int, help="random seed, same seed, same bytes (default 0, or synth.seed with --from-params)")
+    s.add_argument("--from-params", action="store_true",
+                   help="take every setting (patients, seed, image sizes) from the synth block of --params")
 
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
     s.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files")

@@ -11,11 +11,13 @@ from typing import Any
 
 from .errors import InputError
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+#: The params schema ships with the package (``workflow/schemas/params.schema.yaml`` links to it): validation and
+#: defaults work from any install, not only from this checkout.
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "params.schema.yaml"
 
 
 def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> dict[str, Any]:
-    """Read and (by default) validate a params file."""
+    """Read a params file; by default validate it and fill every default (:func:`resolve_params`)."""
     import yaml
 
     p = Path(path)
@@ -28,8 +30,36 @@ def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> d
     if not isinstance(params, dict):
         raise InputError(p, "expected a mapping at the top level")
     if validate:
-        validate_params(params, source=p)
+        return resolve_params(params, source=p)
     return params
+
+
+def _fill(instance: Any, node: dict[str, Any]) -> None:
+    """Fill the ``default`` of every missing key the schema ``node`` declares under ``properties`` (following
+    ``properties`` only, never a ``$ref``: an experiment's own ``train`` block overrides the global one and gets no
+    defaults of its own)."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in (node.get("properties") or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill(instance[key], sub)
+
+
+def resolve_params(params: dict[str, Any], *, source: str | Path = "params.yaml") -> dict[str, Any]:
+    """``params`` validated, with every default filled, once: the schema's ``default`` values, then the two that
+    follows from another setting (``run.seeds``: ``[train.seed]``; see also :func:`trial_epochs`).
+    Returns a new dict; the library reads settings with ``[key]``, never with a default of its own."""
+    validate_params(params, source=source)
+    out = copy.deepcopy(params)
+    _fill(out, _schema(SCHEMA, SCHEMA.stat().st_mtime_ns))
+    out["run"].setdefault("seeds", [out["train"]["seed"]])
+    for name, exp in out["experiments"].items():
+        exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,6 +118,20 @@ def experiment(params: dict[str, Any], name: str) -> dict[str, Any]:
     exp["train"] = {**params.get("train", {}), **exp.get("train", {})}
     exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
     return exp
+
+
+def trial_epochs(params: dict[str, Any], exp: dict[str, Any]) -> int:
+    """Epochs per Optuna trial: ``tune.max_epochs``, else the experiment's own ``train.max_epochs``."""
+    return int(params["tune"]["max_epochs"] if "max_epochs" in params["tune"] else exp["train"]["max_epochs"])
+
+
+def tracking_only(path: str | Path) -> dict[str, Any] | None:
+    """``{"tracking": ...}`` of a params file that names an MLflow store (read without validating the rest: a
+    predict run only needs the store), else ``None``."""
+    block = load_params(path, validate=False).get("tracking")
+    if isinstance(block, dict) and block.get("mlflow_uri"):
+        return {"tracking": {**schema_defaults("tracking"), **block}}
+    return None
 
 
 def mlflow_uri(params: dict[str, Any]) -> str:

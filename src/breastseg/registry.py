@@ -57,8 +57,8 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     from .evaluation.gate import SUBSET, gate_score
 
     cfg = params["register"]
-    metric = cfg.get("metric", "dice_mean")
-    margin = float(cfg.get("margin", 0.0))
+    metric = cfg["metric"]
+    margin = float(cfg["margin"])
     exp = experiment(params, name)
     processed_dir = Path(processed_dir)
     interim_dir = Path(interim_dir) if interim_dir else processed_dir.parent.parent / "interim" / exp["dataset"]

@@ -42,7 +42,7 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    root = params["tracking"].get("artifact_root", "mlartifacts")
+    root = params["tracking"]["artifact_root"]
     if "://" in root:
         location = root
     elif mlflow_uri(params).startswith(("http://", "https://")):

@@ -31,7 +31,7 @@ for _dataset in DATASETS:
         wildcard_constraints:
             experiment="|".join(experiments_of(_dataset)),
         params:
-            evaluation=config.get("evaluation", {}),
+            evaluation=config["evaluation"],
         log:
             "logs/evaluate/{experiment}.log",
         threads: 1
@@ -62,7 +62,7 @@ rule evaluate_seed:
     wildcard_constraints:
         seed="|".join(map(str, EXTRA_SEEDS)) or "-",
     params:
-        evaluation=config.get("evaluation", {}),
+        evaluation=config["evaluation"],
     log:
         "logs/evaluate/{experiment}-seed{seed}.log",
     threads: 1
@@ -83,7 +83,7 @@ def seed_results(experiment, name):
     return [f"results/{experiment}/{name}", *(f"results/{experiment}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]
 
 
-COMPARISONS = {c["name"]: c for c in config.get("evaluation", {}).get("comparisons", [])
+COMPARISONS = {c["name"]: c for c in config["evaluation"]["comparisons"]
                if c["a"] in EXPERIMENTS and c["b"] in EXPERIMENTS}
 
 

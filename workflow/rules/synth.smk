@@ -6,7 +6,7 @@ if COHORT["name"] == "demo":
         output:
             directory(ROOT),
         params:
-            synth=config.get("synth", {}),
+            synth=config["synth"],
         log:
             "logs/synth/synth.log",
         threads: 1
@@ -16,5 +16,4 @@ if COHORT["name"] == "demo":
         conda:
             "../../envs/breastseg.yaml"
         shell:
-            "{BREASTSEG} synth {output} --from-params --patients {params.synth[patients]} "
-            "--seed {params.synth[seed]} > {log} 2>&1"
+            "{BREASTSEG} synth {output} --from-params > {log} 2>&1"

@@ -5,7 +5,7 @@
 #   parameters (one process: three would each pay the imports again).
 # - tune.workers > 1: `study` creates the study once; tune.workers `tune` jobs (worker wildcard) share it;
 #   `best_params` closes it.
-TUNE_WORKERS = int(config["tune"].get("workers", 1))
+TUNE_WORKERS = int(config["tune"]["workers"])
 
 
 if TUNE_WORKERS == 1:
@@ -24,7 +24,7 @@ if TUNE_WORKERS == 1:
             train=config["train"],
         log:
             "logs/tune/{experiment}/worker-0.log",
-        threads: config["train"].get("threads", 1)
+        threads: config["train"]["threads"]
         resources:
             mem_mb=4000,
             gpu=GPU,
@@ -71,7 +71,7 @@ else:
             train=config["train"],
         log:
             "logs/tune/{experiment}/worker-{worker}.log",
-        threads: config["train"].get("threads", 1)
+        threads: config["train"]["threads"]
         resources:
             mem_mb=4000,
             gpu=GPU,

@@ -34,7 +34,7 @@ from .cohort import entry_digest, read_fingerprints
 
 STAMP = ".converted"
 #: Bumped when what conversion writes changes: every patient is converted again.
-CONVERT_VERSION = 2
+CONVERT_VERSION = 3
 #: Bumped when what preparation writes changes: every patient is prepared again.
 PREPARE_VERSION = 1
 
@@ -58,7 +58,7 @@ def _converter(params: dict[str, Any], dataset: str, on_error: str) -> Callable[
     if dataset == "mri":
         from ..dicom.dce import convert_dce_patient
 
-        label_map = (params.get("cohort") or {}).get("label_map")
+        label_map = params["cohort"]["label_map"] if "label_map" in params["cohort"] else None
 
         def convert(entry: dict[str, Any], out: Path, pid: str) -> None:
             kwargs = {"label_map": label_map} if label_map else {}
@@ -79,7 +79,7 @@ def convert_shard(params: dict[str, Any], dataset: str, fingerprints: Path, mark
     Returns the marker's content: ``patients`` (pseudonym -> digest of what it was converted from), ``converted``
     (the patients decoded by this call), ``failed`` (pseudonym -> the one-line reason).
     """
-    on_error = on_error or (params.get("convert") or {}).get("on_error", "fail")
+    on_error = on_error or params["convert"]["on_error"]
     entries = read_fingerprints(fingerprints)
     convert = _converter(params, dataset, on_error)
     done: dict[str, str] = {}
@@ -126,7 +126,7 @@ def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
     from .slices import PREPARED_FROM
 
     exp = params["experiments"][name]
-    out: dict[str, Any] = {k: exp.get(k) for k in PREPARED_FROM}
+    out: dict[str, Any] = {k: exp[k] for k in PREPARED_FROM}
     if exp["dataset"] == "us":
         out["us_maps"] = settings_used(exp["channels"], us_maps_settings(params))
     return out

@@ -67,7 +67,7 @@ def split_check(params: dict[str, Any], dataset: str, split_file: Path, interim_
     whose converted scans are missing are not judged (``checked`` counts those that were).
     """
     out: dict[str, Any] = {"by_image": False, "patients": 0, "checked": 0, "warning": None, "reason": None}
-    if dataset != "us" or (params.get("cohort") or {}).get("patient_map"):
+    if dataset != "us" or "patient_map" in params["cohort"]:
         return out
     from ..data.split import read_split
 
@@ -304,9 +304,8 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
         raise InputError(split_file, f"no {subset} patients")
     # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model
     pred = predict_slices(load_model(model_uri, allow_pickle=True), data["image"])
-    cfg = params.get("evaluation", {})
-    rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
-                                    seed=int(cfg.get("seed", 0)))
+    cfg = params["evaluation"]
+    rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
     return rows, patients, summary, data, pred
 
 
@@ -358,7 +357,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     exp = experiment(params, name)
     model = json.loads(model_json.read_text())
     rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
-    env = environment(precision=exp["train"].get("precision"))
+    env = environment(precision=exp["train"]["precision"])
     interim_dir = Path(interim_dir) if interim_dir else Path(processed_dir).parent.parent / "interim" / exp["dataset"]
     split = split_check(params, exp["dataset"], split_file, interim_dir)
     if split["by_image"]:
@@ -367,7 +366,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         from ..mri.bpe_degree import evaluate_degree
 
         summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
-                                                seed=int(params.get("evaluation", {}).get("seed", 0)))
+                                                seed=int(params["evaluation"]["seed"]))
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
                     "seed": model.get("seed"), "split": split, "environment": env})
     evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"

@@ -179,9 +179,8 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
                           f"cannot be prepared from {interim_dir} ({exc}): not compared, not promoted")
         out["slices"] = "interim"
     pred = predict_slices(model, data["image"])
-    cfg = params.get("evaluation", {})
-    _, _, summary = score(exp, data, pred, cutoffs=tuple(cfg.get("bpe_cutoffs", (0.25, 0.5, 0.75))),
-                          seed=int(cfg.get("seed", 0)))
+    cfg = params["evaluation"]
+    _, _, summary = score(exp, data, pred, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
     flat = figures_of(summary)
     value = flat[metric] if metric in flat else summary.get(metric)
     out["score"] = None if value is None else float(value)

@@ -27,12 +27,15 @@ import numpy as np
 from ..errors import InputError
 from ..labels import BPE_CUTOFFS
 from ..mri.bpe_degree import check_settings
+from ..mri.bpe_degree import default_settings as default_degree_settings
 from ..mri.bpe_degree import settings as degree_settings
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.pt"
 BUNDLE_FORMAT = 1
 EXPERIMENT_KEYS = ("name", "dataset", "channels", "image_size", "classes", "class_names", "model")
+#: The ``us_maps`` settings an ultrasound model's bundle must record (its maps are made with them at predict time).
+MAP_KEYS = ("dynamic_range_db", "window_pulses", "bins", "entropy_on")
 
 
 @dataclass
@@ -52,11 +55,10 @@ class LoadedModel:
 
 
 def us_maps_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The ``us_maps`` settings in force (params over the schema's defaults) with the entropy binning they imply."""
-    from ..config import schema_defaults
+    """The ``us_maps`` settings in force (of resolved params: every key filled) with the entropy binning they imply."""
     from ..us.maps import ENTROPY_BINNING
 
-    maps = {**schema_defaults("us_maps"), **(params.get("us_maps") or {})}
+    maps = dict(params["us_maps"])
     return {**maps, "entropy_binning": ENTROPY_BINNING[maps["entropy_on"]]}
 
 
@@ -66,7 +68,7 @@ def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, s
         "format": BUNDLE_FORMAT,
         "experiment": {k: exp[k] for k in EXPERIMENT_KEYS},
         "us_maps": us_maps_settings(params) if exp["dataset"] == "us" else None,
-        "bpe_cutoffs": [float(c) for c in params.get("evaluation", {}).get("bpe_cutoffs", BPE_CUTOFFS)],
+        "bpe_cutoffs": [float(c) for c in params["evaluation"]["bpe_cutoffs"]],
         "bpe_degree": degree_settings(params),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},
         "run_id": run_id,
@@ -165,10 +167,15 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(path, f"model configuration lacks experiment key(s) {', '.join(missing)}")
     if exp["dataset"] not in ("mri", "us"):
         raise InputError(path, f"unknown dataset {exp['dataset']!r} in the model configuration")
+    if exp["dataset"] == "us":  # maps are made with the model's own settings, never with today's defaults
+        lacking = [k for k in MAP_KEYS if k not in (config.get("us_maps") or {})]
+        if lacking:
+            raise InputError(path, f"model configuration records no us_maps {', '.join(lacking)}: its maps cannot "
+                                   "be made as in training (retrain the model)")
     config.setdefault("bpe_cutoffs", list(BPE_CUTOFFS))
     # bundles written before the degree settings existed get the schema's defaults
     config["bpe_degree"] = (check_settings(config["bpe_degree"], config["bpe_cutoffs"], path) if config.get("bpe_degree")
-                            else degree_settings(None, area_cutoffs=config["bpe_cutoffs"], source=path))
+                            else default_degree_settings(config["bpe_cutoffs"], source=path))
     config.setdefault("lineage", {})
     return config
 

@@ -45,15 +45,22 @@ QUANTILES = (10, 25, 75, 90)
 # ------------------------------------------------------------------------------------------ settings
 
 
-def settings(params: Mapping[str, Any] | None = None, *, area_cutoffs: Sequence[float] | None = None,
-             source: str | Path = "params.yaml") -> dict[str, Any]:
-    """``evaluation.bpe_degree`` of ``params`` over the schema's defaults, checked: ascending cut-offs and bin
-    edges; with ``combine: max``, as many degree as area cut-offs (the categories are compared level by level)."""
+def settings(params: Mapping[str, Any], *, source: str | Path = "params.yaml") -> dict[str, Any]:
+    """``evaluation.bpe_degree`` of resolved ``params`` (:func:`breastseg.config.resolve_params` filled a partial
+    block from the schema's defaults), checked: ascending cut-offs and bin edges; with ``combine: max``, as many
+    degree as area cut-offs (the categories are compared level by level)."""
+    evaluation = params["evaluation"]
+    return check_settings(evaluation["bpe_degree"], evaluation["bpe_cutoffs"], source)
+
+
+def default_settings(area_cutoffs: Sequence[float] | None = None, *, source: str | Path = "params.yaml") -> dict[str, Any]:
+    """The schema's ``evaluation.bpe_degree`` defaults, checked (for a model bundle from before the degree was
+    recorded)."""
     from ..config import schema_defaults
 
-    evaluation = dict((params or {}).get("evaluation") or {})
-    out = {**schema_defaults("evaluation").get("bpe_degree", {}), **(evaluation.get("bpe_degree") or {})}
-    return check_settings(out, area_cutoffs if area_cutoffs is not None else evaluation.get("bpe_cutoffs"), source)
+    evaluation = schema_defaults("evaluation")
+    return check_settings(evaluation["bpe_degree"], area_cutoffs if area_cutoffs is not None
+                          else evaluation["bpe_cutoffs"], source)
 
 
 def check_settings(cfg: Mapping[str, Any], area_cutoffs: Sequence[float] | None, source: str | Path) -> dict[str, Any]:
@@ -237,8 +244,8 @@ def evaluate_degree(params: Mapping[str, Any], data: Mapping[str, np.ndarray], p
     ``bpe_combined_category_true/_pred`` to each row of ``patient_rows`` (which carry the area categories)."""
     from ..evaluation import statistics as st
 
-    area_cutoffs = list((params.get("evaluation") or {}).get("bpe_cutoffs", BPE_CUTOFFS))
-    cfg = settings(params, area_cutoffs=area_cutoffs)
+    area_cutoffs = list(params["evaluation"]["bpe_cutoffs"])
+    cfg = settings(params)
     k_degree = len(cfg["cutoffs"]) + 1
     k_combined = k_degree if cfg["combine"] == "degree" else len(area_cutoffs) + 1
     per_patient = []

@@ -27,7 +27,7 @@ from .loss import MaskedDiceCELoss
 def selection_metrics(exp: dict[str, Any]) -> tuple[str, ...]:
     """The headline figures ``val_dice`` can follow for ``exp`` (all higher-is-better Dice figures)."""
     unit = "mass" if exp["dataset"] == "us" else "slice"
-    names = exp.get("class_names") or [f"class{i}" for i in range(exp["classes"])]
+    names = exp["class_names"]
     return ("dice_mean", "dice_median", *(f"dice_{n}" for n in names[1:]), f"dice_per_{unit}_mean",
             f"dice_per_{unit}_median")
 
@@ -109,7 +109,7 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         figs = self.validation_figures()
-        names = self.exp.get("class_names") or [f"class{i}" for i in range(self.exp["classes"])]
+        names = self.exp["class_names"]
         unit = "mass" if self.exp["dataset"] == "us" else "slice"
         values = {"dice_mean": figs["dice_mean"], "dice_median": figs["dice_median"],
                   f"dice_per_{unit}_mean": figs["image_mean_over_classes"],

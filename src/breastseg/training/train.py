@@ -64,10 +64,10 @@ def cluster_plugins(hp: dict[str, Any]) -> list[Any]:
     (the `train` rule then starts one srun task per device)."""
     from lightning.fabric.plugins.environments import LightningEnvironment
 
-    devices = hp.get("devices", 1)
+    devices = hp["devices"]
     one_task = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_NTASKS", "1") == "1"
-    ddp = "ddp" in str(hp.get("strategy", "auto")) and isinstance(devices, int) and devices > 1
-    return [LightningEnvironment()] if one_task and ddp and int(hp.get("num_nodes", 1)) == 1 else []
+    ddp = "ddp" in str(hp["strategy"]) and isinstance(devices, int) and devices > 1
+    return [LightningEnvironment()] if one_task and ddp and int(hp["num_nodes"]) == 1 else []
 
 
 def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
@@ -76,19 +76,19 @@ def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: li
     ``deterministic=True`` makes CPU runs bit-reproducible; on GPU some kernels (e.g. cuDNN convolutions'
     backward, scatter-adds) may still differ in the last bits between runs and between GPU models.
     """
-    torch.set_num_threads(int(hp.get("threads", 1)))
+    torch.set_num_threads(int(hp["threads"]))
     return pl.Trainer(
         max_epochs=max_epochs,
-        accelerator=hp.get("accelerator", "cpu"),
-        devices=hp.get("devices", 1),
-        strategy=hp.get("strategy", "auto"),
-        num_nodes=int(hp.get("num_nodes", 1)),
+        accelerator=hp["accelerator"],
+        devices=hp["devices"],
+        strategy=hp["strategy"],
+        num_nodes=int(hp["num_nodes"]),
         plugins=cluster_plugins(hp) or None,
-        precision=hp.get("precision", "32-true"),
+        precision=hp["precision"],
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
-        gradient_clip_val=float(hp.get("gradient_clip_val", 1.0)),
+        gradient_clip_val=float(hp["gradient_clip_val"]),
         log_every_n_steps=1,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -103,8 +103,8 @@ def module_kwargs(hp: dict[str, Any], max_epochs: int, params: dict[str, Any] | 
     from .module import selection_metrics
 
     kwargs = {"lr": float(hp["lr"]), "weight_decay": float(hp["weight_decay"]), "max_epochs": max_epochs,
-              "class_weights": hp.get("class_weights")}
-    metric = ((params or {}).get("register") or {}).get("metric", "dice_mean")
+              "class_weights": hp["class_weights"]}
+    metric = params["register"]["metric"] if params is not None else None
     if exp is not None and metric in selection_metrics(exp):
         kwargs["metric"] = metric
     return kwargs
@@ -149,7 +149,7 @@ def warm_start(module: SegmentationModule, registered: str, init_from: str) -> s
 
 def seeds_of(params: dict[str, Any]) -> list[int]:
     """``run.seeds``, else ``[train.seed]``: the first is the registered model's seed."""
-    return [int(x) for x in (params.get("run") or {}).get("seeds") or [params["train"].get("seed", 0)]]
+    return [int(x) for x in params["run"]["seeds"]]
 
 
 def seeds_parent_run(params: dict[str, Any], name: str, exp_id: str, out_dir: Path, *, fingerprint: str,
@@ -255,14 +255,14 @@ def train_experiment(
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"]), params, exp))
     if not resume:
-        warm = warm_start(module, tracking.model_name(name), str(hp.get("init_from", "scratch")))
+        warm = warm_start(module, tracking.model_name(name), str(hp["init_from"]))
         if warm and rank_zero:
             mlflow.MlflowClient().set_tag(run_id, "breastseg.init_from", warm)
     logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
     callbacks: list[Callback] = [
         checkpoint,
-        EarlyStopping(monitor="val_dice", mode="max", patience=int(hp.get("early_stopping_patience", 10))),
+        EarlyStopping(monitor="val_dice", mode="max", patience=int(hp["early_stopping_patience"])),
         LearningRateMonitor(logging_interval="epoch"),
         *(extra_callbacks or []),
     ]
@@ -288,7 +288,7 @@ def train_experiment(
         from ..environment import environment, mlflow_tags
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
-        mlflow.set_tags(mlflow_tags(environment(precision=str(hp.get("precision", "32-true")))))
+        mlflow.set_tags(mlflow_tags(environment(precision=str(hp["precision"]))))
         mlflow.log_params(tracking.flat_params({"model": exp["model"], "channels": exp["channels"],
                                                 "image_size": exp["image_size"], "train": hp}))
         mlflow.log_artifact(str(split_file), artifact_path="split")

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import experiment
+from ..config import experiment, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -57,7 +57,7 @@ def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
     storage = tracking.optuna_storage(params, heartbeat_interval=30, grace_period=120)
     return optuna.create_study(
         study_name=study, storage=storage, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"].get("pruner", "median")),
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"]["pruner"]),
         load_if_exists=True,
     )
 
@@ -82,7 +82,7 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
         parent = client.create_run(exp_id, run_name=f"study-{study.study_name}",
                                    tags={**tags, "breastseg.study": study.study_name, "breastseg.stage": "tune"}).info.run_id
         client.log_param(parent, "n_trials", params["tune"]["n_trials"])
-        client.log_param(parent, "pruner", params["tune"].get("pruner", "median"))
+        client.log_param(parent, "pruner", params["tune"]["pruner"])
     result = {"experiment": name, "study": study.study_name, "parent_run_id": parent, "experiment_id": exp_id}
     write_json(out_json, result)
     return result
@@ -149,7 +149,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
-    max_epochs = int(cfg.get("max_epochs", hp0["max_epochs"]))
+    max_epochs = trial_epochs(params, exp)
     mine: list[int] = []
     optuna.storages.fail_stale_trials(study)
     fail_orphans(study, worker, client)
@@ -164,7 +164,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         if not _claim(study, trial, n_trials):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # another worker took the last slot
             break
-        hp = {**hp0, **suggest(trial, cfg.get("space", {}))}
+        hp = {**hp0, **suggest(trial, cfg["space"])}
         pl.seed_everything(int(hp["seed"]) + slot, workers=True)
         rid = client.create_run(info["experiment_id"], run_name=f"trial-{trial.number}",
                                 tags={**tags, "mlflow.parentRunId": info["parent_run_id"],

@@ -1,0 +1,136 @@
+"""One configuration spine: the schema ships with the package, every default is declared there once and filled
+once when params are loaded, the library reads settings without defaults of its own, rules pass --params only."""
+import ast
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from breastseg import config
+from breastseg.config import load_params, resolve_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "breastseg"
+#: The names settings travel under in the library (the whole params, hyperparameters, an experiment, a block).
+SETTINGS_NAMES = {"params", "hp", "exp", "cfg"}
+
+
+def test_the_schema_is_package_data_and_the_workflow_reads_the_same_file():
+    assert config.SCHEMA.is_file() and SRC in config.SCHEMA.resolve().parents
+    assert (ROOT / "workflow" / "schemas" / "params.schema.yaml").resolve() == config.SCHEMA.resolve()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'package-data\]\s*\nbreastseg = \["schemas/\*\.yaml"\]', pyproject)
+
+
+def _settings_gets(path: Path, root: Path = ROOT) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in SETTINGS_NAMES):
+            found.append(f"{path.relative_to(root)}:{node.lineno}: {node.func.value.id}.get(...)")
+        # params["x"].get(...), exp["train"].get(...): a block of the settings read with a default of its own
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Subscript) and isinstance(node.func.value.value, ast.Name)
+                and node.func.value.value.id in SETTINGS_NAMES):
+            found.append(f"{path.relative_to(root)}:{node.lineno}: {node.func.value.value.id}[...].get(...)")
+    return found
+
+
+def test_no_library_code_reads_a_setting_with_a_default_of_its_own():
+    offenders = [hit for p in sorted(SRC.rglob("*.py")) if p.name != "config.py" for hit in _settings_gets(p)]
+    assert offenders == []
+
+
+def test_the_check_finds_what_it_looks_for(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(params, hp):\n    return params.get('train', {}), params['train'].get('lr', 1), hp.get('x')\n")
+    assert len(_settings_gets(bad, tmp_path)) == 3
+
+
+def _defaults(node: dict, prefix: tuple = ()) -> dict[tuple, object]:
+    out = {}
+    for key, sub in (node.get("properties") or {}).items():
+        if isinstance(sub, dict):
+            if "default" in sub:
+                out[prefix + (key,)] = sub["default"]
+            out.update(_defaults(sub, prefix + (key,)))
+    return out
+
+
+def test_params_yaml_repeats_the_schemas_defaults_and_leaving_them_out_changes_nothing():
+    """Every key of params.yaml that has a schema default can be left out: loading fills the same value."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    full = resolve_params(raw)
+    schema = yaml.safe_load(config.SCHEMA.read_text())
+    stripped = copy.deepcopy(raw)
+    removed = 0
+    for path, value in sorted(_defaults(schema).items(), key=lambda kv: -len(kv[0])):
+        block = stripped
+        for k in path[:-1]:
+            block = block.get(k) if isinstance(block, dict) else None
+        if isinstance(block, dict) and path[-1] in block and block[path[-1]] == value:
+            del block[path[-1]]
+            removed += 1
+    assert removed >= 20  # the demo's params repeat most defaults
+    assert resolve_params(stripped) == full
+
+
+def test_defaults_are_filled_once_when_params_are_loaded(tmp_path):
+    minimal = {k: v for k, v in yaml.safe_load((ROOT / "params.yaml").read_text()).items()
+               if k in ("cohort", "tracking", "split", "experiments", "tune", "register")}
+    minimal["train"] = {"max_epochs": 3}
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(minimal))
+    p = load_params(f)
+    assert p["train"]["precision"] == "32-true" and p["train"]["max_epochs"] == 3
+    assert p["us_maps"]["window_pulses"] == 4.0 and p["convert"] == {"on_error": "fail", "shards": 8}
+    assert p["run"]["seeds"] == [p["train"]["seed"]] and p["evaluation"]["bpe_cutoffs"] == [0.25, 0.5, 0.75]
+    # an experiment's own train block overrides the global one and is not filled with defaults
+    assert "precision" not in p["experiments"]["bpe_mri"].get("train", {})
+    assert load_params(f) == resolve_params(p)  # resolving twice changes nothing
+
+
+def test_rules_pass_params_only():
+    """Per-setting flags are for people who run a command by hand; rules read the settings in force from --params."""
+    flags = ("--window-pulses", "--bins", "--dynamic-range-db", "--entropy-on", "--maps", "--patients", "--on-error")
+    rules = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    rules += (ROOT / "Snakefile").read_text()
+    assert [f for f in flags if f in rules] == []
+    assert "--params" in (ROOT / "Snakefile").read_text()
+
+
+def test_predict_uses_the_settings_the_model_was_trained_with_not_todays_defaults(tmp_path, monkeypatch):
+    """Change every us_maps default: the same model gives the same network input (its bundle records them all);
+    a bundle that records a map setting no longer is refused rather than completed with today's defaults."""
+    import json
+
+    import numpy as np
+    from inference_fixtures import us_bundle
+
+    import breastseg.config
+    from breastseg.inference.model import load_model
+    from breastseg.inference.preprocess import read_us_input, us_network_input
+    from breastseg.errors import InputError
+
+    rng = np.random.default_rng(2)
+    roi = np.zeros((96, 16), np.uint8)
+    roi[30:60, 4:11] = 1
+    np.savez(tmp_path / "scan.npz", rf=rng.normal(size=(96, 16)) * (1 + roi), roi=roi, fs=40e6, f0=7e6, pitch=2e-4)
+    (scan,), _ = read_us_input(tmp_path / "scan.npz")
+    model = load_model(str(us_bundle(tmp_path / "m", channels=("bmode", "entropy"))))
+    before = us_network_input(model.config, scan)[0]
+    other = {"dynamic_range_db": 30.0, "window_pulses": 1.5, "bins": 8, "entropy_on": "envelope"}
+    real = breastseg.config.schema_defaults
+    monkeypatch.setattr(breastseg.config, "schema_defaults",
+                        lambda section, *a, **k: dict(other) if section == "us_maps" else real(section, *a, **k))
+    from breastseg.us.maps import map_defaults
+
+    assert map_defaults() == other  # today's defaults did change
+    np.testing.assert_array_equal(us_network_input(model.config, scan)[0], before)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["us_maps"]["window_pulses"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="records no us_maps window_pulses"):
+        load_model(str(tmp_path / "m"))

@@ -229,3 +229,31 @@ def test_images_and_dicom_never_taken_for_labels(study, tmp_path):
     with pytest.raises(InputError) as err:
         convert_dce_patient(study, tmp_path / "out2", patient_id="P1")
     assert "2 label files" in err.value.reason and "Segmentation.seg.nrrd" in err.value.reason
+
+
+def test_the_workflows_conversion_step_maps_labels_with_cohort_label_map(study, tmp_path):
+    """The shard job reads cohort.label_map from the params in force (the rules pass --params only)."""
+    import copy
+    from pathlib import Path
+
+    from breastseg.config import load_params
+    from breastseg.data import shards
+    from breastseg.data.cohort import discover, write_fingerprints
+    from breastseg.pseudonym import DEMO_KEY
+
+    root = tmp_path / "cohort"
+    (root / "mri").mkdir(parents=True)
+    study.rename(root / "mri" / "woman-1")
+    pdir = root / "mri" / "woman-1"
+    labels = np.where(expected_classes() == 1, 7, np.where(expected_classes() == 2, 9, 0)).astype(np.uint8)
+    write_nrrd(next(pdir.iterdir()) / "Segmentation.seg.nrrd", labels,
+               extra=segments(("Dense tissue", 7, 0), ("Enhancing", 9, 0)))
+    params = copy.deepcopy(load_params(Path(__file__).resolve().parents[1] / "params.yaml"))
+    params["cohort"]["label_map"] = {"Dense tissue": 1, "Enhancing": 2}
+    found = discover(root, "mri", DEMO_KEY)
+    [fp] = write_fingerprints(found, tmp_path / "fp", 1).values()
+    shards.convert_shard(params, "mri", fp, tmp_path / "interim" / "shard-00.json", interim_dir=tmp_path / "interim",
+                         log_dir=tmp_path / "logs")
+    [pid] = found
+    [lab] = (tmp_path / "interim" / pid).glob("*/labels.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nib.load(lab).dataobj), expected_classes())

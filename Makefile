@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.breastseg-installed
 UV_VERSION := 0.13.9
 PIP_INDEX  = $(or $(PIP_INDEX_URL),$(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null))
 PIP_LINKS  = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-DEBIAN := graphviz dcm2niix chromium chromium-driver postgresql
+DEBIAN := graphviz dcm2niix chromium chromium-driver postgresql dicom3tools
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
@@ -65,14 +65,22 @@ bench: $(STAMP) system-packages
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --out benchmarks/results-quick.json
 
+# The job graph: dag.svg with graphviz's dot, else a Mermaid file (never an empty or half-written file).
 dag: $(STAMP)
-	snakemake --dag | dot -Tsvg > dag.svg
+	@if command -v dot >/dev/null 2>&1; then \
+	  snakemake --quiet all --dag > .dag.dot && dot -Tsvg .dag.dot > .dag.svg && mv .dag.svg dag.svg \
+	    && rm -f .dag.dot && echo "wrote dag.svg" || { rm -f .dag.dot .dag.svg; exit 1; }; \
+	else \
+	  snakemake --quiet all --dag mermaid-js > .dag.mmd && mv .dag.mmd dag.mmd \
+	    && echo "wrote dag.mmd (Mermaid); for dag.svg install graphviz: apt-get install graphviz" \
+	    || { rm -f .dag.mmd; exit 1; }; \
+	fi
 
 report: $(STAMP)
 	snakemake --report report.html
 
 ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1
+	mlflow ui --backend-store-uri $(BACKEND) --host $(HOST) --port $(PORT) --workers 1
 
 # MLflow tracking server: runs point at it with MLFLOW_TRACKING_URI=http://HOST:PORT; artifacts are proxied into
 # ARTIFACTS. Loopback only unless HOST says otherwise; BACKEND may be postgresql://user:password@host:5432/db.

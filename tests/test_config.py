@@ -56,6 +56,6 @@ def test_missing_params_file_is_one_line(tmp_path):
 def test_snakemake_stops_on_bad_config_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "train={'max_epochs': 'x'}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
+    assert r.returncode == 2  # bad input: status 2, as every breastseg command
     lines = [l for l in r.stderr.splitlines() if "breastseg: error" in l]
     assert len(lines) == 1 and "train.max_epochs" in lines[0], r.stderr

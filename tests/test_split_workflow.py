@@ -112,12 +112,12 @@ def test_another_key_than_the_ledgers_is_refused_before_any_job(tiny, tmp_path):
     try:
         before = sorted(p for p in repo.rglob("*") if ".snakemake" not in p.parts)
         r = _snakemake(repo, "-n", "--configfile", str(config), home=home, key=laptop)
-        assert r.returncode != 0
+        assert r.returncode == 2
         errors = [line for line in r.stderr.splitlines() if "breastseg: error" in line]
         assert len(errors) == 1 and fingerprint in errors[0] and str(laptop) in errors[0], r.stderr[-2000:]
         assert "Traceback" not in r.stderr
         r = _snakemake(repo, "-n", "--configfile", str(config), home=home, key=tmp_path / "missing.key")
-        assert r.returncode != 0 and "no pseudonym key file" in r.stderr and not (tmp_path / "missing.key").exists()
+        assert r.returncode == 2 and "no pseudonym key file" in r.stderr and not (tmp_path / "missing.key").exists()
         assert sorted(p for p in repo.rglob("*") if ".snakemake" not in p.parts) == before
         r = _snakemake(repo, "-n", "--configfile", str(config), home=home, key=team)
         assert r.returncode == 0, r.stderr[-3000:]

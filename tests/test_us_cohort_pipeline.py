@@ -18,7 +18,7 @@ def _config(repo: Path, name: str, text: str) -> str:
 
 
 def _one_error_line(r) -> str:
-    assert r.returncode != 0
+    assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if "breastseg: error" in line]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     return lines[0]

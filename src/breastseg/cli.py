@@ -25,7 +25,11 @@ def _params(args: argparse.Namespace) -> dict:
 def cmd_synth(args: argparse.Namespace) -> None:
     from .synth.cohort import write_cohort
 
-    options = dict(_params(args)["synth"]) if args.from_params else {"patients": 10, "seed": 0}
+    from .config import schema_defaults
+
+    # the synth block of the params file in force (every key filled from the schema), else the schema's defaults:
+    # `breastseg synth OUT` writes the demo's cohort; flags override one setting each
+    options = dict(_params(args)["synth"]) if Path(args.params).exists() else schema_defaults("synth")
     patients = args.patients if args.patients is not None else options.pop("patients")
     seed = args.seed if args.seed is not None else options.pop("seed")
     options = {k: v for k, v in options.items() if k not in ("patients", "seed")}
@@ -268,10 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("synth", cmd_synth, "write a synthetic cohort (DCE-MRI DICOM + ultrasound RF) in the real input formats")
     s.add_argument("out_dir", metavar="OUT_DIR")
-    s.add_argument("--patients", type=int, help="number of patients (default 10, or synth.patients with --from-params)")
-    s.add_argument("--seed", type=int, help="random seed, same seed, same bytes (default 0, or synth.seed with --from-params)")
+    s.add_argument("--patients", type=int, help="number of patients (default: synth.patients of --params, 30)")
+    s.add_argument("--seed", type=int, help="random seed, same seed, same bytes (default: synth.seed of --params, 7)")
     s.add_argument("--from-params", action="store_true",
-                   help="take every setting (patients, seed, image sizes) from the synth block of --params")
+                   help="(the default) every other setting, e.g. image sizes, from the synth block of --params, "
+                        "else from the schema's defaults, which params.yaml repeats")
 
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
     s.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files")

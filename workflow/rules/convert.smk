@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Conversion in shards (breastseg.data.shards): patients are put in convert.shards shards by their pseudonym, and one
 # job converts the new or changed patients of one shard in one process (a BUSI-sized cohort would otherwise start
 # one process per image). Its input is the shard's fingerprint file, rewritten only when a raw file of one of its

@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Test split only: metrics/<experiment>.json (DVC metrics: ~10 flat headline numbers), the full summary in
 # results/<experiment>/evaluation.json, per-slice and per-patient CSVs, figures; one rule per dataset because the
 # MRI read-out adds a BPE calibration figure and reads the converted phases (the degree of enhancement). Then
@@ -76,11 +77,6 @@ rule evaluate_seed:
         "--processed-dir data/processed/{wildcards.experiment} --metrics {output.headline} "
         "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment}/seeds/{wildcards.seed} "
         "--no-figures > {log} 2>&1"
-
-
-def seed_results(experiment, name):
-    """``name`` (per_patient.csv, evaluation.json) of every seed's evaluation of ``experiment``."""
-    return [f"results/{experiment}/{name}", *(f"results/{experiment}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]
 
 
 COMPARISONS = {c["name"]: c for c in config["evaluation"]["comparisons"]

@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Champion gate: "champion" moves to the challenger only if it is at least as good (register.margin) on the same
 # validation patients, each model scored through its own preprocessing (a champion trained with another image size
 # is scored on val slices prepared again from data/interim, and one trained on other ultrasound map settings on

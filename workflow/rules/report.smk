@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # One-page summary of all experiments; `snakemake --report report.html` adds the workflow report.
 rule report:
     input:

@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Patient-level, stratified, seeded, append-only split, shared by the experiments of one dataset (so
 # entropy and B-mode ultrasound are compared on the same patients); one rule per dataset.
 for _dataset in DATASETS:

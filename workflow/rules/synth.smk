@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Synthetic demo cohort (only when cohort.name is "demo"): DICOM DCE-MRI studies and ultrasound RF, written in
 # the real input formats. A checkpoint: the patients it writes are discovered after it has run.
 if COHORT["name"] == "demo":
@@ -16,4 +17,4 @@ if COHORT["name"] == "demo":
         conda:
             "../../envs/breastseg.yaml"
         shell:
-            "{BREASTSEG} synth {output} --from-params > {log} 2>&1"
+            "{BREASTSEG} synth {output} > {log} 2>&1"

@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Final training with the study's best params; resumes from checkpoints/last.ckpt after an interruption.
 # The first seed of run.seeds registers the model as a new version of breastseg-<experiment> with alias
 # "challenger"; further seeds (train_seed) train the same network on the same split, unregistered, so that the

@@ -1,3 +1,4 @@
+# snakemake --lint: {BREASTSEG} and the other workflow constants in shell commands are explained in common.smk.
 # Optuna: one study per experiment (storage: tracking.optuna_storage), each trial a nested MLflow run under the
 # study's parent run, until the study holds tune.n_trials finished trials; the best trial's parameters go to
 # results/<experiment>/best_params.json for `train`.

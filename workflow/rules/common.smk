@@ -1,0 +1,144 @@
+# Set-up shared by the rule files (imports, the resolved configuration, the cohort's patients and shards, and the
+# functions rules use for their inputs); no rules here. Included first by the Snakefile.
+#
+# Rule shell commands start with {BREASTSEG} (the CLI with --params naming the resolved configuration) and some use
+# {SEEDS_ARG} or {TRAIN_LAUNCH}: `snakemake --lint` asks for these in `params:`. They are constants of the
+# workflow, not parameters of a job's computation: the configuration they name reaches the jobs through that
+# file, and the rules' `params:` carry what each job reads from it, so changing a setting reruns exactly the jobs
+# that read it. Moving the constants into `params:` would add nothing to provenance.
+from breastseg.config import resolve_params, selected_experiments, write_effective_params
+from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
+from breastseg.data.shards import preparation
+from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
+from breastseg.errors import InputError
+
+
+def stop(exc):
+    """One line and a non-zero exit while the DAG is built, before any job runs."""
+    sys.stderr.write(f"breastseg: error: {exc}\n")
+    sys.exit(2)  # bad input: status 2, as every breastseg command
+
+
+try:
+    SOURCE = "config (params.yaml and --config/--configfile)"
+    RESOLVED = resolve_params(config, source=SOURCE)  # validated, every default filled (once, here)
+    config.clear()
+    config.update(RESOLVED)
+    EXPERIMENTS = selected_experiments(config, source=SOURCE)  # run.experiments, else every experiment
+except InputError as exc:
+    stop(exc)
+
+COHORT = config["cohort"]
+# Training seeds (run.seeds, default [train.seed]): the first seed's model is the registered challenger; the
+# others are trained and evaluated on the same split so that comparisons carry an interval over seeds.
+SEEDS = [int(s) for s in config["run"]["seeds"]]
+EXTRA_SEEDS = SEEDS[1:]
+SEEDS_ARG = " ".join(map(str, SEEDS))
+ROOT = COHORT["root"]
+DATASETS = sorted({config["experiments"][e]["dataset"] for e in EXPERIMENTS})
+# Rules read the configuration in force (params.yaml plus --config/--configfile) from one file.
+EFFECTIVE_PARAMS = write_effective_params(config, ".snakemake/breastseg/params.yaml")
+BREASTSEG = f"breastseg --params {EFFECTIVE_PARAMS}"
+
+
+# Resources the cluster profiles map (workflow/profiles/slurm): a tune worker trains on one device; `train` runs
+# train.devices processes per node (DDP) on train.num_nodes nodes, started by srun when it spans several nodes.
+_TRAIN = config["train"]
+_ON_GPU = _TRAIN["accelerator"] in ("gpu", "cuda")
+_DEVICES = _TRAIN["devices"] if isinstance(_TRAIN["devices"], int) and _TRAIN["devices"] > 0 else 1
+_NODES = int(_TRAIN["num_nodes"])
+GPU = 1 if _ON_GPU else 0
+TRAIN_GPU = _DEVICES if _ON_GPU and _NODES == 1 else 0
+TRAIN_THREADS = int(_TRAIN["threads"]) * (_DEVICES if _NODES == 1 else 1)
+TRAIN_LAUNCH = "srun " if _NODES > 1 else ""
+TRAIN_NODES = {} if _NODES == 1 else {
+    "nodes": _NODES, "tasks": _NODES * _DEVICES, "mpi": "srun",
+    "slurm_extra": f"--ntasks-per-node={_DEVICES}" + (f" --gpus-per-node={_DEVICES}" if _ON_GPU else ""),
+}
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    patient=r"P[0-9a-f]{12}",
+    shard=r"\d{2,3}",
+    seed=r"\d+",
+    worker=r"\d+",
+    comparison=r"[a-z][a-z0-9_]*",
+
+
+def experiments_of(dataset):
+    return [e for e in EXPERIMENTS if config["experiments"][e]["dataset"] == dataset]
+
+
+def dataset_of(experiment):
+    return config["experiments"][experiment]["dataset"]
+
+
+# The pseudonym key, checked against the cohort's versioned split ledgers (data/splits/<cohort>/) before any job
+# runs: another key than the ledger's, or a missing key file where a ledger exists, stops the run in one line.
+try:
+    KEY = workspace_key(COHORT, DATASETS)
+except InputError as exc:
+    stop(exc)
+
+
+def discover_patients(dataset):
+    """Pseudonym -> RawPatient, without the patients withdrawn from the cohort (breastseg withdraw)."""
+    gone = withdrawn("data/splits", COHORT["name"], dataset)
+    found = discover(ROOT, dataset, KEY.key, COHORT.get("patient_map"))
+    return {pid: p for pid, p in found.items() if pid not in gone}
+
+
+# A user cohort is discovered once, here: no patient for a chosen experiment, or an entropy experiment on
+# B-mode-only data, stops the run with one line before any job starts. A ledger from before ledgers were
+# versioned is moved to the cohort's path (or refused when it was made with another key).
+if COHORT["name"] != "demo":
+    try:
+        FOUND = {dataset: discover_patients(dataset) for dataset in DATASETS}
+        check_cohort(config, EXPERIMENTS, FOUND)
+        for _dataset in DATASETS:
+            migrate_legacy(COHORT, _dataset, KEY, FOUND[_dataset])
+    except InputError as exc:
+        stop(exc)
+
+
+def patients(dataset):
+    """Pseudonym -> RawPatient; for the demo cohort, only after the synth checkpoint has run."""
+    if COHORT["name"] == "demo":
+        checkpoints.synth.get()
+        return discover_patients(dataset)
+    return FOUND[dataset]
+
+
+FINGERPRINTS = Path(".snakemake/breastseg/fingerprints")
+SHARDS = int(config["convert"]["shards"])
+_FINGERPRINTED = {}
+
+
+def fingerprints(dataset):
+    """Shard -> a file rewritten only when the raw content of one of its patients changes (the convert rules'
+    input); only shards that hold patients."""
+    if dataset not in _FINGERPRINTED:
+        _FINGERPRINTED[dataset] = write_fingerprints(patients(dataset), FINGERPRINTS / dataset, SHARDS,
+                                                     cache_file=FINGERPRINTS / "digests.json")
+    return _FINGERPRINTED[dataset]
+
+
+def converted(dataset):
+    """The conversion markers of a dataset's shards (each lists its converted patients)."""
+    return [f"data/interim/{dataset}/shard-{s}.json" for s in fingerprints(dataset)]
+
+
+def prepared(experiment):
+    """The preparation markers of an experiment's shards (each lists its prepared patients)."""
+    return [f"data/processed/{experiment}/shard-{s}.json" for s in fingerprints(dataset_of(experiment))]
+
+
+def version_of(dataset):
+    """The data version new patients of this run join under (the cohort's DVC hash, else a content digest)."""
+    return data_version(ROOT, fingerprints(dataset).values())
+
+
+def seed_results(experiment, name):
+    """``name`` (per_patient.csv, evaluation.json) of every seed's evaluation of ``experiment``."""
+    return [f"results/{experiment}/{name}", *(f"results/{experiment}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]

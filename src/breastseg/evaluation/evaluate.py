@@ -383,9 +383,11 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     slice_dice = np.full(len(rows), np.nan)
     slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
     if with_figures:
+        native = (figures.us_native_geometry(interim_dir, data["patient"], data["case"])
+                  if exp["dataset"] == "us" else None)  # where each scan lies in the square grid
         figures.overlay_figure(data, pred, slice_dice, paths["overlays"],
                                f"{name}: test slices (model v{model['version']})", dataset=exp["dataset"],
-                               class_names=exp["class_names"])
+                               class_names=exp["class_names"], native=native)
         figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
                          f"{name}: Dice per test patient (v{model['version']})")
     if "calibration" in paths:

@@ -6,10 +6,14 @@ slice; empty frames are left out, and every source instance is referenced, so a 
 from "not segmented"); ultrasound predictions reference the single B-mode image. As the standard requires, highdicom copies the patient and study modules of the source images into
 the SEG, so a SEG carries the same identifying values as the study it belongs to.
 
-Segments: MRI 1 = non-enhancing fibroglandular tissue ("FGT"), 2 = background parenchymal enhancement
-("BPE"), coded in the local scheme ``99BRSEG`` (SNOMED CT has no concepts for them), category SCT Tissue;
-ultrasound 1 = "mass" (SCT Mass, category SCT Morphologically abnormal structure). :func:`breastseg.dicom.seg
-.seg_to_labels` reads these SEGs back into label volumes.
+Segments (label text, category / type codes): MRI 1 = "FGT", non-enhancing fibroglandular tissue: category
+SCT 85756007 "Tissue", type SCT 1342375003 "Breast fibroglandular tissue" (DICOM PS3.16 CID 7163 "Breast Tissue
+Segmentation Type"; pydicom's code dictionary predates it, so it is spelled out here); 2 = "BPE", background
+parenchymal enhancement: category SCT "Tissue", type ``BPE`` in the private scheme ``99BRSEG`` (neither SNOMED CT
+nor DICOM has a concept for it), which the SEG declares in its Coding Scheme Identification Sequence. Ultrasound
+1 = "mass": category SCT 49755003 "Morphologically Abnormal Structure", type SCT 4147007 "Mass" (both from
+pydicom's code dictionary, CID 7150 / CID 7151). :func:`breastseg.dicom.seg.seg_to_labels` reads these SEGs back
+into label volumes by their label text.
 """
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ from ..errors import InputError
 from ..labels import BPE, FGT, MASS
 
 LOCAL_SCHEME = "99BRSEG"
+LOCAL_SCHEME_NAME = "breastseg segmentation codes"
+LOCAL_SCHEME_ORGANIZATION = "breastseg"
+# SNOMED CT "Breast fibroglandular tissue", DICOM CID 7163 (not yet in pydicom's code dictionary)
+FGT_CODE = ("1342375003", "SCT", "Breast fibroglandular tissue")
 
 
 def segment_descriptions(dataset: str, experiment: str, version: str | None) -> list[Any]:
@@ -35,7 +43,7 @@ def segment_descriptions(dataset: str, experiment: str, version: str | None) -> 
         family=codes.cid7162.ArtificialIntelligence,
     )
     if dataset == "mri":
-        specs = [(FGT, "FGT", hd.sr.CodedConcept("FGT", LOCAL_SCHEME, "Non-enhancing fibroglandular tissue")),
+        specs = [(FGT, "FGT", hd.sr.CodedConcept(*FGT_CODE)),
                  (BPE, "BPE", hd.sr.CodedConcept("BPE", LOCAL_SCHEME, "Background parenchymal enhancement"))]
         category = codes.SCT.Tissue
     else:
@@ -61,9 +69,14 @@ def build_seg(source_images: Sequence[Any], frames: np.ndarray, dataset: str, ex
         # re-validation while the many frame items are built (it is most of the time for long series)
         config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
         try:
-            return _segmentation(hd, source_images, frames, dataset, experiment, version)
+            seg = _segmentation(hd, source_images, frames, dataset, experiment, version)
         finally:
             config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
+    if "FrameOfReferenceUID" not in seg and "PatientOrientation" not in seg:
+        # General Image module: Patient Orientation (type 2C) is required when the frames carry no plane
+        # orientation, as for a SEG of an ultrasound image; the source's value, or empty (unknown)
+        seg.PatientOrientation = source_images[0].get("PatientOrientation", "")
+    return seg
 
 
 def _segmentation(hd: Any, source_images: Sequence[Any], frames: np.ndarray, dataset: str, experiment: str,
@@ -85,7 +98,18 @@ def _segmentation(hd: Any, source_images: Sequence[Any], frames: np.ndarray, dat
         content_label="BREASTSEG",
         content_description=f"{experiment} model {version or 'local'}"[:64],
         omit_empty_frames=True,
+        coding_schemes=local_coding_schemes(dataset),
     )
+
+
+def local_coding_schemes(dataset: str) -> list[Any] | None:
+    """Coding Scheme Identification items for the private scheme the segments of ``dataset`` use (MRI: BPE)."""
+    from highdicom.coding_schemes import CodingSchemeIdentificationItem
+
+    if dataset != "mri":
+        return None
+    return [CodingSchemeIdentificationItem(
+        designator=LOCAL_SCHEME, name=LOCAL_SCHEME_NAME, responsible_organization=LOCAL_SCHEME_ORGANIZATION)]
 
 
 def mri_seg(pre: Any, labels: np.ndarray, experiment: str, version: str | None) -> Any:

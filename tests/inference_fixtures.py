@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 
-def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int = 0) -> Path:
+def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int = 0,
+              training_ranges: dict | None = None) -> Path:
     """A randomly initialised ultrasound model bundle (config.json + weights.pt) in ``folder``."""
     import torch
 
@@ -22,7 +23,25 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     params["us_maps"] = {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}
-    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test"), folder)
+    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
+                                                 training_ranges=training_ranges), folder)
+    return folder
+
+
+def mri_bundle(folder: Path, image_size: int = 24, seed: int = 0, training_ranges: dict | None = None) -> Path:
+    """A randomly initialised bpe_mri model bundle (pre + sub channels, a tiny U-Net) in ``folder``."""
+    import torch
+
+    from breastseg.config import experiment, load_params
+    from breastseg.models.bundle import bundle_config, write_bundle
+    from breastseg.models.factory import build_model
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["experiments"]["bpe_mri"].update(image_size=image_size, model={"name": "unet", "features": [4, 8]})
+    exp = experiment(params, "bpe_mri")
+    torch.manual_seed(seed)
+    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
+                                                 training_ranges=training_ranges), folder)
     return folder
 
 

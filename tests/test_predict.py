@@ -67,8 +67,8 @@ def mri_model(tmp_path_factory):
         files, study_of = [], {}
         for i, study in enumerate(studies):
             pid = f"P{i:012x}"
-            convert_dce_patient(study.parent, tmp / "interim" / pid, patient_id=pid)
-            files.append(prepare_patient(exp, tmp / "interim" / pid, processed / f"{pid}.npz", patient_id=pid))
+            convert_dce_patient(study.parent, tmp / "interim" / "mri" / pid, patient_id=pid)
+            files.append(prepare_patient(exp, tmp / "interim" / "mri" / pid, processed / f"{pid}.npz", patient_id=pid))
             study_of[pid] = study
         split_dataset(params, "mri", files, splits_dir=tmp / "splits", processed_dir=tmp / "processed")
         split = tmp / "splits" / f"{name}.json"
@@ -123,11 +123,17 @@ def test_predict_from_fresh_shell_reproduces_evaluation_dice(mri_model, tmp_path
     assert r["bpe_category"] in ("minimal", "mild", "moderate", "marked")
     assert r["bpe_cutoffs"] == mri_model["params"]["evaluation"]["bpe_cutoffs"]
     # degree beside area: mean RE (post1 - pre) / pre over the predicted BPE, from the phases `convert` wrote
-    sdir = next((mri_model["tmp"] / "interim" / row["patient"]).glob("study-*"))
+    sdir = next((mri_model["tmp"] / "interim" / "mri" / row["patient"]).glob("study-*"))
     pre, sub = (np.asarray(nib.load(sdir / f).dataobj, dtype=float) for f in ("pre.nii.gz", "sub.nii.gz"))
     bpe = (pred == 2) & (pre > r["bpe_degree"]["pre_threshold"])
     assert r["bpe_degree"]["mean"] == pytest.approx((sub[bpe] / pre[bpe]).mean()) and r["bpe_combined_category"]
     assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
+    # training recorded its patients' geometry in the bundle; a study like them is not warned about
+    bundle_config = mri_model["tmp"] / "models" / "bpe_mri" / "inference" / "config.json"
+    ranges = json.loads(bundle_config.read_text())["training_ranges"]
+    assert set(ranges["quantities"]) == {"pixel_spacing_mm", "slice_spacing_mm"} and ranges["patients"] >= 1
+    assert rec["warnings"] == [] and "warning" not in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"breastseg: wrote {out}: labels.nii.gz")
     # nothing identifying leaves into the plain outputs
     for f in ("readout.json", "labels.nii.gz", "overlay.png"):
         blob = (out / f).read_bytes()
@@ -248,6 +254,8 @@ def test_bad_inputs_give_one_line_and_exit_2(mri_model, tmp_path, capsys):
     try:
         assert "cannot resolve the model" in _one_line_error(
             capsys, ["predict", "models:/breastseg-bpe_mri@nosuchalias", str(study), str(tmp_path / "o5")])
+        line = _one_line_error(capsys, ["predict", "models:/breastseg-nosuch@champion", str(study), str(tmp_path / "o5")])
+        assert f"(looked in {mri_model['uri']}, from $MLFLOW_TRACKING_URI)" in line and "bundle folder" in line
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     evil = tmp_path / "evil"

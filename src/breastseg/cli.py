@@ -225,14 +225,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .inference.api import predict
 
     # models:/ and runs:/ URIs resolve against $MLFLOW_TRACKING_URI, else the params file's store when there is one
-    if Path(args.params).exists():
+    # (never MLflow's default store, which it would create in the current folder: see models.bundle.check_store)
+    origin = None
+    if args.model_uri.startswith(("models:/", "runs:/")) and Path(args.params).exists():
         from .config import tracking_only
         from .tracking import configure
 
         tracking = tracking_only(args.params)  # only its tracking store is read
         if tracking:
+            import os
+
+            user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
             configure(tracking)
-    predict(args.model_uri, Path(args.input), Path(args.out_dir), progress=not args.quiet)
+            if user_registry is None:  # mlflow.set_registry_uri exports it: keep it meaning "the user's choice"
+                os.environ.pop("MLFLOW_REGISTRY_URI", None)
+            origin = f"the params file {args.params}"
+    predict(args.model_uri, Path(args.input), Path(args.out_dir), progress=not args.quiet, registry_origin=origin,
+            announce=True)
 
 
 def cmd_tracking_init(args: argparse.Namespace) -> None:
@@ -258,11 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"breastseg {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     p.add_argument("--params", default="params.yaml", help="the configuration file (default: params.yaml)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also the INFO messages of the libraries (highdicom, mlflow, lightning), hidden by default")
     # The same options after the command name; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars, warnings only")
     common.add_argument("--params", default=argparse.SUPPRESS, help="the configuration file (default: params.yaml)")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also the INFO messages of the libraries (highdicom, mlflow, lightning)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -434,10 +447,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Libraries whose INFO messages (highdicom's per-SEG notes, MLflow's and Lightning's banners, database
+#: migrations) are hidden unless --verbose: their warnings and errors still show.
+QUIET_LIBRARIES = ("highdicom", "mlflow", "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                   "alembic", "optuna", "urllib3")
+
+
+class _QuietLogger(logging.Logger):
+    """A library's logger kept at WARNING or above, whatever level the library sets on itself when imported
+    (Lightning and MLflow set INFO at import time, which may come after the command starts)."""
+
+    def setLevel(self, level: int | str) -> None:  # noqa: N802 - logging's name
+        level = logging.getLevelName(level) if isinstance(level, str) else level
+        super().setLevel(max(int(level) if isinstance(level, int) else logging.WARNING, logging.WARNING))
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Library INFO logs off (``verbose``: left as the libraries set them)."""
+    if verbose:
+        return
+    for name in QUIET_LIBRARIES:
+        logger = logging.getLogger(name)
+        logger.__class__ = _QuietLogger
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries(getattr(args, "verbose", False))
     try:
         args.func(args)
     except InputError as exc:

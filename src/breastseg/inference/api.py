@@ -27,7 +27,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_dir, write_json
-from .model import LoadedModel, load_model, predict_slices
+from .model import CONFIG_NAME, LoadedModel, bundle_of, load_bundle, predict_slices, read_config, resolved_model
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,18 @@ def _model_record(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _range_warnings(model: LoadedModel, where: Any, values: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """The input's values outside the model's training ranges, each also written to stderr in one line."""
+    from ..models.ranges import out_of_range
+
+    found = out_of_range(model.config.get("training_ranges"), values)
+    for w in found:
+        print(f"breastseg: warning: {where}: {w['message']}", file=sys.stderr, flush=True)
+    return found
+
+
 def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, Any], outputs: dict[str, Any],
-            seconds: float) -> dict[str, Any]:
+            seconds: float, warnings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     exp = model.experiment
     return {
         "breastseg_version": __version__,
@@ -68,6 +78,8 @@ def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, A
         "input": input_info,
         "readout": readout,
         "outputs": outputs,
+        # inputs unlike the training data (geometry outside the model's training ranges): see models.ranges
+        "warnings": list(warnings or []),
         "seconds": round(seconds, 3),
     }
 
@@ -87,6 +99,9 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     t0 = time.perf_counter()
     exp = model.experiment
     study = load_mri_study(key, members, root, exp)
+    from ..models.ranges import mri_values
+
+    warnings = _range_warnings(model, root, mri_values(study.pre.spacing))
     pred = predict_slices(model, mri_network_input(exp, study))
     labels = mri_labels_to_grid(pred, study.pre.shape)
     affine = study.pre.affine
@@ -114,7 +129,7 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
         if seg is not None:
             save_seg(seg, tmp / "seg.dcm")
         mri_overlay(study.volumes["pre"], labels, voxel[:2]).save(tmp / "overlay.png", compress_level=1)
-        record = _record(model, info, readout, outputs, time.perf_counter() - t0)
+        record = _record(model, info, readout, outputs, time.perf_counter() - t0, warnings)
         write_json(tmp / "readout.json", record)
     return record
 
@@ -150,6 +165,10 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     exp = model.experiment
+    from ..models.ranges import us_values
+
+    warnings = _range_warnings(model, scan.path or scan.scan,
+                               us_values(scan.mask.shape, scan.spacing_mm, bool(scan.spacing_known)))
     image, arrays, meta = us_network_input(model.config, scan)
     pred = predict_slices(model, image)[0]
     mask = square_to_native(pred, scan.mask.shape, scan.spacing_mm)
@@ -167,7 +186,7 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
         if seg is not None:
             save_seg(seg, tmp / "seg.dcm")
         us_overlay(arrays["bmode"], mask, (dy, dx)).save(tmp / "overlay.png", compress_level=1)
-        record = _record(model, info, readout, outputs, time.perf_counter() - t0)
+        record = _record(model, info, readout, outputs, time.perf_counter() - t0, warnings)
         write_json(tmp / "readout.json", record)
     return record
 
@@ -220,42 +239,117 @@ def _us_units(input_path: Path) -> list[Unit]:
 # ------------------------------------------------------------------------------------------ entry point
 
 
+def check_input(input_path: Path) -> None:
+    """Refuse, in one line, an input that is missing, unreadable or empty (before any model is resolved)."""
+    import os
+
+    if not input_path.exists():
+        raise InputError(input_path, "no such file or folder")
+    if input_path.is_dir():
+        try:
+            with os.scandir(input_path) as entries:
+                empty = next(entries, None) is None
+        except OSError as exc:
+            raise InputError(input_path, f"cannot read the folder: {exc.strerror or exc}") from None
+        if empty:
+            raise InputError(input_path, "is an empty folder")
+    elif not os.access(input_path, os.R_OK):
+        raise InputError(input_path, "cannot read the file: permission denied")
+    elif input_path.stat().st_size == 0:
+        raise InputError(input_path, "is an empty file")
+
+
+def _check_us_file(path: Path) -> None:
+    """A single ultrasound input checked as far as its header allows (type, DICOM modality, .npz archive)."""
+    import zipfile
+
+    from ..dicom.scan import has_dicm_magic
+    from .preprocess import US_SUFFIXES, _check_us_dicom
+
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom") or (suffix not in US_SUFFIXES and has_dicm_magic(path)):
+        _check_us_dicom(path)
+    elif suffix not in US_SUFFIXES:
+        raise InputError(path, f"unsupported input type '{suffix or path.name}' (expected .npz, .mat, .dcm or .png)")
+    elif suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise InputError(path, "cannot read as .npz: not a NumPy archive")
+
+
+def _units(dataset: str, input_path: Path) -> list[Unit]:
+    """The inputs below ``input_path`` for a model of ``dataset``: refused here when they are of another kind."""
+    if dataset == "mri":
+        return _mri_units(input_path)
+    if input_path.is_file():
+        _check_us_file(input_path)
+    return _us_units(input_path)
+
+
+def outputs_line(out_dir: Path, written: list[Path]) -> str:
+    """One line naming the outputs: the folder and the files written (per input, for several)."""
+    def files(folder: Path) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    if len(written) == 1:
+        return f"breastseg: wrote {written[0]}: {', '.join(files(written[0]))}"
+    names = sorted({f for w in written for f in files(w)}, key=lambda f: (f.count("/"), f))
+    shown = ", ".join(w.relative_to(out_dir).as_posix() for w in written[:3]) + (", ..." if len(written) > 3 else "")
+    return (f"breastseg: wrote {out_dir}: predictions.json and {len(written)} input folders ({shown}) with "
+            f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''}")
+
+
 def predict(model_uri: str, input_path: str | Path, out_dir: str | Path, *, progress: bool = True,
-            model: LoadedModel | None = None) -> list[dict[str, Any]]:
+            model: LoadedModel | None = None, registry_origin: str | None = None,
+            announce: bool = False) -> list[dict[str, Any]]:
     """Segment ``input_path`` (one input or a folder of inputs) with ``model_uri``; outputs under ``out_dir``.
+
+    The input is checked first (exists, readable), then the model's configuration is read and the input checked
+    against its dataset (an MR study for an MRI model, ultrasound for an ultrasound one); only then is the
+    network loaded. ``registry_origin``: what set the MLflow tracking URI in this process (named when a
+    ``models:/`` or ``runs:/`` URI cannot be resolved). ``announce``: print one line naming the outputs.
 
     Returns one record per input (the content of its ``readout.json``). With several inputs, one that fails
     does not stop the others; the failures are listed in ``OUT_DIR/predictions.json`` and raised at the end
     as one :class:`~breastseg.errors.InputError`.
     """
     input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.exists():
-        raise InputError(input_path, "no such file or folder")
-    model = model or load_model(model_uri)
-    if not model.config:
-        raise InputError(model_uri, "the model has no inference configuration")
-    dataset = model.experiment["dataset"]
-    units = _mri_units(input_path) if dataset == "mri" else _us_units(input_path)
+    check_input(input_path)
+    if model is None:
+        with resolved_model(model_uri, origin=registry_origin) as (folder, source):
+            bundle = bundle_of(model_uri, folder)
+            units = _units(read_config(bundle / CONFIG_NAME)["experiment"]["dataset"], input_path)
+            model = load_bundle(bundle, source)
+    else:
+        if not model.config:
+            raise InputError(model_uri, "the model has no inference configuration")
+        units = _units(model.experiment["dataset"], input_path)
     if len(units) == 1:
         out = out_dir if units[0].name == "." else out_dir / units[0].name
-        return [units[0].run(model, out)]
+        records = [units[0].run(model, out)]
+        if announce:
+            print(outputs_line(out_dir, [out]), flush=True)
+        return records
     from tqdm import tqdm
 
-    records, failures = [], []
+    records, failures, written = [], [], []
     for unit in tqdm(units, desc=f"predict {model.experiment['name']}", unit="input", disable=not progress,
                      file=sys.stderr):
         try:
             records.append(unit.run(model, out_dir / unit.name))
+            written.append(out_dir / unit.name)
         except InputError as err:
             failures.append({"input": unit.name, "path": err.path, "reason": err.reason})
             log.warning("%s: %s", err.path or unit.name, err.reason)
     write_json(out_dir / "predictions.json", {
         "model": _model_record(model), "inputs": [u.name for u in units],
         "succeeded": len(records), "failed": failures,
+        "warnings": {w.relative_to(out_dir).as_posix(): r["warnings"] for w, r in zip(written, records)
+                     if r.get("warnings")},
     })
     if failures:
         first = failures[0]
         raise InputError(first["path"] or input_path,
                          f"{first['reason']} ({len(failures)} of {len(units)} inputs failed; see "
                          f"{out_dir / 'predictions.json'})")
+    if announce:
+        print(outputs_line(out_dir, written), flush=True)
     return records

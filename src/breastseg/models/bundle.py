@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -62,8 +63,10 @@ def us_maps_settings(params: dict[str, Any]) -> dict[str, Any]:
     return {**maps, "entropy_binning": ENTROPY_BINNING[maps["entropy_on"]]}
 
 
-def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, str], run_id: str) -> dict[str, Any]:
-    """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``."""
+def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, str], run_id: str, *,
+                  training_ranges: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``;
+    ``training_ranges``: the geometry of its training data (:func:`breastseg.models.ranges.training_ranges`)."""
     return {
         "format": BUNDLE_FORMAT,
         "experiment": {k: exp[k] for k in EXPERIMENT_KEYS},
@@ -72,6 +75,7 @@ def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, s
         "bpe_degree": degree_settings(params),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},
         "run_id": run_id,
+        "training_ranges": training_ranges,
     }
 
 
@@ -92,9 +96,70 @@ def write_bundle(net: Any, config: dict[str, Any], folder: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------ URIs
 
 
-def _mlflow_error(uri: str, exc: Exception) -> InputError:
+#: How to point a ``models:/`` or ``runs:/`` URI at a store (the end of every refusal to resolve one).
+REGISTRY_HINT = ("set MLFLOW_TRACKING_URI to the project's store, run from the project folder (its params.yaml names "
+                 "the store), or pass a model bundle folder instead")
+
+
+def tracking_store(origin: str | None = None, *, registry: bool = False) -> tuple[str | None, str]:
+    """The MLflow store a ``models:/`` (``registry=True``) or ``runs:/`` URI resolves against, and where that
+    setting came from: ``$MLFLOW_REGISTRY_URI`` / ``$MLFLOW_TRACKING_URI``, ``origin`` (what set it in this
+    process, e.g. the params file), or ``(None, "none")`` when nothing names one (MLflow would then create its
+    default store in the current folder)."""
+    import os
+
+    env_registry, env_tracking = os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("MLFLOW_TRACKING_URI")
+    if registry and env_registry and env_registry != env_tracking:
+        return env_registry, "$MLFLOW_REGISTRY_URI"
+    if env_tracking:
+        return env_tracking, "$MLFLOW_TRACKING_URI"
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if is_tracking_uri_set():
+        return (mlflow.get_registry_uri() if registry else mlflow.get_tracking_uri()), origin or "set in this process"
+    return None, "none"
+
+
+def missing_local_store(store: str) -> Path | None:
+    """The file or folder of a local store (``sqlite:///``, ``file:``, a path) when it does not exist, else None:
+    MLflow would create an empty store there instead of finding the model."""
+    from urllib.parse import unquote, urlparse
+
+    if store.startswith("sqlite:"):
+        rest = unquote(store.split("?", 1)[0].removeprefix("sqlite:").removeprefix("///"))
+        if not rest or rest.startswith("//") or rest == ":memory:":
+            return None
+        return None if Path(rest).is_file() else Path(rest)
+    if store.startswith("file:"):
+        path = Path(unquote(urlparse(store).path))
+    elif "://" not in store and not store.startswith(("databricks", "uc:")):
+        path = Path(store)
+    else:
+        return None
+    return None if path.is_dir() else path
+
+
+def check_store(uri: str, origin: str | None = None, *, registry: bool = False) -> tuple[str, str]:
+    """The store ``uri`` (``models:/``, ``runs:/``) resolves against, and its origin; refuse in one line (before
+    any MLflow client exists, so that nothing is created) when none is configured or a local one is missing."""
+    store, origin = tracking_store(origin, registry=registry)
+    if store is None:
+        raise InputError(uri, "cannot resolve the model: no model registry is configured (MLFLOW_TRACKING_URI is "
+                              f"not set and no params file names a store); {REGISTRY_HINT}")
+    missing = missing_local_store(store)
+    if missing is not None:
+        raise InputError(uri, f"cannot resolve the model: the store {store} (from {origin}) does not exist "
+                              f"({missing.resolve()} is missing; nothing was created); {REGISTRY_HINT}")
+    return store, origin
+
+
+def _mlflow_error(uri: str, exc: Exception, store: str | None = None, origin: str | None = None) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(uri, f"cannot resolve the model: {text}")
+    if store is None:
+        return InputError(uri, f"cannot resolve the model: {text}")
+    hint = f"; {REGISTRY_HINT}" if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST" else ""
+    return InputError(uri, f"cannot resolve the model: {text.rstrip('.')} (looked in {store}, from {origin}){hint}")
 
 
 def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -109,16 +174,19 @@ def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     return body, None, None
 
 
-def resolve_model(uri: str, dst: Path) -> tuple[Path, dict[str, Any]]:
+def resolve_model(uri: str, dst: Path, *, origin: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Download (or find) the model folder of ``uri`` into ``dst``; return it and what identifies the model.
 
     ``uri``: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run_id>/<path>`` (resolved
     against the MLflow tracking/registry URI in force, e.g. ``$MLFLOW_TRACKING_URI``) or a local folder (an
-    MLflow model folder or a folder holding ``config.json`` and ``weights.pt``).
+    MLflow model folder or a folder holding ``config.json`` and ``weights.pt``). ``origin``: what set the
+    tracking URI in this process (named in the refusal when the store has no such model); a store that is not
+    configured or does not exist is refused by :func:`check_store`, never created.
     """
     if uri.startswith("models:/"):
         import mlflow
 
+        store, origin = check_store(uri, origin, registry=True)
         name, version, alias = _parse_models_uri(uri)
         client = mlflow.MlflowClient()
         try:
@@ -130,16 +198,17 @@ def resolve_model(uri: str, dst: Path) -> tuple[Path, dict[str, Any]]:
                 raise InputError(uri, "name a version or an alias (models:/<name>/<version> or models:/<name>@<alias>)")
             local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst))
         except mlflow.exceptions.MlflowException as exc:
-            raise _mlflow_error(uri, exc) from None
+            raise _mlflow_error(uri, exc, store, origin) from None
         return Path(local), {"uri": uri, "registered_model": name, "version": str(mv.version), "alias": alias,
                              "run_id": mv.run_id}
     if uri.startswith("runs:/"):
         import mlflow
 
+        store, origin = check_store(uri, origin)
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
         except mlflow.exceptions.MlflowException as exc:
-            raise _mlflow_error(uri, exc) from None
+            raise _mlflow_error(uri, exc, store, origin) from None
         run_id = uri[len("runs:/"):].strip("/").split("/")[0]
         return Path(local), {"uri": uri, "registered_model": None, "version": None, "alias": None, "run_id": run_id}
     path = Path(uri.removeprefix("file://"))
@@ -177,6 +246,7 @@ def read_config(path: Path) -> dict[str, Any]:
     config["bpe_degree"] = (check_settings(config["bpe_degree"], config["bpe_cutoffs"], path) if config.get("bpe_degree")
                             else default_degree_settings(config["bpe_cutoffs"], source=path))
     config.setdefault("lineage", {})
+    config.setdefault("training_ranges", None)  # bundles from before the ranges were recorded: nothing to compare
     return config
 
 
@@ -205,35 +275,51 @@ def load_bundle(folder: Path, source: dict[str, Any] | None = None) -> LoadedMod
     return LoadedModel(net.eval(), config, dict(source or {}))
 
 
-def load_model(model_uri: str, *, allow_pickle: bool = False) -> LoadedModel:
-    """Load ``model_uri`` for inference from its bundle.
-
-    ``allow_pickle=True`` falls back to ``mlflow.pytorch.load_model`` (which unpickles the model) for models
-    logged without a bundle; use it only for models this pipeline logged itself.
-    """
+@contextmanager
+def resolved_model(model_uri: str, *, origin: str | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The model folder of ``model_uri`` (downloaded into a temporary folder, removed afterwards) and what
+    identifies the model (:func:`resolve_model`); nothing heavy is imported (no torch): callers read the bundle's
+    configuration and check their inputs before loading the network."""
     import os
 
     tmp = Path(tempfile.mkdtemp(prefix="breastseg-model-"))
     bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # predict shows its own progress
     try:
-        folder, source = resolve_model(model_uri, tmp)
-        bundle = find_bundle(folder)
-        if bundle is not None:
-            return load_bundle(bundle, source)
-        if not allow_pickle:
-            raise InputError(model_uri, f"the model has no inference bundle ({CONFIG_NAME} + {WEIGHTS_NAME}); "
-                                        "it was logged without one: retrain it with this version")
-        import mlflow
-
-        net = mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
-        return LoadedModel(net, {}, source)
+        yield resolve_model(model_uri, tmp, origin=origin)
     finally:
         if bar is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
         else:
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bundle_of(model_uri: str, folder: Path) -> Path:
+    """The bundle folder of a resolved model folder; a model logged without one is refused."""
+    bundle = find_bundle(folder)
+    if bundle is None:
+        raise InputError(model_uri, f"the model has no inference bundle ({CONFIG_NAME} + {WEIGHTS_NAME}); "
+                                    "it was logged without one: retrain it with this version")
+    return bundle
+
+
+def load_model(model_uri: str, *, allow_pickle: bool = False, origin: str | None = None) -> LoadedModel:
+    """Load ``model_uri`` for inference from its bundle (``origin``: see :func:`resolve_model`).
+
+    ``allow_pickle=True`` falls back to ``mlflow.pytorch.load_model`` (which unpickles the model) for models
+    logged without a bundle; use it only for models this pipeline logged itself.
+    """
+    with resolved_model(model_uri, origin=origin) as (folder, source):
+        bundle = find_bundle(folder)
+        if bundle is not None:
+            return load_bundle(bundle, source)
+        if not allow_pickle:
+            bundle_of(model_uri, folder)  # refuses
+        import mlflow
+
+        net = mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
+        return LoadedModel(net, {}, source)
 
 
 def predict_slices(model: Any, images: np.ndarray, batch_size: int = 16) -> np.ndarray:

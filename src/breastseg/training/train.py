@@ -283,7 +283,12 @@ def train_experiment(
     registered = tracking.model_name(name)
     # The inference bundle (config + state dict) travels inside the model: `breastseg predict` rebuilds the network
     # from it and loads tensors only (no unpickling), with the preprocessing settings this model was trained with.
-    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id), out_dir / "inference")
+    # The training patients' geometry (from conversion's sidecars, no image read): predict warns outside it.
+    from ..data.split import subset_patients
+    from ..models.ranges import training_ranges
+
+    ranges = training_ranges(exp["dataset"], interim, subset_patients(split_file, "train"))
+    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges), out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags
 

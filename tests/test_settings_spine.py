@@ -134,3 +134,28 @@ def test_predict_uses_the_settings_the_model_was_trained_with_not_todays_default
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="records no us_maps window_pulses"):
         load_model(str(tmp_path / "m"))
+
+
+def test_typed_settings_are_frozen_views_of_the_resolved_params(monkeypatch):
+    """MapSettings, TrackingSettings and SplitSettings: read once from resolved params, never changed after."""
+    import dataclasses
+
+    from breastseg.config import MapSettings, SplitSettings, TrackingSettings, mlflow_uri
+    from breastseg.models.bundle import us_maps_settings
+
+    params = load_params(ROOT / "params.yaml")
+    maps = MapSettings.from_params(params)
+    assert maps.as_dict() == us_maps_settings(params)
+    assert MapSettings.from_dict(maps.as_dict()) == maps
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    stores = TrackingSettings.from_params(params)
+    assert stores.mlflow_uri == params["tracking"]["mlflow_uri"] == mlflow_uri(params)
+    assert stores.artifact_root == params["tracking"]["artifact_root"]
+    split = SplitSettings.from_params(params)
+    assert split.seed == params["split"]["seed"] and split.fractions.as_dict() == params["split"]["fractions"]
+    for obj, field in ((maps, "bins"), (stores, "mlflow_uri"), (split, "seed"), (split.fractions, "train")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, None)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert TrackingSettings.from_params(params).mlflow_uri == "http://127.0.0.1:5000" == mlflow_uri(params)

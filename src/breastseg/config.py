@@ -6,8 +6,9 @@ import functools
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import InputError
 
@@ -137,6 +138,84 @@ def tracking_only(path: str | Path) -> dict[str, Any] | None:
 def mlflow_uri(params: dict[str, Any]) -> str:
     """Tracking URI: $MLFLOW_TRACKING_URI wins over params.yaml."""
     return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["mlflow_uri"]
+
+
+# ------------------------------------------------------------------------------------------ typed settings
+# Small frozen views of resolved params (every key filled): a stage takes the one it needs instead of the whole
+# dict. Values are kept as params hold them (no conversion), so what is written from them stays the same.
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """The ``us_maps`` settings: how ultrasound maps are made from the decoded scan."""
+
+    dynamic_range_db: float
+    window_pulses: float
+    bins: int
+    entropy_on: str
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> MapSettings:
+        return cls.from_dict(params["us_maps"])
+
+    @classmethod
+    def from_dict(cls, maps: Mapping[str, Any]) -> MapSettings:
+        """Of a ``us_maps`` block with every key (an ``entropy_binning`` key, if any, is implied and ignored)."""
+        return cls(dynamic_range_db=maps["dynamic_range_db"], window_pulses=maps["window_pulses"], bins=maps["bins"],
+                   entropy_on=maps["entropy_on"])
+
+    @property
+    def entropy_binning(self) -> str:
+        """The entropy binning these settings imply (:data:`breastseg.us.maps.ENTROPY_BINNING`)."""
+        from .us.maps import ENTROPY_BINNING
+
+        return ENTROPY_BINNING[self.entropy_on]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The four settings and the entropy binning they imply (what a model bundle records)."""
+        return {"dynamic_range_db": self.dynamic_range_db, "window_pulses": self.window_pulses, "bins": self.bins,
+                "entropy_on": self.entropy_on, "entropy_binning": self.entropy_binning}
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """The ``tracking`` stores; ``mlflow_uri`` is the one in force (:func:`mlflow_uri`: $MLFLOW_TRACKING_URI wins)."""
+
+    mlflow_uri: str
+    artifact_root: str
+    optuna_storage: str
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrackingSettings:
+        block = params["tracking"]
+        return cls(mlflow_uri=mlflow_uri(params), artifact_root=block["artifact_root"],
+                   optuna_storage=block["optuna_storage"])
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    """Shares of the patients per subset (relative: they are normalised by their sum)."""
+
+    train: float
+    val: float
+    test: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The ``split`` settings: the seed and fractions patients are assigned to subsets with."""
+
+    seed: int
+    fractions: SplitFractions
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SplitSettings:
+        block = params["split"]
+        fr = block["fractions"]
+        return cls(seed=block["seed"], fractions=SplitFractions(train=fr["train"], val=fr["val"], test=fr["test"]))
 
 
 def params_hash(obj: Any) -> str:

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import mlflow_uri, params_hash
+from .config import TrackingSettings, mlflow_uri, params_hash
 
 MODEL_PREFIX = "breastseg-"
 
@@ -42,10 +42,11 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    root = params["tracking"]["artifact_root"]
+    stores = TrackingSettings.from_params(params)
+    root = stores.artifact_root
     if "://" in root:
         location = root
-    elif mlflow_uri(params).startswith(("http://", "https://")):
+    elif stores.mlflow_uri.startswith(("http://", "https://")):
         location = None  # a tracking server stores artifacts in its own store (--artifacts-destination)
     else:
         location = Path(root).resolve().joinpath(name).as_uri()

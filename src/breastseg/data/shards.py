@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..config import experiment
+from ..config import MapSettings, experiment
 from ..errors import InputError
 from ..io import write_json
 from .cohort import entry_digest, read_fingerprints
@@ -121,14 +121,13 @@ def convert_shard(params: dict[str, Any], dataset: str, fingerprints: Path, mark
 def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
     """What preparing a patient for experiment ``name`` reads besides the cache: the experiment's ``channels`` and
     ``image_size`` and, for ultrasound, the ``us_maps`` settings its channels depend on (a rerun trigger)."""
-    from ..models.bundle import us_maps_settings
     from ..us.maps import settings_used
     from .slices import PREPARED_FROM
 
     exp = params["experiments"][name]
     out: dict[str, Any] = {k: exp[k] for k in PREPARED_FROM}
     if exp["dataset"] == "us":
-        out["us_maps"] = settings_used(exp["channels"], us_maps_settings(params))
+        out["us_maps"] = settings_used(exp["channels"], MapSettings.from_params(params).as_dict())
     return out
 
 
@@ -141,7 +140,6 @@ def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Pa
     """
     import numpy as np
 
-    from ..models.bundle import us_maps_settings
     from .slices import prepare_patient
 
     exp = experiment(params, name)
@@ -150,7 +148,7 @@ def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Pa
         shard = json.loads(Path(converted).read_text())["patients"]
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(converted, f"not a conversion marker ({exc})") from None
-    maps = us_maps_settings(params) if exp["dataset"] == "us" else None
+    maps = MapSettings.from_params(params) if exp["dataset"] == "us" else None
     stamps, todo = {}, []
     for pid, digest in shard.items():
         stamp = hashlib.blake2b(f"{digest}|{settings}".encode(), digest_size=12).hexdigest()

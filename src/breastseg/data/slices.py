@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import MapSettings
 from ..errors import InputError
 from ..io import atomic_path
 from ..labels import BPE, FGT, NOT_ANNOTATED, bpe_category
@@ -100,15 +101,18 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
                 spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")
 
 
-def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: MapSettings | dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid.
 
     A scan decoded by the workflow (the RF envelope, or the B-mode image: :func:`breastseg.us.maps.load_decoded`)
-    gets its maps made here with ``maps_settings`` (the ``us_maps`` settings; default: the schema's); a folder of
-    ready maps (``breastseg us-maps``) is read as it is.
+    gets its maps made here with ``maps_settings`` (the ``us_maps`` settings, a :class:`~breastseg.config.MapSettings`
+    or a dict of some of them; default: the schema's); a folder of ready maps (``breastseg us-maps``) is read as it is.
     """
     from ..us.maps import load_decoded, maps_from_decoded
 
+    if isinstance(maps_settings, MapSettings):
+        maps_settings = maps_settings.as_dict()
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
     if not scans:
         raise InputError(interim, "no ultrasound scans (was the patient converted?)")
@@ -157,7 +161,7 @@ def us_scan_image(exp: dict[str, Any], maps: dict[str, np.ndarray], meta: dict[s
 
 
 def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str,
-                    maps_settings: dict[str, Any] | None = None, stamp: str | None = None) -> Path:
+                    maps_settings: MapSettings | dict[str, Any] | None = None, stamp: str | None = None) -> Path:
     """Write ``out`` (.npz) for one patient of ``exp``'s dataset (``maps_settings``: see :func:`prepare_us`;
     ``stamp``: what it was prepared from, kept in the file so that an unchanged patient is not prepared again)."""
     data = prepare_mri(exp, interim) if exp["dataset"] == "mri" else prepare_us(exp, interim, maps_settings)
@@ -180,7 +184,7 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
 
 
 def prepare_experiments(exps: list[dict[str, Any]], interim: Path, processed_dir: Path, *, patient_id: str,
-                        maps_settings: dict[str, Any] | None = None) -> list[Path]:
+                        maps_settings: MapSettings | dict[str, Any] | None = None) -> list[Path]:
     """One converted patient prepared for several experiments: ``<processed_dir>/<experiment>/<patient>.npz``."""
     return [prepare_patient(exp, interim, Path(processed_dir) / exp["name"] / f"{patient_id}.npz",
                             patient_id=patient_id, maps_settings=maps_settings) for exp in exps]

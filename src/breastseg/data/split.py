@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import SplitSettings
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import NOT_ANNOTATED
@@ -132,8 +133,9 @@ def split_dataset(
                                       "remove its raw files (withdrawn patients are never split again)")
     existing = {p: v["subset"] for p, v in entries.items()}
     versions: list[str] = list(ledger.get("data_versions", []))
-    cfg = params["split"]
-    assignment = patient_split(strata, cfg["fractions"], cfg["seed"], existing)
+    cfg = SplitSettings.from_params(params)
+    fractions = cfg.fractions.as_dict()
+    assignment = patient_split(strata, fractions, cfg.seed, existing)
     newcomers = [p for p in assignment if p not in existing]
     if newcomers and data_version and data_version not in versions:
         versions.append(data_version)
@@ -141,7 +143,7 @@ def split_dataset(
                   "joined": entries[p].get("joined") if p in entries else data_version}
               for p, s in assignment.items()}
     write_json(ledger_file, {"cohort": cohort["name"], "dataset": dataset, "key_fingerprint": key.fingerprint,
-                             "split": {"seed": cfg["seed"], "fractions": cfg["fractions"]},
+                             "split": {"seed": cfg.seed, "fractions": fractions},
                              "data_versions": versions, "withdrawn": sorted(withdrawn), "patients": record})
     # The split files list the patients present now (an older data version checked out lists fewer), each
     # with the subset the ledger gave it.
@@ -153,8 +155,8 @@ def split_dataset(
             "experiment": e,
             "dataset": dataset,
             "cohort": cohort["name"],
-            "seed": cfg["seed"],
-            "fractions": cfg["fractions"],
+            "seed": cfg.seed,
+            "fractions": fractions,
             "counts": {s: counts.get(s, 0) for s in SUBSETS},
             "data_versions": versions,
             "patients": record,

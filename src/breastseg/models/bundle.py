@@ -57,10 +57,9 @@ class LoadedModel:
 
 def us_maps_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The ``us_maps`` settings in force (of resolved params: every key filled) with the entropy binning they imply."""
-    from ..us.maps import ENTROPY_BINNING
+    from ..config import MapSettings
 
-    maps = dict(params["us_maps"])
-    return {**maps, "entropy_binning": ENTROPY_BINNING[maps["entropy_on"]]}
+    return MapSettings.from_params(params).as_dict()
 
 
 def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, str], run_id: str, *,

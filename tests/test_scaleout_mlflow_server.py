@@ -93,7 +93,7 @@ def test_pipeline_tracking_over_http(server, pipeline):
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="needs Debian chromium and chromium-driver (make test installs them as root)")
-def test_ui_shows_experiments_nested_trials_and_champion(server, pipeline):
+def test_ui_shows_experiments_nested_trials_and_champion(server, pipeline, tmp_path):
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager never downloads a driver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -115,6 +115,28 @@ def test_ui_shows_experiments_nested_trials_and_champion(server, pipeline):
     try:
         driver.get(f"{server.url}/#/experiments")
         wait.until(lambda d: all(n in text() for n in ("bpe_mri", "mass_us_entropy", "mass_us_bmode")))
+
+        # MLflow's sidebar holds one switch per browser between the GenAI and the model-training views (it starts
+        # on GenAI): the one click the README names. The experiments are tagged as model training, so with the
+        # switch on "Model training" an experiment opens on its runs.
+        switch = wait.until(lambda d: d.find_elements(By.XPATH, "//*[normalize-space(text())='Model training']"))
+        switch[0].click()
+        driver.get(f"{server.url}/#/experiments/{exp_id}")
+        wait.until(lambda d: "train-mass_us_bmode" in text())
+        assert "Token Usage" not in text()
+        # The runs table: every run names the split it used in the Dataset column.
+        dataset = f"{pipeline['params']['cohort']['name']}-us"
+        wait.until(lambda d: text().count(dataset) >= 2)
+        driver.save_screenshot(str(tmp_path / "runs.png"))
+        assert (tmp_path / "runs.png").stat().st_size > 20_000
+
+        # The evaluation run's page: its metrics, its test split, and the model version it scored.
+        evaluation = _client(server).search_runs([exp_id], "tags.`breastseg.stage` = 'evaluate'")[0]
+        driver.get(f"{server.url}/#/experiments/{exp_id}/runs/{evaluation.info.run_id}")
+        wait.until(lambda d: "test_dice_mean" in text() and dataset in text())
+        assert "breastseg.model_version" in text() or MODEL in text()
+        driver.save_screenshot(str(tmp_path / "run.png"))
+        assert (tmp_path / "run.png").stat().st_size > 20_000
 
         driver.get(f"{server.url}/#/experiments/{exp_id}/runs")
         study = f"study-{pipeline['best']['study']}"

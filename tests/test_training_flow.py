@@ -106,6 +106,26 @@ def test_tune_train_evaluate_register(tiny):
     assert "val_dice" in train_run.data.metrics
     assert json.loads((root / "decision.json").read_text())["champion_after"] == model["version"]
 
+    # What the MLflow UI shows: a model-training experiment (it opens on its runs, not the GenAI view); trials and
+    # the final training named alike, column by column; the split in the Dataset column of every run; the
+    # evaluation run linked to the model version it scored.
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert all(set(t.data.params) == set(train_run.data.params) for t in trials)
+    assert "train.lr" in train_run.data.params and "model.features" in train_run.data.params
+    evaluation = next(r for r in runs if r.data.tags.get("breastseg.stage") == "evaluate")
+    split_hash = train_run.data.tags["breastseg.split_hash"]
+    for run, context in ((train_run, "training"), (trials[0], "training"), (evaluation, "test")):
+        [given] = run.inputs.dataset_inputs
+        tags = {t.key: t.value for t in given.tags}
+        assert given.dataset.name == f"{params['cohort']['name']}-us" and given.dataset.digest == split_hash
+        assert tags["mlflow.data.context"] == context and int(tags["n_train"]) >= 1 and tags["data_version"]
+    version = client.get_model_version("breastseg-mass_us_bmode", model["version"])
+    assert model["model_id"] and version.source == f"models:/{model['model_id']}"
+    linked = client.get_logged_model(model["model_id"]).metrics
+    assert any(m.key == "test_dice_mean" and m.run_id == evaluation.info.run_id for m in linked)
+    assert client.get_model_version("breastseg-mass_us_bmode", model["version"]).tags[
+        "breastseg.evaluation_run"] == evaluation.info.run_id
+
 
 def test_gate_does_not_promote_a_worse_model(tiny):
     import mlflow

@@ -9,6 +9,9 @@ from typing import Any
 from .config import TrackingSettings, mlflow_uri, params_hash
 
 MODEL_PREFIX = "breastseg-"
+#: MLflow 3's UI opens an experiment by its kind: a model-training experiment opens on its runs (without the tag it
+#: opens the GenAI view: traces, token usage).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def model_name(experiment: str) -> str:
@@ -41,6 +44,9 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in EXPERIMENT_TAGS.items():  # experiments created before the kind was set
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     stores = TrackingSettings.from_params(params)
     root = stores.artifact_root
@@ -51,7 +57,8 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
     else:
         location = Path(root).resolve().joinpath(name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location, tags={"breastseg.experiment": name})
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"breastseg.experiment": name, **EXPERIMENT_TAGS})
     except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
         return client.get_experiment_by_name(name).experiment_id
 
@@ -131,6 +138,34 @@ def lineage_tags(params: dict[str, Any], exp: dict[str, Any], split_file: Path, 
         "breastseg.params_hash": params_hash(exp),
         "breastseg.cohort": params["cohort"]["name"],
     }
+
+
+def run_params(exp: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a training run, named alike in Optuna trials and final trainings (``train.lr``,
+    ``model.features``, ``image_size``...), so both can be compared column by column."""
+    return flat_params({"model": exp["model"], "channels": exp["channels"], "image_size": exp["image_size"],
+                        "train": hp})
+
+
+def split_input(params: dict[str, Any], exp: dict[str, Any], split_file: Path) -> tuple[Any, dict[str, str]]:
+    """The split a run trained or was evaluated on, as an MLflow dataset (the runs table's Dataset column): one row
+    per pseudonymised patient with its subset; named ``<cohort>-<dataset>``, digest the split hash. Returns the
+    dataset and its input tags (data version, split hash, subset sizes)."""
+    import json
+
+    import mlflow.data
+    import pandas as pd
+
+    split = json.loads(Path(split_file).read_text())
+    rows = [{"patient": pid, "subset": v["subset"]} for pid, v in sorted(split["patients"].items())]
+    df = pd.DataFrame(rows, columns=["patient", "subset"])
+    digest = file_hash([Path(split_file)])
+    name = f"{params['cohort']['name']}-{exp['dataset']}"
+    dataset = mlflow.data.from_pandas(df, source=f"data/splits/{Path(split_file).name}", name=name, digest=digest)
+    counts = df["subset"].value_counts().to_dict() if len(df) else {}
+    tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]), "split_hash": digest,
+            **{f"n_{subset}": str(int(counts.get(subset, 0))) for subset in ("train", "val", "test")}}
+    return dataset, tags
 
 
 def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -427,7 +427,15 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
             flat["test_bpe_fraction_mae"] = summary["bpe"]["fraction_mae"]
         if "bpe_degree" in summary:
             flat["test_bpe_degree_mae"] = summary["bpe_degree"]["mae"]
-        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
+        # the split it was scored on (the runs table's Dataset column) and the model version it scored: the run page
+        # links the model, and the model's page lists these metrics
+        dataset, input_tags = tracking.split_input(params, exp, split_file)
+        mlflow.log_input(dataset, context="test", tags=input_tags)
+        model_id = None if further_seed else model.get("model_id")  # absent from models trained before it
+        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id, dataset=dataset)
+        if not further_seed:  # the model version names its evaluation run
+            mlflow.MlflowClient().set_model_version_tag(model["model_name"], str(model["version"]),
+                                                        "breastseg.evaluation_run", mlflow.active_run().info.run_id)
         for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values(), evaluation_json):
             mlflow.log_artifact(str(f))
     write_json(metrics_json, flat_metrics)

@@ -294,8 +294,9 @@ def train_experiment(
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp["precision"]))))
-        mlflow.log_params(tracking.flat_params({"model": exp["model"], "channels": exp["channels"],
-                                                "image_size": exp["image_size"], "train": hp}))
+        mlflow.log_params(tracking.run_params(exp, hp))
+        dataset, input_tags = tracking.split_input(params, exp, split_file)
+        mlflow.log_input(dataset, context="training", tags=input_tags)
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")
         if not register:  # a further seed: its bundle in out_dir serves evaluation; no registry entry
@@ -327,6 +328,7 @@ def train_experiment(
     for k, v in tags.items():
         client.set_model_version_tag(registered, version, k, v)
     result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
+              "model_id": info.model_id,  # MLflow's logged model: evaluation runs link it
               "seed": int(hp["seed"]), "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score,
               "hyperparameters": hp}
     write_json(out_dir / "model.json", result)

@@ -302,7 +302,9 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
     data = load_subset(processed_dir, split_file, subset)
     if not data:
         raise InputError(split_file, f"no {subset} patients")
-    # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model
+    # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model, from
+    # the store the params name (a models:/ URI is never resolved against a default store)
+    tracking.configure(params)
     pred = predict_slices(load_model(model_uri, allow_pickle=True), data["image"])
     cfg = params["evaluation"]
     rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))

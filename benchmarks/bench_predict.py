@@ -54,6 +54,7 @@ def write_study(root: Path, matrix: int, slices: int) -> Path:
 def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
     import torch
 
+    from breastseg.config import load_params
     from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
 
@@ -61,7 +62,8 @@ def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
            "class_names": ["background", "fgt", "bpe"], "image_size": image_size,
            "model": {"name": "unet", "features": features}}
     torch.manual_seed(0)
-    write_bundle(build_model(exp), bundle_config({}, exp, {"breastseg.git_commit": "bench"}, "bench"), folder)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # resolved: every default filled
+    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "bench"}, "bench"), folder)
     return folder
 
 

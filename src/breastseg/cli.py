@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     p.add_argument("--params", default="params.yaml", help="the configuration file (default: params.yaml)")
     p.add_argument("--verbose", action="store_true",
-                   help="also the INFO messages of the libraries (highdicom, mlflow, lightning), hidden by default")
+                   help="predict: also the INFO messages of the libraries (highdicom, mlflow, lightning), hidden by default")
     # The same options after the command name; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -476,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_libraries(getattr(args, "verbose", False))
+    if args.command == "predict":  # a user's command: library banners hidden (pipeline jobs keep them in their logs)
+        quiet_libraries(getattr(args, "verbose", False))
     try:
         args.func(args)
     except InputError as exc:

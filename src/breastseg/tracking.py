@@ -168,6 +168,27 @@ def split_input(params: dict[str, Any], exp: dict[str, Any], split_file: Path) -
     return dataset, tags
 
 
+def log_split(run_id: str, dataset: Any, tags: dict[str, str], context: str) -> None:
+    """Log ``dataset`` (:func:`split_input`) as an input of run ``run_id``. Parallel jobs (tune workers, seeds) log
+    the same dataset at once, and the store inserts it on first use: a job that loses that race finds it stored
+    and tries again."""
+    import time
+
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+
+    entity = DatasetInput(dataset._to_mlflow_entity(),
+                          tags=[InputTag("mlflow.data.context", context), *(InputTag(k, v) for k, v in tags.items())])
+    for attempt in range(5):
+        try:
+            mlflow.MlflowClient().log_inputs(run_id, datasets=[entity])
+            return
+        except mlflow.exceptions.MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> {"a.b": value} for mlflow.log_params."""
     out: dict[str, Any] = {}

@@ -432,9 +432,9 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         # the split it was scored on (the runs table's Dataset column) and the model version it scored: the run page
         # links the model, and the model's page lists these metrics
         dataset, input_tags = tracking.split_input(params, exp, split_file)
-        mlflow.log_input(dataset, context="test", tags=input_tags)
+        tracking.log_split(mlflow.active_run().info.run_id, dataset, input_tags, context="test")
         model_id = None if further_seed else model.get("model_id")  # absent from models trained before it
-        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id, dataset=dataset)
+        mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id)
         if not further_seed:  # the model version names its evaluation run
             mlflow.MlflowClient().set_model_version_tag(model["model_name"], str(model["version"]),
                                                         "breastseg.evaluation_run", mlflow.active_run().info.run_id)

@@ -295,8 +295,7 @@ def train_experiment(
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp["precision"]))))
         mlflow.log_params(tracking.run_params(exp, hp))
-        dataset, input_tags = tracking.split_input(params, exp, split_file)
-        mlflow.log_input(dataset, context="training", tags=input_tags)
+        tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")
         if not register:  # a further seed: its bundle in out_dir serves evaluation; no registry entry

@@ -37,15 +37,6 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
-def _dataset_input(params: dict[str, Any], exp: dict[str, Any], split_file: Path) -> Any:
-    """The split as an MLflow dataset input of a trial run (context ``training``)."""
-    from mlflow.entities import DatasetInput, InputTag
-
-    dataset, tags = tracking.split_input(params, exp, split_file)
-    return DatasetInput(dataset._to_mlflow_entity(),
-                        tags=[InputTag("mlflow.data.context", "training"), *(InputTag(k, v) for k, v in tags.items())])
-
-
 def make_pruner(kind: str) -> optuna.pruners.BasePruner:
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
@@ -159,7 +150,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
     max_epochs = trial_epochs(params, exp)
-    split_entity = _dataset_input(params, exp, split_file)
+    split_input = tracking.split_input(params, exp, split_file)
     mine: list[int] = []
     optuna.storages.fail_stale_trials(study)
     fail_orphans(study, worker, client)
@@ -183,7 +174,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         trial.set_user_attr("breastseg.mlflow_run", rid)
         for k, v in tracking.run_params(exp, hp).items():  # named as in the final training
             client.log_param(rid, k, v)
-        client.log_inputs(rid, datasets=[split_entity])
+        tracking.log_split(rid, *split_input, context="training")
         module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, params, exp))
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]

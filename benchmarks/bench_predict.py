@@ -54,13 +54,13 @@ def write_study(root: Path, matrix: int, slices: int) -> Path:
 def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
     import torch
 
-    from breastseg.config import load_params
+    from breastseg.config import Experiment, load_params
     from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
 
-    exp = {"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
-           "class_names": ["background", "fgt", "bpe"], "image_size": image_size,
-           "model": {"name": "unet", "features": features}}
+    exp = Experiment.from_dict({"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
+                                "class_names": ["background", "fgt", "bpe"], "image_size": image_size,
+                                "model": {"name": "unet", "features": features}})
     torch.manual_seed(0)
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # resolved: every default filled
     write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "bench"}, "bench"), folder)
@@ -100,7 +100,7 @@ def stage_times(model, study: Path, out: Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     write_nifti(out / "labels.nii.gz", labels, st.pre.affine)
     t0 = tick("labels.nii.gz", t0)
-    save_seg(mri_seg(st.pre, labels, exp["name"], None), out / "seg.dcm")
+    save_seg(mri_seg(st.pre, labels, exp.name, None), out / "seg.dcm")
     t0 = tick("DICOM SEG", t0)
     mri_overlay(st.volumes["pre"], labels, voxel[:2]).save(out / "overlay.png")
     tick("overlay.png", t0)

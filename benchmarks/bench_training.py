@@ -90,7 +90,7 @@ def make_loader(dataset, batch: int, num_workers: int, seed: int):
 
 
 # --------------------------------------------------------------------------------------------------- runs
-def fresh_module(exp: dict[str, Any], hp: dict[str, Any], epochs: int, state: dict):
+def fresh_module(exp: Any, hp: Any, epochs: int, state: dict):
     from breastseg.training.module import SegmentationModule
     from breastseg.training.train import module_kwargs
 
@@ -111,9 +111,9 @@ def plain_run(exp, hp, state, dataset, args, epochs: int) -> dict[str, Any]:
     opt_conf = module.configure_optimizers()
     opt, sched = opt_conf["optimizer"], opt_conf["lr_scheduler"]["scheduler"]
     params = [p for p in module.parameters()]
-    clip = float(hp.get("gradient_clip_val", 1.0))
+    clip = float(hp.gradient_clip_val)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16-mixed" else nullcontext())
-    loader = make_loader(dataset, args.batch, int(hp.get("num_workers", 0)), args.seed)
+    loader = make_loader(dataset, args.batch, int(hp.num_workers), args.seed)
     deterministic = torch.are_deterministic_algorithms_enabled()
     data_s, cycle_s, steps, losses = [], [], 0, []
 
@@ -187,7 +187,7 @@ def lightning_run(exp, hp, state, dataset, args, epochs: int) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     t_setup = time.perf_counter()
     module = fresh_module(exp, hp, epochs, state)
-    loader = make_loader(dataset, args.batch, int(hp.get("num_workers", 0)), args.seed)
+    loader = make_loader(dataset, args.batch, int(hp.num_workers), args.seed)
     clock = Clock()
     trainer = make_trainer(hp, epochs, logger=False, callbacks=[clock], limit_val_batches=0,
                            enable_checkpointing=False, enable_progress_bar=False)
@@ -243,7 +243,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     import torch
 
     from breastseg.config import experiment, load_params
-    from breastseg.data.datamodule import DEFAULT_AUGMENT, SliceDataset
+    from breastseg.data.datamodule import SliceDataset
     from breastseg.training.module import SegmentationModule
     from breastseg.training.train import module_kwargs
 
@@ -253,23 +253,23 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     warnings.filterwarnings("ignore", ".*val_dataloader.*|.*LeafSpec.*")
 
     exp = experiment(load_params(PARAMS), args.experiment)
-    size = args.size or int(exp["image_size"])
-    exp["image_size"] = size
-    hp = {**exp["train"], "batch_size": args.batch, "threads": args.threads, "precision": args.precision,
-          "accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1}
-    augment = None if args.no_augment else {**DEFAULT_AUGMENT, **hp.get("augment", {})}
+    size = args.size or int(exp.image_size)
+    exp = exp.with_data(image_size=size)
+    hp = exp.train.with_values({"batch_size": args.batch, "threads": args.threads, "precision": args.precision,
+                                "accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1})
+    augment = None if args.no_augment else hp.augment
     torch.set_num_threads(args.threads)
 
-    image, label = blob_slices(args.slices, len(exp["channels"]), size, int(exp["classes"]), args.seed)
+    image, label = blob_slices(args.slices, len(exp.channels), size, int(exp.classes), args.seed)
     dataset = SliceDataset(image, label, augment=augment)
     pl.seed_everything(args.seed, workers=True, verbose=False)
     state = copy.deepcopy(SegmentationModule(exp, **module_kwargs(hp, args.epochs)).state_dict())
     n_params = sum(v.numel() for v in state.values())
 
-    print(f"experiment {args.experiment}: {exp['model']['name']} {exp['model']['features']}, {n_params} parameters; "
-          f"{args.slices} slices {len(exp['channels'])}x{size}x{size}, batch {args.batch}, "
+    print(f"experiment {args.experiment}: {exp.model.name} {list(exp.model.features)}, {n_params} parameters; "
+          f"{args.slices} slices {len(exp.channels)}x{size}x{size}, batch {args.batch}, "
           f"{-(-args.slices // args.batch)} steps/epoch, {args.epochs} epochs/run, {args.repeats} runs/side")
-    print(f"threads {args.threads}, precision {args.precision}, num_workers {int(hp.get('num_workers', 0))}, "
+    print(f"threads {args.threads}, precision {args.precision}, num_workers {int(hp.num_workers)}, "
           f"augment {augment or 'off'}, torch {torch.__version__}, lightning {pl.__version__}")
 
     # warm-up: one epoch each, untimed; also checks that both sides do the same work

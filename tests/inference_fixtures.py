@@ -14,15 +14,15 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
     from breastseg.models.bundle import bundle_config, write_bundle
     from breastseg.models.factory import build_model
 
-    name = "mass_us_entropy" if "entropy" in channels else "mass_us_bmode"
-    exp = {"name": name, "dataset": "us", "channels": list(channels), "classes": 2,
-           "class_names": ["background", "mass"], "image_size": image_size,
-           "model": {"name": "attention_unet", "features": [4, 8]}}
-    torch.manual_seed(seed)
-    from breastseg.config import load_params
+    from breastseg.config import Experiment, load_params
 
+    name = "mass_us_entropy" if "entropy" in channels else "mass_us_bmode"
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     params["us_maps"] = {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}
+    exp = Experiment.from_dict({"name": name, "dataset": "us", "channels": list(channels), "classes": 2,
+                                "class_names": ["background", "mass"], "image_size": image_size,
+                                "model": {"name": "attention_unet", "features": [4, 8]}}, maps=params["us_maps"])
+    torch.manual_seed(seed)
     write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
                                                  training_ranges=training_ranges), folder)
     return folder

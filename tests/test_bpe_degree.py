@@ -66,13 +66,12 @@ def test_settings_from_the_schema_and_checked():
 
 
 def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp_path):
-    from breastseg.config import load_params
+    from breastseg.config import experiment, load_params
     from breastseg.models.bundle import bundle_config, read_config
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     params["evaluation"]["bpe_degree"].update(cutoffs=[0.3, 0.5, 0.9], combine="degree")
-    exp = {"name": "bpe_mri", **params["experiments"]["bpe_mri"]}
-    exp.setdefault("class_names", ["background", "fgt", "bpe"])
+    exp = experiment(params, "bpe_mri")
     config = bundle_config(params, exp, {}, "run")
     assert config["bpe_degree"]["cutoffs"] == [0.3, 0.5, 0.9] and config["bpe_degree"]["combine"] == "degree"
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -153,6 +152,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     """Predictions at the prepared image size (here 128 for a 64-pixel study) are mapped back to the pre-contrast
     grid as predict maps them: a prediction that is the prepared truth gives the truth's degree exactly; a
     prediction without BPE leaves the degree undefined."""
+    from breastseg.config import Experiment
     from breastseg.data.slices import prepare_mri
 
     _, _, sdir = _converted(tmp_path, 1, 2)
@@ -160,7 +160,8 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     first = sdir.parent
     second = interim / "P000000000002"
     shutil.copytree(first, second)
-    exp = {"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "image_size": 128}
+    exp = Experiment.from_dict({"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
+                                "image_size": 128, "model": {"name": "unet", "features": [4, 8]}})
     prepared = prepare_mri(exp, first)
     n = len(prepared["labels"])
     lab = np.asarray(prepared["labels"])

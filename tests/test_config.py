@@ -43,9 +43,9 @@ def test_experiment_merges_train_overrides(params):
     p["experiments"]["bpe_mri"]["train"] = {"max_epochs": 9}
     p["experiments"]["mass_us_bmode"].pop("train", None)
     exp = experiment(p, "bpe_mri")
-    assert exp["train"]["max_epochs"] == 9
-    assert exp["train"]["batch_size"] == params["train"]["batch_size"]
-    assert experiment(p, "mass_us_bmode")["train"]["max_epochs"] == params["train"]["max_epochs"]
+    assert exp.train.max_epochs == 9
+    assert exp.train.batch_size == params["train"]["batch_size"]
+    assert experiment(p, "mass_us_bmode").train.max_epochs == params["train"]["max_epochs"]
 
 
 def test_missing_params_file_is_one_line(tmp_path):

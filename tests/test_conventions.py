@@ -78,11 +78,11 @@ def _validate(exp, data, pred, batch_size):
     from breastseg.data.datamodule import SliceDataModule
     from breastseg.training.module import SegmentationModule
 
-    onehot = np.eye(exp["classes"], dtype=np.float32)[pred].transpose(0, 3, 1, 2) * 10
+    onehot = np.eye(exp.classes, dtype=np.float32)[pred].transpose(0, 3, 1, 2) * 10
     subset = {**data, "image": onehot}
     dm = SliceDataModule("unused", "unused", batch_size=batch_size)
     dm.data = {"train": subset, "val": subset, "test": subset}
-    module = SegmentationModule(exp)
+    module = SegmentationModule(exp, lr=1e-3, weight_decay=0.0, max_epochs=1)
     module.net = _Echo()
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False)
@@ -96,7 +96,7 @@ def test_validation_dice_is_what_evaluation_scores(params, name):
     per patient, batches cutting through patients, no-mass images apart."""
     exp = experiment(params, name)
     patients = ["Pa", "Pa", "Pa", "Pb", "Pb", "Pc", "Pd", "Pd"]
-    data, pred = _data(exp["classes"], patients, seed=2, empty=(2, 5) if name != "bpe_mri" else ())
+    data, pred = _data(exp.classes, patients, seed=2, empty=(2, 5) if name != "bpe_mri" else ())
     pred[5, 4:6, 4:6] = 1  # a false positive on Pc's no-mass image (ultrasound)
     _, _, summary = score(exp, data, pred)
     logged = _validate(exp, data, pred, batch_size=3)
@@ -107,7 +107,7 @@ def test_validation_dice_is_what_evaluation_scores(params, name):
     unit = "mass" if name != "bpe_mri" else "slice"
     assert logged[f"val_dice_per_{unit}_mean"] == pytest.approx(summary[f"dice_per_{unit}"]["mean"], abs=1e-6)
     # pooled over all val pixels at once (the former val_dice) it would differ
-    pooled = dice_figures(overlap_counts(pred, data["label"], exp["classes"]), ["all"] * len(pred),
+    pooled = dice_figures(overlap_counts(pred, data["label"], exp.classes), ["all"] * len(pred),
                           no_mass_apart=False)["dice_mean"]
     assert pooled != pytest.approx(summary["dice_mean"], abs=1e-6)
 
@@ -116,6 +116,6 @@ def test_validation_can_follow_another_headline_dice(params):
     from breastseg.training.module import SegmentationModule
 
     exp = experiment(params, "mass_us_bmode")
-    assert SegmentationModule(exp, metric="dice_per_mass_median").metric == "dice_per_mass_median"
+    assert SegmentationModule(exp, lr=1e-3, weight_decay=0.0, max_epochs=1, metric="dice_per_mass_median").metric == "dice_per_mass_median"
     with pytest.raises(ValueError, match="val_dice cannot follow 'hd95_mm_median_mass'"):
-        SegmentationModule(exp, metric="hd95_mm_median_mass")
+        SegmentationModule(exp, lr=1e-3, weight_decay=0.0, max_epochs=1, metric="hd95_mm_median_mass")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from inference_fixtures import us_bundle
 
+from breastseg.config import experiment
 from breastseg.data.slices import prepare_patient
 from breastseg.data.split import split_dataset, subset_patients
 
@@ -55,7 +56,7 @@ def cohort(tmp_path, monkeypatch, params):
         for k in range(2):
             _scan(interim / pid / f"scan-{k}", rng)
         for exp in ("mass_us_bmode", "mass_us_entropy"):
-            e = {**p["experiments"][exp], "name": exp}
+            e = experiment(p, exp)
             files.append(prepare_patient(e, interim / pid, processed / exp / f"{pid}.npz", patient_id=pid))
     split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
     split = tmp_path / f"data/splits/{NAME}.json"
@@ -165,7 +166,6 @@ def test_changing_test_labels_changes_no_decision(cohort):
 
 
 def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
-    from breastseg.config import experiment
     from breastseg.data.slices import load_subset
     from breastseg.evaluation.evaluate import figures_of, score
     from breastseg.models.bundle import load_bundle, predict_slices
@@ -181,7 +181,7 @@ def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
     assert _digests(root / "data/processed") == processed_before  # nothing written over the prepared slices
 
     # the same champion evaluated alone on its own 48-px val slices, prepared as the workflow prepares them
-    exp48 = {**experiment(params, NAME), "image_size": 48}
+    exp48 = experiment(params, NAME).with_data(image_size=48)
     own = root / "own48"
     for pid in subset_patients(split, "val"):
         prepare_patient(exp48, root / "data/interim/us" / pid, own / f"{pid}.npz", patient_id=pid)
@@ -316,7 +316,7 @@ def test_champion_on_other_map_settings_is_scored_on_its_own_maps_made_from_the_
         roi[30:60, 4:11] = 1
         np.savez(tmp_path / f"{pid}.npz", rf=rng.normal(size=(96, 16)) * (1 + roi), roi=roi, fs=40e6, f0=7e6, pitch=2e-4)
         write_decoded_patient([tmp_path / f"{pid}.npz"], interim / pid, patient_id=pid)
-        files.append(prepare_patient({**p["experiments"][name], "name": name}, interim / pid,
+        files.append(prepare_patient(experiment(p, name), interim / pid,
                                      processed / name / f"{pid}.npz", patient_id=pid, maps_settings=MAPS))
     split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
     champion = us_bundle(tmp_path / "b1", channels=("entropy",), seed=7)

@@ -148,6 +148,7 @@ def test_label_map_equals_argmax():
 
 @pytest.mark.parametrize("matrix", [24, 20])
 def test_mri_network_input_is_the_training_preprocessing(matrix):
+    from breastseg.config import Experiment
     from breastseg.data.slices import mri_slice_image, mri_study_channels
     from breastseg.inference.preprocess import MriStudy, mri_network_input
 
@@ -156,7 +157,8 @@ def test_mri_network_input_is_the_training_preprocessing(matrix):
 
     rng = np.random.default_rng(0)
     vols = {"pre": rng.random(Pre.shape).astype(np.float32) * 100, "sub": rng.random(Pre.shape).astype(np.float32)}
-    exp = {"channels": ["pre", "sub"], "image_size": 24}
+    exp = Experiment.from_dict({"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
+                                "image_size": 24, "model": {"name": "unet", "features": [4, 8]}})
     channels = mri_study_channels(exp, vols["pre"], {"sub": vols["sub"]})
     expected = np.stack([mri_slice_image(exp, channels, k) for k in range(5)])
     np.testing.assert_array_equal(mri_network_input(exp, MriStudy("study-1", None, Pre(), vols, [], "")), expected)

@@ -5,11 +5,12 @@ masses usually are). The synthetic masses sit near the image centre, so the majo
 (Dice about 0.5 on these test cases); only a model that finds each mass beats it.
 """
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from breastseg.config import experiment
+from breastseg.config import Augment, ModelSettings, experiment
 from breastseg.evaluation.evaluate import score
 from breastseg.labels import NOT_ANNOTATED
 
@@ -61,17 +62,17 @@ def beats_trivial_baselines(exp, train_labels, test, pred, margin=MARGIN):
         return score(exp, test, p)[2]["dice_mean"] or 0.0
 
     scores = {"model": dice(pred), "background": dice(np.zeros_like(test["label"])),
-              "majority": dice(np.broadcast_to(majority_map(train_labels, exp["classes"]), test["label"].shape))}
+              "majority": dice(np.broadcast_to(majority_map(train_labels, exp.classes), test["label"].shape))}
     return scores["model"] > max(scores["background"], scores["majority"]) + margin, scores
 
 
 def _exp(params):
     p = copy.deepcopy(params)
     exp = experiment(p, NAME)
-    exp.update(image_size=SIZE, model={"name": "attention_unet", "features": [8, 16]})
-    exp["train"].update(max_epochs=6, batch_size=8, lr=0.01, weight_decay=0.0, threads=1, precision="32-true",
-                        samples_per_epoch=96, seed=0, augment={"flip": True, "rotate_deg": 0.0, "intensity": 0.0})
-    return exp
+    train = exp.train.with_values(dict(max_epochs=6, batch_size=8, lr=0.01, weight_decay=0.0, threads=1,
+                                       precision="32-true", samples_per_epoch=96, seed=0,
+                                       augment=Augment(flip=True, flip_vertical=False, rotate_deg=0.0, intensity=0.0)))
+    return replace(exp, image_size=SIZE, model=ModelSettings("attention_unet", (8, 16)), train=train)
 
 
 def _predict(module, images):
@@ -88,20 +89,20 @@ def _module(exp):
     from breastseg.training.train import module_kwargs
 
     pl.seed_everything(0, workers=True, verbose=False)
-    return SegmentationModule(exp, **module_kwargs(exp["train"], int(exp["train"]["max_epochs"])))
+    return SegmentationModule(exp, **module_kwargs(exp.train, int(exp.train.max_epochs)))
 
 
 def test_trained_model_beats_trivial_baselines(params, cohort):
-    from breastseg.data.datamodule import DEFAULT_AUGMENT, SliceDataModule
+    from breastseg.data.datamodule import SliceDataModule
     from breastseg.training.train import make_trainer
 
     exp = _exp(params)
-    t = exp["train"]
-    dm = SliceDataModule("unused", "unused", batch_size=t["batch_size"], seed=t["seed"],
-                         augment={**DEFAULT_AUGMENT, **t["augment"]}, samples_per_epoch=t["samples_per_epoch"])
+    t = exp.train
+    dm = SliceDataModule("unused", "unused", batch_size=t.batch_size, seed=t.seed, augment=t.augment,
+                         samples_per_epoch=t.samples_per_epoch)
     dm.data = dict(cohort)
     module = _module(exp)
-    trainer = make_trainer(t, int(t["max_epochs"]), False, [], enable_checkpointing=False, enable_progress_bar=False)
+    trainer = make_trainer(t, int(t.max_epochs), False, [], enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(module, datamodule=dm)
     ok, scores = beats_trivial_baselines(exp, cohort["train"]["label"], cohort["test"],
                                          _predict(module, cohort["test"]["image"]))
@@ -115,5 +116,5 @@ def test_untrained_model_does_not_pass(params, cohort):
                                          _predict(_module(exp), cohort["test"]["image"]))
     assert not ok, scores
     # nor does the majority map itself, fed as if a model had predicted it
-    majority = np.broadcast_to(majority_map(cohort["train"]["label"], exp["classes"]), cohort["test"]["label"].shape)
+    majority = np.broadcast_to(majority_map(cohort["train"]["label"], exp.classes), cohort["test"]["label"].shape)
     assert not beats_trivial_baselines(exp, cohort["train"]["label"], cohort["test"], np.array(majority))[0]

@@ -122,7 +122,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     full = json.loads((root / "results" / name / "evaluation.json").read_text())
     for key in ("per_patient", "per_slice", "conventions", "test_patients", "model_version", "model_uri"):
         assert key in full, key
-    assert full["environment"]["precision"] == exp["train"]["precision"]
+    assert full["environment"]["precision"] == exp.train.precision
     run = next(r for r in client.search_runs([client.get_experiment_by_name(name).experiment_id])
                if r.data.tags.get("breastseg.stage") == "evaluate")
     assert run.data.tags["breastseg.isa_fingerprint"] == full["environment"]["isa_fingerprint"]

@@ -51,9 +51,10 @@ def test_ddp_inside_a_one_task_slurm_job_starts_its_own_processes(monkeypatch):
     """The slurm executor runs a rule as one srun task: Lightning must start the DDP processes itself."""
     from breastseg.training.train import make_trainer
 
-    from breastseg.config import schema_defaults
+    from breastseg.config import TrainSettings, schema_defaults
 
-    hp = {**schema_defaults("train"), "strategy": "ddp", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}
+    hp = TrainSettings.from_dict({**schema_defaults("train"), "strategy": "ddp", "devices": 2, "num_nodes": 1,
+                                  "accelerator": "cpu"})
     for var in ("SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
@@ -66,5 +67,5 @@ def test_ddp_inside_a_one_task_slurm_job_starts_its_own_processes(monkeypatch):
     for var, value in {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_LOCALID": "0",
                        "SLURM_NODELIST": "node1,node2"}.items():
         monkeypatch.setenv(var, value)
-    trainer = make_trainer({**hp, "num_nodes": 2}, 1, False, [])
+    trainer = make_trainer(hp.with_values({"num_nodes": 2}), 1, False, [])
     assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"

@@ -89,12 +89,16 @@ def test_two_workers_share_one_postgresql_study_with_pruning(tmp_path, monkeypat
         {n: s.name for n, s in states.items()}
 
 
+#: A resolved tracking block (the store under test replaces optuna_storage)
+STORES = {"mlflow_uri": "sqlite:///unused.db", "artifact_root": "mlartifacts", "optuna_storage": "sqlite:///unused.db"}
+
+
 def test_journal_file_storage_from_params(tmp_path):
     """`tracking.optuna_storage: journal:///path` gives a JournalStorage: for workers on a shared filesystem."""
     from breastseg.tracking import optuna_storage
 
     log = tmp_path / "shared" / "optuna.log"
-    p = {"tracking": {"optuna_storage": f"journal://{log}"}}
+    p = {"tracking": {**STORES, "optuna_storage": f"journal://{log}"}}
     for _ in range(2):  # two "workers" opening the same file see one study
         study = optuna.create_study(study_name="s", storage=optuna_storage(p), load_if_exists=True)
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
@@ -109,6 +113,6 @@ def test_unreachable_storage_is_one_line_naming_the_setting():
     from scaleout_services import free_port
 
     with pytest.raises(InputError) as err:
-        optuna_storage({"tracking": {"optuna_storage": f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}})
+        optuna_storage({"tracking": {**STORES, "optuna_storage": f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}})
     message = str(err.value)
     assert "tracking.optuna_storage" in message and "secret" not in message and "\n" not in message

@@ -43,6 +43,57 @@ def test_no_library_code_reads_a_setting_with_a_default_of_its_own():
     assert offenders == []
 
 
+def _untyped_reads(path: Path, root: Path = ROOT) -> list[str]:
+    """``exp[...]`` / ``hp[...]``: an experiment or its training settings read as a raw dict."""
+    return [f"{path.relative_to(root)}:{node.lineno}: {node.value.id}[...]"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in {"exp", "hp"}]
+
+
+def test_library_stages_take_typed_experiments_not_dicts(tmp_path):
+    offenders = [hit for p in sorted(SRC.rglob("*.py")) if p.name != "config.py" for hit in _untyped_reads(p)]
+    assert offenders == []
+    probe = tmp_path / "probe.py"  # the check finds what it looks for
+    probe.write_text("def f(exp, hp):\n    return exp['name'], hp['lr'], exp.name\n")
+    assert len(_untyped_reads(probe, tmp_path)) == 2
+
+
+def test_experiment_is_frozen_typed_and_hashes_as_the_params_hold_it(params):
+    """experiment() gives frozen settings whose dict form is the params' block with its name and merged train
+    block: what run tags, study names and resume fingerprints hash (so they stay the same)."""
+    import dataclasses
+
+    from breastseg.config import Experiment, MapSettings, TrainSettings, experiment
+
+    exp = experiment(params, "mass_us_entropy")
+    assert isinstance(exp.train, TrainSettings) and exp.maps == MapSettings.from_params(params)
+    assert exp.train.max_epochs == params["experiments"]["mass_us_entropy"]["train"]["max_epochs"]
+    assert exp.train.lr == params["train"]["lr"] and exp.train.augment.flip_vertical is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        exp.image_size = 32
+    block = copy.deepcopy(params["experiments"]["mass_us_entropy"])
+    expected = {**block, "name": "mass_us_entropy", "train": {**params["train"], **block["train"]}}
+    assert exp.as_dict() == expected
+    assert Experiment.from_dict(exp.as_dict(), maps=exp.maps) == exp
+    assert experiment(params, "bpe_mri").maps is None
+    # a study's best parameters and a seed replace the block's own; an unknown key is refused in one line
+    tuned = exp.train.with_values({"lr": 0.01, "seed": 5})
+    assert (tuned.lr, tuned.seed, exp.train.lr) == (0.01, 5, params["train"]["lr"])
+    from breastseg.errors import InputError
+
+    with pytest.raises(InputError, match="unknown train key 'lrate'"):
+        exp.train.with_values({"lrate": 0.01})
+
+
+def test_tune_space_names_only_train_settings(params):
+    p = copy.deepcopy(params)
+    p["tune"]["space"]["dropout"] = {"type": "float", "low": 0.0, "high": 0.5}
+    from breastseg.errors import InputError
+
+    with pytest.raises(InputError, match="tune.space names 'dropout', which is not a train setting"):
+        resolve_params(p)
+
+
 def test_the_check_finds_what_it_looks_for(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f(params, hp):\n    return params.get('train', {}), params['train'].get('lr', 1), hp.get('x')\n")
@@ -141,11 +192,9 @@ def test_typed_settings_are_frozen_views_of_the_resolved_params(monkeypatch):
     import dataclasses
 
     from breastseg.config import MapSettings, SplitSettings, TrackingSettings, mlflow_uri
-    from breastseg.models.bundle import us_maps_settings
-
     params = load_params(ROOT / "params.yaml")
     maps = MapSettings.from_params(params)
-    assert maps.as_dict() == us_maps_settings(params)
+    assert maps.as_dict() == {**params["us_maps"], "entropy_binning": maps.entropy_binning}
     assert MapSettings.from_dict(maps.as_dict()) == maps
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     stores = TrackingSettings.from_params(params)

@@ -191,7 +191,7 @@ def test_warm_start_from_the_champion(tiny):
     from breastseg.config import experiment
 
     exp = experiment(params, name)
-    fresh = SegmentationModule(exp, **module_kwargs(exp["train"], 1))
+    fresh = SegmentationModule(exp, **module_kwargs(exp.train, 1))
     assert warm_start(fresh, f"breastseg-{name}", "champion") is None  # no champion yet
     first = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
                              out_dir=root / "m1")

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,9 @@ from breastseg.training.loss import MaskedDiceCELoss
 def test_model_shapes_and_gradients(params, name):
     exp = experiment(params, name)
     net = build_model(exp)
-    x = torch.randn(2, len(exp["channels"]), exp["image_size"], exp["image_size"], requires_grad=True)
+    x = torch.randn(2, len(exp.channels), exp.image_size, exp.image_size, requires_grad=True)
     y = net(x)
-    assert y.shape == (2, exp["classes"], exp["image_size"], exp["image_size"])
+    assert y.shape == (2, exp.classes, exp.image_size, exp.image_size)
     y.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
@@ -76,18 +78,19 @@ def test_samples_per_epoch_draws_whole_reshuffled_passes():
 
 
 def test_augmentation_mirrors_left_right_and_up_down_only_when_asked():
-    from breastseg.data.datamodule import DEFAULT_AUGMENT, SliceDataset
+    from breastseg.config import Augment
+    from breastseg.data.datamodule import SliceDataset
 
     rows, cols = np.mgrid[0:8, 0:8]
     image = (10 * rows + cols).astype(np.float32)[None, None]  # depth grows downwards, lateral to the right
     label = np.zeros((1, 8, 8), np.int64)
-    plain = {**DEFAULT_AUGMENT, "rotate_deg": 0.0, "intensity": 0.0}
+    plain = Augment(flip=True, flip_vertical=False, rotate_deg=0.0, intensity=0.0)
     seen = {"lr": 0, "ud": 0}
     for seed in range(40):
         x, _ = SliceDataset(image, label, plain)[(0, seed)]
         x = x[0].numpy()
         assert x[0, 0] < x[-1, 0]  # never upside down by default
         seen["lr"] += int(x[0, 0] > x[0, -1])
-        x, _ = SliceDataset(image, label, {**plain, "flip_vertical": True})[(0, seed)]
+        x, _ = SliceDataset(image, label, replace(plain, flip_vertical=True))[(0, seed)]
         seen["ud"] += int(x[0].numpy()[0, 0] > x[0].numpy()[-1, 0])
     assert 5 < seen["lr"] < 35 and 5 < seen["ud"] < 35, seen

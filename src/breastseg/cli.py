@@ -106,7 +106,7 @@ def cmd_prepare_shard(args: argparse.Namespace) -> None:
     from .data.shards import prepare_shard
 
     params = _params(args)
-    dataset = experiment(params, args.experiment)["dataset"]
+    dataset = experiment(params, args.experiment).dataset
     prepare_shard(params, args.experiment, Path(args.converted), Path(args.marker),
                   interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
                   processed_dir=Path(args.processed_dir or f"data/processed/{args.experiment}"),

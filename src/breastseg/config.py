@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,6 +58,10 @@ def resolve_params(params: dict[str, Any], *, source: str | Path = "params.yaml"
     out = copy.deepcopy(params)
     _fill(out, _schema(SCHEMA, SCHEMA.stat().st_mtime_ns))
     out["run"].setdefault("seeds", [out["train"]["seed"]])
+    unknown = sorted(set(out["tune"]["space"]) - set(out["train"]))
+    if unknown:  # a searched setting overrides one of the train block's (TrainSettings.with_values)
+        raise InputError(source, f"tune.space names '{unknown[0]}', which is not a train setting "
+                                 f"(known: {', '.join(sorted(out['train']))})")
     for name, exp in out["experiments"].items():
         exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
     return out
@@ -109,21 +113,21 @@ def selected_experiments(params: dict[str, Any], source: str | Path = "params.ya
     return list(chosen)
 
 
-def experiment(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """One experiment's settings with the global ``train`` block merged under its own overrides."""
+def experiment(params: dict[str, Any], name: str) -> Experiment:
+    """One experiment's settings (of resolved params) with the global ``train`` block merged under its own
+    overrides, and the ``us_maps`` settings for an ultrasound experiment."""
     try:
-        exp = copy.deepcopy(params["experiments"][name])
+        block = params["experiments"][name]
     except KeyError:
         raise InputError("params.yaml", f"no experiment named '{name}'") from None
-    exp["name"] = name
-    exp["train"] = {**params.get("train", {}), **exp.get("train", {})}
-    exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
-    return exp
+    train = {**params["train"], **block.get("train", {})}
+    maps = MapSettings.from_params(params) if block["dataset"] == "us" else None
+    return Experiment.from_dict({**block, "name": name, "train": train}, maps=maps)
 
 
-def trial_epochs(params: dict[str, Any], exp: dict[str, Any]) -> int:
+def trial_epochs(params: dict[str, Any], exp: Experiment) -> int:
     """Epochs per Optuna trial: ``tune.max_epochs``, else the experiment's own ``train.max_epochs``."""
-    return int(params["tune"]["max_epochs"] if "max_epochs" in params["tune"] else exp["train"]["max_epochs"])
+    return int(params["tune"]["max_epochs"] if "max_epochs" in params["tune"] else exp.train.max_epochs)
 
 
 def tracking_only(path: str | Path) -> dict[str, Any] | None:
@@ -216,6 +220,156 @@ class SplitSettings:
         block = params["split"]
         fr = block["fractions"]
         return cls(seed=block["seed"], fractions=SplitFractions(train=fr["train"], val=fr["val"], test=fr["test"]))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (how params hold sequences), recursively: what is hashed or written stays as before."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Augment:
+    """``train.augment``: the training-time augmentation."""
+
+    flip: bool
+    flip_vertical: bool
+    rotate_deg: float
+    intensity: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Augment:
+        return cls(flip=d["flip"], flip_vertical=d["flip_vertical"], rotate_deg=d["rotate_deg"],
+                   intensity=d["intensity"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flip": self.flip, "flip_vertical": self.flip_vertical, "rotate_deg": self.rotate_deg,
+                "intensity": self.intensity}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """An experiment's ``train`` block (the global one under the experiment's own overrides), every key filled."""
+
+    seed: int
+    max_epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    precision: str
+    accelerator: str
+    devices: int | str
+    num_workers: int
+    threads: int
+    strategy: str
+    num_nodes: int
+    gradient_clip_val: float
+    early_stopping_patience: int
+    init_from: str
+    samples_per_epoch: int
+    class_weights: tuple[float, ...] | None
+    augment: Augment
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str | Path = "params.yaml") -> TrainSettings:
+        """Of a resolved ``train`` block; a missing or unknown key is refused in one line."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        missing = [k for k in names if k not in d]
+        if unknown or missing:
+            what = f"unknown train key '{unknown[0]}'" if unknown else f"train.{missing[0]} is not set"
+            raise InputError(source, what)
+        values = {k: d[k] for k in names}
+        values["augment"] = d["augment"] if isinstance(d["augment"], Augment) else Augment.from_dict(d["augment"])
+        values["class_weights"] = None if d["class_weights"] is None else tuple(d["class_weights"])
+        return cls(**values)
+
+    def with_values(self, values: Mapping[str, Any], *, source: str | Path = "params.yaml") -> TrainSettings:
+        """These settings with ``values`` (e.g. a study's best parameters, a seed) in place of their own."""
+        return TrainSettings.from_dict({**self.as_dict(), **values}, source=source)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["augment"] = self.augment.as_dict()
+        out["class_weights"] = _plain(self.class_weights)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """An experiment's ``model`` block: the network."""
+
+    name: str
+    features: tuple[int, ...]
+    dropout: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSettings:
+        return cls(name=d["name"], features=tuple(d["features"]), dropout=d.get("dropout"))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "features": list(self.features)}
+        if self.dropout is not None:
+            out["dropout"] = self.dropout
+        return out
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment's resolved settings, what each stage reads: the data it is prepared from (``dataset``,
+    ``channels``, ``image_size``), the labels (``classes``, ``class_names``), the network (``model``), the
+    training (``train``: None for a model bundle's experiment, which records no training settings) and, for
+    ultrasound, the maps (``maps``)."""
+
+    name: str
+    dataset: str
+    channels: tuple[str, ...]
+    classes: int
+    class_names: tuple[str, ...]
+    image_size: int
+    model: ModelSettings
+    train: TrainSettings | None = None
+    maps: MapSettings | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, maps: MapSettings | Mapping[str, Any] | None = None,
+                  source: str | Path = "params.yaml") -> Experiment:
+        """Of an experiment block with its ``name`` (and a complete ``train`` block, if any); ``maps``: the
+        ``us_maps`` settings (an ultrasound experiment's)."""
+        missing = [k for k in ("name", "dataset", "channels", "classes", "image_size", "model") if k not in d]
+        if missing:
+            raise InputError(source, f"experiment settings lack '{missing[0]}'")
+        train = d.get("train")
+        if maps is not None and not isinstance(maps, MapSettings):
+            maps = MapSettings.from_dict(maps)
+        return cls(
+            name=d["name"], dataset=d["dataset"], channels=tuple(d["channels"]), classes=int(d["classes"]),
+            class_names=tuple(d.get("class_names") or [f"class{i}" for i in range(d["classes"])]),
+            image_size=d["image_size"],
+            model=d["model"] if isinstance(d["model"], ModelSettings) else ModelSettings.from_dict(d["model"]),
+            train=None if train is None else train if isinstance(train, TrainSettings)
+            else TrainSettings.from_dict(train, source=source),
+            maps=maps)
+
+    def with_data(self, *, channels: tuple[str, ...] | list[str] | None = None,
+                  image_size: int | None = None) -> Experiment:
+        """This experiment prepared another way (a model's own channels or image size)."""
+        return replace(self, channels=self.channels if channels is None else tuple(channels),
+                       image_size=self.image_size if image_size is None else image_size)
+
+    def settings(self) -> dict[str, Any]:
+        """What a model bundle records of its experiment: everything but the training settings and maps."""
+        return {"name": self.name, "dataset": self.dataset, "channels": list(self.channels),
+                "image_size": self.image_size, "classes": self.classes, "class_names": list(self.class_names),
+                "model": self.model.as_dict()}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The experiment as params hold it (with ``name`` and the merged ``train`` block): what is hashed."""
+        out = self.settings()
+        if self.train is not None:
+            out["train"] = self.train.as_dict()
+        return out
 
 
 def params_hash(obj: Any) -> str:

@@ -61,7 +61,7 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     margin = float(cfg["margin"])
     exp = experiment(params, name)
     processed_dir = Path(processed_dir)
-    interim_dir = Path(interim_dir) if interim_dir else processed_dir.parent.parent / "interim" / exp["dataset"]
+    interim_dir = Path(interim_dir) if interim_dir else processed_dir.parent.parent / "interim" / exp.dataset
     model = json.loads(Path(model_json).read_text())
     tracking.configure(params)
     client = mlflow.MlflowClient()

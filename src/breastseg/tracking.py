@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import TrackingSettings, mlflow_uri, params_hash
+from .config import Experiment, TrackingSettings, TrainSettings, mlflow_uri, params_hash
 
 MODEL_PREFIX = "breastseg-"
 #: MLflow 3's UI opens an experiment by its kind: a model-training experiment opens on its runs (without the tag it
@@ -24,7 +24,7 @@ def configure(params: dict[str, Any]) -> str:
 
     import mlflow
 
-    uri = mlflow_uri(params)
+    uri = mlflow_uri(params)  # predict's params may name the store only (config.tracking_only)
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -72,7 +72,7 @@ def optuna_storage(params: dict[str, Any], **rdb_options: Any) -> Any:
     """
     import optuna
 
-    url = params["tracking"]["optuna_storage"]
+    url = TrackingSettings.from_params(params).optuna_storage
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
@@ -128,26 +128,26 @@ def file_hash(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def lineage_tags(params: dict[str, Any], exp: dict[str, Any], split_file: Path, data_files: list[Path]) -> dict[str, str]:
+def lineage_tags(params: dict[str, Any], exp: Experiment, split_file: Path, data_files: list[Path]) -> dict[str, str]:
     """Tags that say which code, data, split and params made a run."""
     return {
-        "breastseg.experiment": exp["name"],
+        "breastseg.experiment": exp.name,
         "breastseg.git_commit": git_commit(),
         "breastseg.data_hash": file_hash(data_files),
         "breastseg.split_hash": file_hash([split_file]),
-        "breastseg.params_hash": params_hash(exp),
+        "breastseg.params_hash": params_hash(exp.as_dict()),
         "breastseg.cohort": params["cohort"]["name"],
     }
 
 
-def run_params(exp: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+def run_params(exp: Experiment, hp: TrainSettings) -> dict[str, Any]:
     """The parameters of a training run, named alike in Optuna trials and final trainings (``train.lr``,
     ``model.features``, ``image_size``...), so both can be compared column by column."""
-    return flat_params({"model": exp["model"], "channels": exp["channels"], "image_size": exp["image_size"],
-                        "train": hp})
+    return flat_params({"model": exp.model.as_dict(), "channels": list(exp.channels), "image_size": exp.image_size,
+                        "train": hp.as_dict()})
 
 
-def split_input(params: dict[str, Any], exp: dict[str, Any], split_file: Path) -> tuple[Any, dict[str, str]]:
+def split_input(params: dict[str, Any], exp: Experiment, split_file: Path) -> tuple[Any, dict[str, str]]:
     """The split a run trained or was evaluated on, as an MLflow dataset (the runs table's Dataset column): one row
     per pseudonymised patient with its subset; named ``<cohort>-<dataset>``, digest the split hash. Returns the
     dataset and its input tags (data version, split hash, subset sizes)."""
@@ -160,7 +160,7 @@ def split_input(params: dict[str, Any], exp: dict[str, Any], split_file: Path) -
     rows = [{"patient": pid, "subset": v["subset"]} for pid, v in sorted(split["patients"].items())]
     df = pd.DataFrame(rows, columns=["patient", "subset"])
     digest = file_hash([Path(split_file)])
-    name = f"{params['cohort']['name']}-{exp['dataset']}"
+    name = f"{params['cohort']['name']}-{exp.dataset}"
     dataset = mlflow.data.from_pandas(df, source=f"data/splits/{Path(split_file).name}", name=name, digest=digest)
     counts = df["subset"].value_counts().to_dict() if len(df) else {}
     tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]), "split_hash": digest,

@@ -14,13 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..config import Augment, Experiment
 from ..errors import InputError
 from .slices import load_subset
-
-
-#: flip: left-right mirror; flip_vertical: up-down too (off: ultrasound depth and the anterior-posterior axis of
-#: an axial MRI slice have a direction: shadows fall below a mass, the heart lies behind the breasts).
-DEFAULT_AUGMENT = {"flip": True, "flip_vertical": False, "rotate_deg": 10.0, "intensity": 0.1}
 
 
 def rotate(x: torch.Tensor, y: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,10 +67,10 @@ class SliceDataset(Dataset):
     ``(image, label, i)`` (validation scores per patient with it).
     """
 
-    def __init__(self, image: np.ndarray, label: np.ndarray, augment: dict | None = None, with_index: bool = False):
+    def __init__(self, image: np.ndarray, label: np.ndarray, augment: Augment | None = None, with_index: bool = False):
         self.image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         self.label = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
-        self.augment = augment or {}
+        self.augment = augment
         self.with_index = with_index
 
     def __len__(self) -> int:
@@ -90,23 +86,28 @@ class SliceDataset(Dataset):
     def _item(self, i: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         g = None if seed is None else torch.Generator().manual_seed(int(seed))
         x, y = self.image[i], self.label[i]
+        # flip: left-right mirror; flip_vertical: up-down too (off by default: ultrasound depth and the
+        # anterior-posterior axis of an axial MRI slice have a direction: shadows fall below a mass, the heart
+        # lies behind the breasts)
         aug = self.augment
-        if aug.get("flip"):
+        if aug is None:
+            return x, y
+        if aug.flip:
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
-        if aug.get("flip_vertical"):
+        if aug.flip_vertical:
             if torch.rand(1, generator=g) < 0.5:
                 x, y = x.flip(-2), y.flip(-2)
-        if aug.get("rotate_deg"):
-            x, y = rotate(x, y, float((torch.rand(1, generator=g) * 2 - 1) * aug["rotate_deg"]))
-        if aug.get("intensity"):
-            x = x * (1 + aug["intensity"] * (2 * torch.rand(1, generator=g) - 1))
+        if aug.rotate_deg:
+            x, y = rotate(x, y, float((torch.rand(1, generator=g) * 2 - 1) * aug.rotate_deg))
+        if aug.intensity:
+            x = x * (1 + aug.intensity * (2 * torch.rand(1, generator=g) - 1))
         return x, y
 
 
 class SliceDataModule(pl.LightningDataModule):
     def __init__(self, processed_dir: Path, split_file: Path, batch_size: int = 8, num_workers: int = 0,
-                 seed: int = 0, augment: dict | None = None, samples_per_epoch: int = 0):
+                 seed: int = 0, augment: Augment | None = None, samples_per_epoch: int = 0):
         super().__init__()
         self.processed_dir, self.split_file = Path(processed_dir), Path(split_file)
         self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
@@ -116,11 +117,10 @@ class SliceDataModule(pl.LightningDataModule):
         self.data: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
-    def from_params(cls, exp: dict, processed_dir: Path, split_file: Path) -> "SliceDataModule":
-        t = exp["train"]
-        return cls(processed_dir, split_file, batch_size=int(t["batch_size"]), num_workers=int(t.get("num_workers", 0)),
-                   seed=int(t["seed"]), augment={**DEFAULT_AUGMENT, **t.get("augment", {})},
-                   samples_per_epoch=int(t.get("samples_per_epoch", 0)))
+    def from_params(cls, exp: Experiment, processed_dir: Path, split_file: Path) -> "SliceDataModule":
+        t = exp.train
+        return cls(processed_dir, split_file, batch_size=int(t.batch_size), num_workers=int(t.num_workers),
+                   seed=int(t.seed), augment=t.augment, samples_per_epoch=int(t.samples_per_epoch))
 
     def setup(self, stage: str | None = None) -> None:
         for subset in ("train", "val", "test"):
@@ -139,7 +139,7 @@ class SliceDataModule(pl.LightningDataModule):
         val = self.data.get("val")
         return None if not val else np.asarray(val["patient"])
 
-    def _loader(self, subset: str, shuffle: bool, augment: dict | None, num_samples: int = 0) -> DataLoader:
+    def _loader(self, subset: str, shuffle: bool, augment: Augment | None, num_samples: int = 0) -> DataLoader:
         d = self.data[subset]
         ds = SliceDataset(d["image"], d["label"], augment=augment, with_index=subset == "val")
         if shuffle:

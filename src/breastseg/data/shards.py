@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..config import MapSettings, experiment
+from ..config import experiment
 from ..errors import InputError
 from ..io import write_json
 from .cohort import entry_digest, read_fingerprints
@@ -124,10 +124,11 @@ def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
     from ..us.maps import settings_used
     from .slices import PREPARED_FROM
 
-    exp = params["experiments"][name]
-    out: dict[str, Any] = {k: exp[k] for k in PREPARED_FROM}
-    if exp["dataset"] == "us":
-        out["us_maps"] = settings_used(exp["channels"], MapSettings.from_params(params).as_dict())
+    exp = experiment(params, name)
+    settings = exp.settings()
+    out: dict[str, Any] = {k: settings[k] for k in PREPARED_FROM}
+    if exp.maps is not None:
+        out["us_maps"] = settings_used(exp.channels, exp.maps.as_dict())
     return out
 
 
@@ -148,7 +149,7 @@ def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Pa
         shard = json.loads(Path(converted).read_text())["patients"]
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(converted, f"not a conversion marker ({exc})") from None
-    maps = MapSettings.from_params(params) if exp["dataset"] == "us" else None
+    maps = exp.maps
     stamps, todo = {}, []
     for pid, digest in shard.items():
         stamp = hashlib.blake2b(f"{digest}|{settings}".encode(), digest_size=12).hexdigest()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MapSettings
+from ..config import Experiment, MapSettings
 from ..errors import InputError
 from ..io import atomic_path
 from ..labels import BPE, FGT, NOT_ANNOTATED, bpe_category
@@ -42,21 +42,21 @@ def resize_to(image: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarr
     return out[:rows, :cols]
 
 
-def mri_study_channels(exp: dict[str, Any], pre: np.ndarray, others: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The network channels of one study (``exp["channels"]``, e.g. pre and sub) as float32 volumes, each
+def mri_study_channels(exp: Experiment, pre: np.ndarray, others: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The network channels of one study (``exp.channels``, e.g. pre and sub) as float32 volumes, each
     divided by the 99.5th percentile of the pre-contrast volume (per-study normalisation)."""
     scale = float(np.percentile(pre, 99.5)) or 1.0
     vols = {}
-    for ch in exp["channels"]:
+    for ch in exp.channels:
         vol = pre if ch == "pre" else others[ch]
         vols[ch] = vol.astype(np.float32) / scale
     return vols
 
 
-def mri_slice_image(exp: dict[str, Any], vols: dict[str, np.ndarray], k: int) -> np.ndarray:
+def mri_slice_image(exp: Experiment, vols: dict[str, np.ndarray], k: int) -> np.ndarray:
     """Slice ``k`` of the study's channel volumes resized to the network's input: (C, S, S) float32."""
-    size = exp["image_size"]
-    return np.stack([resize_slice(vols[ch][:, :, k], size, 1) for ch in exp["channels"]])
+    size = exp.image_size
+    return np.stack([resize_slice(vols[ch][:, :, k], size, 1) for ch in exp.channels])
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -68,13 +68,13 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj), img.affine
 
 
-def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
+def prepare_mri(exp: Experiment, interim: Path) -> dict[str, Any]:
     """Annotated slices of every study: channels (e.g. pre, sub) normalised per study by pre's 99.5th pct."""
     manifest = interim / "patient.json"
     if not manifest.exists():
         raise InputError(manifest, "missing (was the patient converted?)")
     studies = json.loads(manifest.read_text())["studies"]
-    size = exp["image_size"]
+    size = exp.image_size
     images, labels, cases, index, spacing = [], [], [], [], []
     n_fgt = n_bpe = 0
     for study in studies:
@@ -83,7 +83,7 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
         lab, _ = _load_nifti(sdir / "labels.nii.gz")
         lab = lab.astype(np.uint8)
         vols = mri_study_channels(exp, pre, {ch: _load_nifti(sdir / f"{ch}.nii.gz")[0]
-                                             for ch in exp["channels"] if ch != "pre"})
+                                             for ch in exp.channels if ch != "pre"})
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         for k in range(lab.shape[2]):
             sl = lab[:, :, k]
@@ -101,16 +101,19 @@ def prepare_mri(exp: dict[str, Any], interim: Path) -> dict[str, Any]:
                 spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")
 
 
-def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: MapSettings | dict[str, Any] | None = None
+def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict[str, Any] | None = None
                ) -> dict[str, Any]:
     """Every scan: the experiment's maps (entropy scaled to [0, 1] by log2(bins)) on a square grid.
 
     A scan decoded by the workflow (the RF envelope, or the B-mode image: :func:`breastseg.us.maps.load_decoded`)
     gets its maps made here with ``maps_settings`` (the ``us_maps`` settings, a :class:`~breastseg.config.MapSettings`
-    or a dict of some of them; default: the schema's); a folder of ready maps (``breastseg us-maps``) is read as it is.
+    or a dict of some of them; default: the experiment's ``maps``); a folder of ready maps (``breastseg us-maps``) is
+    read as it is.
     """
     from ..us.maps import load_decoded, maps_from_decoded
 
+    if maps_settings is None:
+        maps_settings = exp.maps
     if isinstance(maps_settings, MapSettings):
         maps_settings = maps_settings.as_dict()
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
@@ -123,14 +126,14 @@ def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: MapSettings | 
         decoded = load_decoded(sdir)
         mask = np.load(sdir / "mask.npy")
         if decoded is not None:
-            maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp["channels"]])),
+            maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp.channels])),
                                            where=sdir, **settings)
         else:
             meta, maps = json.loads((sdir / "meta.json").read_text()), {}
-            for ch in exp["channels"]:
+            for ch in exp.channels:
                 f = sdir / f"{ch}.npy"
                 if not f.exists():
-                    raise InputError(f, f"missing: experiment '{exp['name']}' needs the {ch} map")
+                    raise InputError(f, f"missing: experiment '{exp.name}' needs the {ch} map")
                 maps[ch] = np.load(f)
         image, m, new_spacing = us_scan_image(exp, maps, meta, mask)
         images.append(image)
@@ -144,28 +147,28 @@ def prepare_us(exp: dict[str, Any], interim: Path, maps_settings: MapSettings | 
                 stratum=sorted(classes)[0])
 
 
-def us_scan_image(exp: dict[str, Any], maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None
+def us_scan_image(exp: Experiment, maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
-    """One scan's maps (``exp["channels"]``; entropy scaled to [0, 1] by log2(bins)) resampled to the network's
+    """One scan's maps (``exp.channels``; entropy scaled to [0, 1] by log2(bins)) resampled to the network's
     square grid: ((C, S, S) float32, mask on that grid or None, pixel spacing in mm)."""
     from ..us.maps import resample_to_square
 
     chans, m, new_spacing = [], None, (0.0, 0.0)
-    for ch in exp["channels"]:
+    for ch in exp.channels:
         arr = np.asarray(maps[ch]).astype(np.float32)
         if ch == "entropy":
             arr = arr / np.float32(np.log2(meta.get("bins", 256)))
-        img, m, new_spacing = resample_to_square(arr, mask, tuple(meta["spacing_mm"]), exp["image_size"])
+        img, m, new_spacing = resample_to_square(arr, mask, tuple(meta["spacing_mm"]), exp.image_size)
         chans.append(img.astype(np.float32))
     return np.stack(chans), m, new_spacing
 
 
-def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id: str,
+def prepare_patient(exp: Experiment, interim: Path, out: Path, *, patient_id: str,
                     maps_settings: MapSettings | dict[str, Any] | None = None, stamp: str | None = None) -> Path:
     """Write ``out`` (.npz) for one patient of ``exp``'s dataset (``maps_settings``: see :func:`prepare_us`;
     ``stamp``: what it was prepared from, kept in the file so that an unchanged patient is not prepared again)."""
-    data = prepare_mri(exp, interim) if exp["dataset"] == "mri" else prepare_us(exp, interim, maps_settings)
-    n, size, c = len(data["images"]), exp["image_size"], len(exp["channels"])
+    data = prepare_mri(exp, interim) if exp.dataset == "mri" else prepare_us(exp, interim, maps_settings)
+    n, size, c = len(data["images"]), exp.image_size, len(exp.channels)
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
@@ -183,10 +186,10 @@ def prepare_patient(exp: dict[str, Any], interim: Path, out: Path, *, patient_id
     return out
 
 
-def prepare_experiments(exps: list[dict[str, Any]], interim: Path, processed_dir: Path, *, patient_id: str,
+def prepare_experiments(exps: list[Experiment], interim: Path, processed_dir: Path, *, patient_id: str,
                         maps_settings: MapSettings | dict[str, Any] | None = None) -> list[Path]:
     """One converted patient prepared for several experiments: ``<processed_dir>/<experiment>/<patient>.npz``."""
-    return [prepare_patient(exp, interim, Path(processed_dir) / exp["name"] / f"{patient_id}.npz",
+    return [prepare_patient(exp, interim, Path(processed_dir) / exp.name / f"{patient_id}.npz",
                             patient_id=patient_id, maps_settings=maps_settings) for exp in exps]
 
 

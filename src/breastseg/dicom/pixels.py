@@ -45,7 +45,6 @@ def read_stack(stack: Stack) -> tuple[np.ndarray, dict[str, Any]]:
     """The stack's voxel values (modality LUT applied) as ``data[col, row, slice]`` and what was done."""
     header = stack.header
     dtype = _raw_dtype(header)
-    n = len(stack.slices)
     raw = np.empty(stack.shape, dtype=dtype, order="F")
     flat = raw.reshape(-1, order="F")
     per = stack.rows * stack.cols

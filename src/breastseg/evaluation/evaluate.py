@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import tracking
-from ..config import experiment
+from ..config import Experiment, experiment
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
@@ -94,7 +94,7 @@ def split_tags(check: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=BPE_CUTOFFS,
+def score(exp: Experiment, data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=BPE_CUTOFFS,
           seed: int = 0) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Per-slice rows, per-patient rows and the summary (``results/<experiment>/evaluation.json``; its
     headline figures, :func:`headline`, go to ``metrics/<experiment>.json``).
@@ -102,15 +102,15 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
     The champion gate scores its validation patients with this same function (:mod:`breastseg.registry`)."""
     from . import statistics as st
 
-    names = exp["class_names"]
-    classes = range(1, exp["classes"])
+    names = exp.class_names
+    classes = range(1, exp.classes)
     known = np.asarray(data.get("spacing_known", np.ones(len(pred), bool)), dtype=bool)
     # Distances are in mm where the pixel spacing is known, in source-image pixels where it is not; never mixed.
     units = [u for u, present in (("mm", known.any()), ("px", (~known).any())) if present] or ["mm"]
     dist_keys = [f"{k}_{u}" for k in DISTANCES for u in units]
     slice_rows = []
     for i in range(len(pred)):
-        m = case_metrics(pred[i], data["label"][i], exp["classes"], tuple(float(s) for s in data["spacing_mm"][i]))
+        m = case_metrics(pred[i], data["label"][i], exp.classes, tuple(float(s) for s in data["spacing_mm"][i]))
         unit = "mm" if known[i] else "px"
         slice_rows.append({"patient": str(data["patient"][i]), "case": str(data["case"][i]),
                            "slice": int(data["index"][i]),
@@ -119,8 +119,8 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
                               for c in classes for k in DISTANCES for u in units}})
     # Dice, precision and recall from tp/fp/fn counts per image: the figures validation computes too
     # (metrics.dice_figures); ultrasound images without a mass are reported apart, never scored as Dice 0.
-    no_mass_apart = exp["dataset"] == "us"
-    figs = dice_figures(overlap_counts(pred, data["label"], exp["classes"]), data["patient"],
+    no_mass_apart = exp.dataset == "us"
+    figs = dice_figures(overlap_counts(pred, data["label"], exp.classes), data["patient"],
                         no_mass_apart=no_mass_apart)
     scored = figs["scored"]
     if no_mass_apart:
@@ -141,7 +141,7 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
             for k in dist_keys:
                 vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx if scored[i]], dtype=float)
                 row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
-        if exp["dataset"] == "mri":
+        if exp.dataset == "mri":
             truth = data["label"][idx]
             masked_pred = np.where(truth == NOT_ANNOTATED, NOT_ANNOTATED, pred[idx])
             ft, fp = st.bpe_fraction(truth), st.bpe_fraction(masked_pred)
@@ -192,7 +192,7 @@ def score(exp: dict[str, Any], data: dict[str, np.ndarray], pred: np.ndarray, *,
             "mass_images": int(scored.sum()),
             "definition": CONVENTIONS["no_mass_images"],
         }
-    if exp["dataset"] == "mri":
+    if exp.dataset == "mri":
         pairs = [(r["bpe_category_true"], r["bpe_category_pred"]) for r in patient_rows
                  if r["bpe_category_true"] is not None and r["bpe_category_pred"] is not None]
         errors = [abs(r["bpe_fraction_true"] - r["bpe_fraction_pred"]) for r in patient_rows
@@ -359,12 +359,12 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     exp = experiment(params, name)
     model = json.loads(model_json.read_text())
     rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
-    env = environment(precision=exp["train"]["precision"])
-    interim_dir = Path(interim_dir) if interim_dir else Path(processed_dir).parent.parent / "interim" / exp["dataset"]
-    split = split_check(params, exp["dataset"], split_file, interim_dir)
+    env = environment(precision=exp.train.precision)
+    interim_dir = Path(interim_dir) if interim_dir else Path(processed_dir).parent.parent / "interim" / exp.dataset
+    split = split_check(params, exp.dataset, split_file, interim_dir)
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
-    if exp["dataset"] == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
+    if exp.dataset == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
         from ..mri.bpe_degree import evaluate_degree
 
         summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
@@ -378,18 +378,18 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     if dice_plot_csv:  # DVC plot: Dice distribution over test patients
         write_csv([{"patient": r["patient"], **{k: r[k] for k in r if k.startswith("dice_")}} for r in patients],
                   dice_plot_csv)
-    names = exp["class_names"][1:]
-    paths = figures.figure_paths(out_dir, exp["dataset"]) if with_figures else {}
+    names = exp.class_names[1:]
+    paths = figures.figure_paths(out_dir, exp.dataset) if with_figures else {}
     per_slice = np.array([[r[f"dice_{n}"] for n in names] for r in rows], dtype=float).reshape(len(rows), len(names))
     defined = np.isfinite(per_slice).any(axis=1)
     slice_dice = np.full(len(rows), np.nan)
     slice_dice[defined] = np.nanmean(per_slice[defined], axis=1)
     if with_figures:
         native = (figures.us_native_geometry(interim_dir, data["patient"], data["case"])
-                  if exp["dataset"] == "us" else None)  # where each scan lies in the square grid
+                  if exp.dataset == "us" else None)  # where each scan lies in the square grid
         figures.overlay_figure(data, pred, slice_dice, paths["overlays"],
-                               f"{name}: test slices (model v{model['version']})", dataset=exp["dataset"],
-                               class_names=exp["class_names"], native=native)
+                               f"{name}: test slices (model v{model['version']})", dataset=exp.dataset,
+                               class_names=exp.class_names, native=native)
         figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],
                          f"{name}: Dice per test patient (v{model['version']})")
     if "calibration" in paths:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import experiment
+from ..config import Experiment, MapSettings, experiment
 from ..errors import InputError
 from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING, MAP_SETTINGS
 
@@ -27,15 +27,15 @@ log = logging.getLogger(__name__)
 SUBSET = "val"
 
 
-def model_settings(config: dict[str, Any], exp: dict[str, Any]) -> dict[str, Any]:
+def model_settings(config: dict[str, Any], exp: Experiment) -> dict[str, Any]:
     """What preparation needs of a model (dataset, channels, image_size, classes, us_maps), from its bundle
     ``config``; a model logged without a bundle is taken to use the current experiment's settings."""
     mexp = (config or {}).get("experiment") or {}
     return {
-        "dataset": mexp.get("dataset", exp["dataset"]),
-        "channels": list(mexp.get("channels", exp["channels"])),
-        "image_size": int(mexp.get("image_size", exp["image_size"])),
-        "classes": int(mexp.get("classes", exp["classes"])),
+        "dataset": mexp.get("dataset", exp.dataset),
+        "channels": list(mexp.get("channels", exp.channels)),
+        "image_size": int(mexp.get("image_size", exp.image_size)),
+        "classes": int(mexp.get("classes", exp.classes)),
         "us_maps": (config or {}).get("us_maps"),
     }
 
@@ -45,9 +45,7 @@ def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients:
     (params over the schema's defaults) where the converted data is the decoded cache (maps are made at
     preparation), else what a scan's ``meta.json`` records (a folder of ready maps: the first found among
     ``patients``)."""
-    from ..models.bundle import us_maps_settings
-
-    settings = us_maps_settings(params)
+    settings = MapSettings.from_params(params).as_dict()
     for pid in patients:
         metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
         if metas:
@@ -97,19 +95,19 @@ def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], c
             if k in model_maps and not _same(model_maps.get(k), today.get(k))]
 
 
-def prepare_subset(exp: dict[str, Any], interim_dir: Path, patients: list[str],
+def prepare_subset(exp: Experiment, interim_dir: Path, patients: list[str],
                    maps_settings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The slices of ``patients`` prepared for ``exp`` from ``interim_dir/<patient>/``, in memory, in the layout
     (and dtypes) of :func:`breastseg.data.slices.load_subset` (``maps_settings``: ultrasound maps made from the
     decoded cache with these ``us_maps`` settings)."""
     from ..data.slices import prepare_mri, prepare_us
 
-    size, c = int(exp["image_size"]), len(exp["channels"])
+    size, c = int(exp.image_size), len(exp.channels)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "label", "case", "index", "spacing_mm",
                                                           "spacing_known", "patient")}
     for pid in patients:
         folder = Path(interim_dir) / pid
-        d = prepare_mri(exp, folder) if exp["dataset"] == "mri" else prepare_us(exp, folder, maps_settings)
+        d = prepare_mri(exp, folder) if exp.dataset == "mri" else prepare_us(exp, folder, maps_settings)
         n = len(d["images"])
         parts["image"].append(np.asarray(d["images"], dtype=np.float32).reshape(n, c, size, size))
         parts["label"].append(np.asarray(d["labels"], dtype=np.uint8).reshape(n, size, size))
@@ -151,11 +149,11 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
         out.update(comparable=False, reason=reason)
         return out
 
-    if s["dataset"] != exp["dataset"] or s["classes"] != exp["classes"]:
+    if s["dataset"] != exp.dataset or s["classes"] != exp.classes:
         return refuse(f"{label} segments {s['classes']} classes of {s['dataset']} data, this experiment "
-                      f"{exp['classes']} of {exp['dataset']}: not compared, not promoted")
+                      f"{exp.classes} of {exp.dataset}: not compared, not promoted")
     remake = None  # the model's own us_maps settings, when its maps are made again from the decoded cache
-    if exp["dataset"] == "us":
+    if exp.dataset == "us":
         today = converted_maps_settings(params, interim_dir, patients)
         diff = maps_differences(s["us_maps"], today, s["channels"])
         binning = (s["us_maps"] or {}).get("entropy_binning") or EARLIER_BINNING.get(
@@ -168,10 +166,10 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
             return refuse(f"{label} was trained on maps with " + ", ".join(f"{k}={a}" for k, a, _ in diff)
                           + "; today's maps use " + ", ".join(f"{k}={b}" for k, _, b in diff)
                           + ": not compared, not promoted")
-    if remake is None and s["image_size"] == int(exp["image_size"]) and s["channels"] == list(exp["channels"]):
+    if remake is None and s["image_size"] == int(exp.image_size) and s["channels"] == list(exp.channels):
         data, out["slices"] = load_subset(processed_dir, split_file, SUBSET), "prepared"
     else:
-        own = {**exp, "channels": s["channels"], "image_size": s["image_size"]}
+        own = exp.with_data(channels=s["channels"], image_size=s["image_size"])
         try:
             data = prepare_subset(own, interim_dir, patients, remake)
         except InputError as exc:

@@ -48,8 +48,8 @@ def _model_record(model: LoadedModel) -> dict[str, Any]:
         "version": model.source.get("version"),
         "alias": model.source.get("alias"),
         "run_id": model.source.get("run_id") or model.config.get("run_id"),
-        "experiment": exp["name"],
-        "architecture": exp["model"],
+        "experiment": exp.name,
+        "architecture": exp.model.as_dict(),
     }
 
 
@@ -68,13 +68,13 @@ def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, A
     exp = model.experiment
     return {
         "breastseg_version": __version__,
-        "task": exp["name"],
-        "dataset": exp["dataset"],
-        "labels": dict(enumerate(exp["class_names"])),
+        "task": exp.name,
+        "dataset": exp.dataset,
+        "labels": dict(enumerate(exp.class_names)),
         "model": _model_record(model),
         "lineage": model.config.get("lineage", {}),
-        "preprocessing": {"channels": exp["channels"], "image_size": exp["image_size"],
-                          **({"us_maps": model.config.get("us_maps")} if exp["dataset"] == "us" else {})},
+        "preprocessing": {"channels": list(exp.channels), "image_size": exp.image_size,
+                          **({"us_maps": model.config.get("us_maps")} if exp.dataset == "us" else {})},
         "input": input_info,
         "readout": readout,
         "outputs": outputs,
@@ -115,7 +115,7 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     seg, seg_note = None, None
     if write_seg:
         try:
-            seg = mri_seg(study.pre, labels, exp["name"], model.source.get("version"))
+            seg = mri_seg(study.pre, labels, exp.name, model.source.get("version"))
             outputs["dicom_seg"] = "seg.dcm"
         except Exception as err:  # noqa: BLE001 - a SEG the sources do not allow must not cost the other outputs
             seg_note = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}".splitlines()[0]
@@ -175,7 +175,7 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
     dy, dx = (float(v) for v in scan.spacing_mm)
     readout = us_readout(mask, (dy, dx), scan.spacing_known)
     is_dicom = scan.source == "dicom-us"
-    seg = us_seg(Path(scan.path), mask, exp["name"], model.source.get("version")) if is_dicom else None
+    seg = us_seg(Path(scan.path), mask, exp.name, model.source.get("version")) if is_dicom else None
     outputs = {"labels": "labels.nii.gz", "overlay": "overlay.png", "dicom_seg": "seg.dcm" if is_dicom else None}
     info = {"kind": scan.source, "scan": scan.scan, "shape": list(scan.mask.shape),
             "pixel_spacing_mm": [dy, dx], "spacing_known": bool(scan.spacing_known),
@@ -321,7 +321,7 @@ def predict(model_uri: str, input_path: str | Path, out_dir: str | Path, *, prog
     else:
         if not model.config:
             raise InputError(model_uri, "the model has no inference configuration")
-        units = _units(model.experiment["dataset"], input_path)
+        units = _units(model.experiment.dataset, input_path)
     if len(units) == 1:
         out = out_dir if units[0].name == "." else out_dir / units[0].name
         records = [units[0].run(model, out)]
@@ -331,7 +331,7 @@ def predict(model_uri: str, input_path: str | Path, out_dir: str | Path, *, prog
     from tqdm import tqdm
 
     records, failures, written = [], [], []
-    for unit in tqdm(units, desc=f"predict {model.experiment['name']}", unit="input", disable=not progress,
+    for unit in tqdm(units, desc=f"predict {model.experiment.name}", unit="input", disable=not progress,
                      file=sys.stderr):
         try:
             records.append(unit.run(model, out_dir / unit.name))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Experiment
 from ..dicom.scan import has_dicm_magic
 from ..errors import InputError
 
@@ -63,20 +64,20 @@ def check_modality(header: Any, expected: str, where: Path | str, model_name: st
         raise InputError(where, f"is a {modality} image; model '{model_name}' segments {expected} images")
 
 
-def load_mri_study(key: str, members: list[Any], root: Path, exp: dict[str, Any]) -> MriStudy:
+def load_mri_study(key: str, members: list[Any], root: Path, exp: Experiment) -> MriStudy:
     """Read the phases the model needs (pre-contrast, first post-contrast) and make its channel volumes."""
     from ..dicom.dce import select_dce_phases, subtraction_on_pre_grid
     from ..dicom.pixels import read_stack
 
-    check_modality(members[0].header, "MR", root, exp["name"])
+    check_modality(members[0].header, "MR", root, exp.name)
     phases, timing = select_dce_phases(members, root)
     pre, post1 = phases[0], phases[1]
     pre_data, _ = read_stack(pre)
     volumes = {"pre": pre_data}
-    needed = set(exp["channels"]) - {"pre"}
+    needed = set(exp.channels) - {"pre"}
     unknown = needed - {"sub", "post1"}
     if unknown:
-        raise InputError(root, f"model '{exp['name']}' needs channel(s) {', '.join(sorted(unknown))}, "
+        raise InputError(root, f"model '{exp.name}' needs channel(s) {', '.join(sorted(unknown))}, "
                                "which predict cannot make from a DCE study")
     if needed:
         post1_data, _ = read_stack(post1)
@@ -92,15 +93,15 @@ def load_mri_study(key: str, members: list[Any], root: Path, exp: dict[str, Any]
     return MriStudy(key, root, pre, volumes, names, timing)
 
 
-def mri_network_input(exp: dict[str, Any], study: MriStudy) -> np.ndarray:
+def mri_network_input(exp: Experiment, study: MriStudy) -> np.ndarray:
     """Every slice of the study as the network sees it in training: (K, C, S, S) float32."""
     from ..data.slices import mri_slice_image, mri_study_channels
 
     vols = mri_study_channels(exp, study.volumes["pre"], {k: v for k, v in study.volumes.items() if k != "pre"})
-    n, size = study.pre.shape[2], exp["image_size"]
-    out = np.empty((n, len(exp["channels"]), size, size), np.float32)
+    n, size = study.pre.shape[2], exp.image_size
+    out = np.empty((n, len(exp.channels), size, size), np.float32)
     if tuple(study.pre.shape[:2]) == (size, size):  # resizing to the same grid is a copy: take all slices at once
-        for c, ch in enumerate(exp["channels"]):
+        for c, ch in enumerate(exp.channels):
             out[:, c] = np.moveaxis(vols[ch], 2, 0)
         return out
     for k in range(n):
@@ -236,16 +237,16 @@ def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dic
     from ..data.slices import us_scan_image
     from ..us.maps import compute_maps
 
-    exp = config["experiment"]
+    exp = Experiment.from_dict(config["experiment"], maps=config.get("us_maps"))
     settings = {k: v for k, v in (config.get("us_maps") or {}).items()
                 if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
-    if "entropy" in config["experiment"]["channels"] and settings.get("entropy_on") == "envelope":
+    if "entropy" in exp.channels and settings.get("entropy_on") == "envelope":
         from ..us.maps import EARLIER_BINNING  # bundles from before the binning was recorded
 
         settings["entropy_binning"] = (config.get("us_maps") or {}).get("entropy_binning") or EARLIER_BINNING["envelope"]
-    maps = tuple(dict.fromkeys(["bmode", *exp["channels"]]))
-    if "entropy" in exp["channels"] and scan.rf is None:
-        raise InputError(scan.path, f"holds a B-mode image only; model '{exp['name']}' needs raw RF for its "
+    maps = tuple(dict.fromkeys(["bmode", *exp.channels]))
+    if "entropy" in exp.channels and scan.rf is None:
+        raise InputError(scan.path, f"holds a B-mode image only; model '{exp.name}' needs raw RF for its "
                                     "entropy maps (use a B-mode model)")
     arrays, meta = compute_maps(scan, maps=maps, **settings)
     image, _, _ = us_scan_image(exp, arrays, meta, None)

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..config import Experiment
 from ..errors import InputError
 from ..labels import BPE_CUTOFFS
 from ..mri.bpe_degree import check_settings
@@ -48,28 +49,22 @@ class LoadedModel:
     source: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def experiment(self) -> dict[str, Any]:
-        return self.config["experiment"]
+    def experiment(self) -> Experiment:
+        """The experiment the model was trained for (no training settings; ``maps``: its ``us_maps``)."""
+        return Experiment.from_dict(self.config["experiment"], maps=self.config.get("us_maps"))
 
 
 # ------------------------------------------------------------------------------------------ writing
 
 
-def us_maps_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The ``us_maps`` settings in force (of resolved params: every key filled) with the entropy binning they imply."""
-    from ..config import MapSettings
-
-    return MapSettings.from_params(params).as_dict()
-
-
-def bundle_config(params: dict[str, Any], exp: dict[str, Any], tags: dict[str, str], run_id: str, *,
+def bundle_config(params: dict[str, Any], exp: Experiment, tags: dict[str, str], run_id: str, *,
                   training_ranges: dict[str, Any] | None = None) -> dict[str, Any]:
     """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``;
     ``training_ranges``: the geometry of its training data (:func:`breastseg.models.ranges.training_ranges`)."""
     return {
         "format": BUNDLE_FORMAT,
-        "experiment": {k: exp[k] for k in EXPERIMENT_KEYS},
-        "us_maps": us_maps_settings(params) if exp["dataset"] == "us" else None,
+        "experiment": exp.settings(),
+        "us_maps": exp.maps.as_dict() if exp.maps is not None else None,
         "bpe_cutoffs": [float(c) for c in params["evaluation"]["bpe_cutoffs"]],
         "bpe_degree": degree_settings(params),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},
@@ -229,13 +224,13 @@ def read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read the model configuration: {exc}") from None
-    exp = config.get("experiment") if isinstance(config, dict) else None
-    missing = [k for k in EXPERIMENT_KEYS if not isinstance(exp, dict) or k not in exp]
+    recorded = config.get("experiment") if isinstance(config, dict) else None
+    missing = [k for k in EXPERIMENT_KEYS if not isinstance(recorded, dict) or k not in recorded]
     if missing:
         raise InputError(path, f"model configuration lacks experiment key(s) {', '.join(missing)}")
-    if exp["dataset"] not in ("mri", "us"):
-        raise InputError(path, f"unknown dataset {exp['dataset']!r} in the model configuration")
-    if exp["dataset"] == "us":  # maps are made with the model's own settings, never with today's defaults
+    if recorded["dataset"] not in ("mri", "us"):
+        raise InputError(path, f"unknown dataset {recorded['dataset']!r} in the model configuration")
+    if recorded["dataset"] == "us":  # maps are made with the model's own settings, never with today's defaults
         lacking = [k for k in MAP_KEYS if k not in (config.get("us_maps") or {})]
         if lacking:
             raise InputError(path, f"model configuration records no us_maps {', '.join(lacking)}: its maps cannot "
@@ -259,8 +254,8 @@ def load_bundle(folder: Path, source: dict[str, Any] | None = None) -> LoadedMod
     from .factory import build_model
 
     config = read_config(folder / CONFIG_NAME)
-    exp = config["experiment"]
     try:
+        exp = Experiment.from_dict(config["experiment"], source=folder / CONFIG_NAME)
         net = build_model(exp)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(folder / CONFIG_NAME, f"cannot build the network: {exc}") from None
@@ -270,7 +265,7 @@ def load_bundle(folder: Path, source: dict[str, Any] | None = None) -> LoadedMod
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - unpickling refusals, missing/unexpected keys, shape mismatches
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(weights, f"not the weights of a {exp['model']['name']} for {exp['name']}: {text}") from None
+        raise InputError(weights, f"not the weights of a {exp.model.name} for {exp.name}: {text}") from None
     return LoadedModel(net.eval(), config, dict(source or {}))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..labels import BPE, BPE_CUTOFFS, FGT, NOT_ANNOTATED, category_name
+from ..labels import BPE, FGT, NOT_ANNOTATED, category_name
 
 PHASE = "post1"
 DEFINITION = "(S_post1 - S_pre) / S_pre per BPE voxel, first post-contrast phase, pre-contrast grid"

@@ -19,15 +19,16 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..config import Experiment
 from ..labels import NOT_ANNOTATED
 from ..models.factory import build_model
 from .loss import MaskedDiceCELoss
 
 
-def selection_metrics(exp: dict[str, Any]) -> tuple[str, ...]:
+def selection_metrics(exp: Experiment) -> tuple[str, ...]:
     """The headline figures ``val_dice`` can follow for ``exp`` (all higher-is-better Dice figures)."""
-    unit = "mass" if exp["dataset"] == "us" else "slice"
-    names = exp["class_names"]
+    unit = "mass" if exp.dataset == "us" else "slice"
+    names = exp.class_names
     return ("dice_mean", "dice_median", *(f"dice_{n}" for n in names[1:]), f"dice_per_{unit}_mean",
             f"dice_per_{unit}_median")
 
@@ -45,16 +46,20 @@ def image_counts(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Ten
 
 
 class SegmentationModule(pl.LightningModule):
-    def __init__(self, exp: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0, max_epochs: int = 10,
+    def __init__(self, exp: Experiment | dict[str, Any], lr: float, weight_decay: float, max_epochs: int,
                  class_weights: list[float] | None = None, metric: str = "dice_mean"):
         super().__init__()
+        # A checkpoint records the experiment as a plain dict (its hyperparameters): loading one passes that dict
+        if not isinstance(exp, Experiment):
+            exp = Experiment.from_dict(exp)
         if metric not in selection_metrics(exp):
             raise ValueError(f"val_dice cannot follow '{metric}': choose one of {', '.join(selection_metrics(exp))}")
-        self.save_hyperparameters()
+        self.save_hyperparameters({"exp": exp.as_dict(), "lr": lr, "weight_decay": weight_decay,
+                                   "max_epochs": max_epochs, "class_weights": class_weights, "metric": metric})
         self.exp = exp
         self.metric = metric
         self.net = build_model(exp)
-        self.loss = MaskedDiceCELoss(exp["classes"], class_weights=class_weights)
+        self.loss = MaskedDiceCELoss(exp.classes, class_weights=class_weights)
         self._counts: torch.Tensor | None = None
         self._seen: torch.Tensor | None = None
         self._patients: np.ndarray | None = None
@@ -74,7 +79,7 @@ class SegmentationModule(pl.LightningModule):
         patients = getattr(dm, "val_patients", None)
         self._patients = None if patients is None else np.asarray(patients).astype(str)
         n = 0 if self._patients is None else len(self._patients)
-        self._counts = torch.zeros(n, self.exp["classes"] - 1, 3, dtype=torch.long, device=self.device)
+        self._counts = torch.zeros(n, self.exp.classes - 1, 3, dtype=torch.long, device=self.device)
         self._seen = torch.zeros(n, dtype=torch.long, device=self.device)
         self._unindexed = []
 
@@ -82,7 +87,7 @@ class SegmentationModule(pl.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        counts = image_counts(logits.argmax(1), y, self.exp["classes"])
+        counts = image_counts(logits.argmax(1), y, self.exp.classes)
         if len(batch) > 2 and self._patients is not None:
             idx = batch[2].long()
             self._counts[idx] = counts  # assignment, not addition: DDP's padded samples repeat an image
@@ -105,18 +110,18 @@ class SegmentationModule(pl.LightningModule):
             keep = (seen > 0).cpu().numpy()
             counts = (counts // seen.clamp(min=1)[:, None, None]).cpu().numpy()[keep]
             patients = self._patients[keep]
-        return dice_figures(counts, patients, no_mass_apart=self.exp["dataset"] == "us")
+        return dice_figures(counts, patients, no_mass_apart=self.exp.dataset == "us")
 
     def on_validation_epoch_end(self) -> None:
         figs = self.validation_figures()
-        names = self.exp["class_names"]
-        unit = "mass" if self.exp["dataset"] == "us" else "slice"
+        names = self.exp.class_names
+        unit = "mass" if self.exp.dataset == "us" else "slice"
         values = {"dice_mean": figs["dice_mean"], "dice_median": figs["dice_median"],
                   f"dice_per_{unit}_mean": figs["image_mean_over_classes"],
                   f"dice_per_{unit}_median": figs["image_median"],
-                  **{f"dice_{names[c]}": float(figs["class_mean"][c - 1]) for c in range(1, self.exp["classes"])}}
+                  **{f"dice_{names[c]}": float(figs["class_mean"][c - 1]) for c in range(1, self.exp.classes)}}
         values = {k: 0.0 if not math.isfinite(v) else float(v) for k, v in values.items()}
-        for c in range(1, self.exp["classes"]):
+        for c in range(1, self.exp.classes):
             self.log(f"val_dice_{names[c]}", values[f"dice_{names[c]}"], sync_dist=False)
         self.log("val_dice_median", values["dice_median"], sync_dist=False)
         self.log(f"val_dice_per_{unit}_mean", values[f"dice_per_{unit}_mean"], sync_dist=False)

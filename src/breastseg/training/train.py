@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from .. import tracking
-from ..config import experiment, params_hash
+from ..config import Experiment, TrainSettings, experiment, params_hash
 from ..data.cohort import dvc_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
@@ -50,45 +50,44 @@ class CurveRecorder(Callback):
                 w.writerows(rows)
 
 
-def hyperparameters(exp: dict[str, Any], best_params: Path | None) -> dict[str, Any]:
+def hyperparameters(exp: Experiment, best_params: Path | None) -> TrainSettings:
     """Training settings: the experiment's ``train`` block overridden by the study's best params."""
-    hp = dict(exp["train"])
     if best_params and best_params.exists():
-        hp.update(json.loads(best_params.read_text())["params"])
-    return hp
+        return exp.train.with_values(json.loads(best_params.read_text())["params"], source=best_params)
+    return exp.train
 
 
-def cluster_plugins(hp: dict[str, Any]) -> list[Any]:
+def cluster_plugins(hp: TrainSettings) -> list[Any]:
     """Single-node DDP inside a one-task SLURM job (how the slurm executor runs a rule): Lightning starts one process
     per device itself, instead of waiting for srun to have started them. Several nodes keep SLURM's environment
     (the `train` rule then starts one srun task per device)."""
     from lightning.fabric.plugins.environments import LightningEnvironment
 
-    devices = hp["devices"]
+    devices = hp.devices
     one_task = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_NTASKS", "1") == "1"
-    ddp = "ddp" in str(hp["strategy"]) and isinstance(devices, int) and devices > 1
-    return [LightningEnvironment()] if one_task and ddp and int(hp["num_nodes"]) == 1 else []
+    ddp = "ddp" in str(hp.strategy) and isinstance(devices, int) and devices > 1
+    return [LightningEnvironment()] if one_task and ddp and int(hp.num_nodes) == 1 else []
 
 
-def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
+def make_trainer(hp: TrainSettings, max_epochs: int, logger: Any, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
     """A Trainer from params: accelerator, devices, strategy, num_nodes (DDP needs no code change), precision.
 
     ``deterministic=True`` makes CPU runs bit-reproducible; on GPU some kernels (e.g. cuDNN convolutions'
     backward, scatter-adds) may still differ in the last bits between runs and between GPU models.
     """
-    torch.set_num_threads(int(hp["threads"]))
+    torch.set_num_threads(int(hp.threads))
     return pl.Trainer(
         max_epochs=max_epochs,
-        accelerator=hp["accelerator"],
-        devices=hp["devices"],
-        strategy=hp["strategy"],
-        num_nodes=int(hp["num_nodes"]),
+        accelerator=hp.accelerator,
+        devices=hp.devices,
+        strategy=hp.strategy,
+        num_nodes=int(hp.num_nodes),
         plugins=cluster_plugins(hp) or None,
-        precision=hp["precision"],
+        precision=hp.precision,
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
-        gradient_clip_val=float(hp["gradient_clip_val"]),
+        gradient_clip_val=float(hp.gradient_clip_val),
         log_every_n_steps=1,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -96,14 +95,14 @@ def make_trainer(hp: dict[str, Any], max_epochs: int, logger: Any, callbacks: li
     )
 
 
-def module_kwargs(hp: dict[str, Any], max_epochs: int, params: dict[str, Any] | None = None,
-                  exp: dict[str, Any] | None = None) -> dict[str, Any]:
+def module_kwargs(hp: TrainSettings, max_epochs: int, params: dict[str, Any] | None = None,
+                  exp: Experiment | None = None) -> dict[str, Any]:
     """SegmentationModule arguments from merged hyperparameters; with ``params`` and ``exp``, validation selects
     models on ``register.metric`` (the quantity the champion gate compares), when it is a Dice figure."""
     from .module import selection_metrics
 
-    kwargs = {"lr": float(hp["lr"]), "weight_decay": float(hp["weight_decay"]), "max_epochs": max_epochs,
-              "class_weights": hp["class_weights"]}
+    kwargs = {"lr": float(hp.lr), "weight_decay": float(hp.weight_decay), "max_epochs": max_epochs,
+              "class_weights": None if hp.class_weights is None else list(hp.class_weights)}
     metric = params["register"]["metric"] if params is not None else None
     if exp is not None and metric in selection_metrics(exp):
         kwargs["metric"] = metric
@@ -200,8 +199,8 @@ def train_experiment(
     exp = experiment(params, name)
     hp = hyperparameters(exp, best_params)
     if seed is not None:
-        hp["seed"] = int(seed)
-    pl.seed_everything(int(hp["seed"]), workers=True)
+        hp = hp.with_values({"seed": int(seed)})
+    pl.seed_everything(int(hp.seed), workers=True)
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
 
@@ -210,8 +209,8 @@ def train_experiment(
     last = ckpt_dir / "last.ckpt"
     data_files = split_data_files(processed_dir, split_file)
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
-    interim = Path(processed_dir).parent.parent / "interim" / exp["dataset"]
-    split = split_check(params, exp["dataset"], split_file, interim)
+    interim = Path(processed_dir).parent.parent / "interim" / exp.dataset
+    split = split_check(params, exp.dataset, split_file, interim)
     if split["by_image"] and is_rank_zero():
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     tags.update(split_tags(split))
@@ -225,7 +224,7 @@ def train_experiment(
     if best_params and best_params.exists():
         tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
     # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
-    fingerprint = params_hash({"exp": exp, "hp": hp, "split": tags["breastseg.split_hash"],
+    fingerprint = params_hash({"exp": exp.as_dict(), "hp": hp.as_dict(), "split": tags["breastseg.split_hash"],
                                "data": tags["breastseg.data_hash"]})
     resume_file = out_dir / "resume.json"
     state = json.loads(resume_file.read_text()) if resume_file.exists() else {}
@@ -240,35 +239,35 @@ def train_experiment(
             log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:
         seeds = seeds_of(params)
-        run_tags = {**tags, "breastseg.stage": "train", "breastseg.seed": str(hp["seed"])}
+        run_tags = {**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed)}
         run_name = f"train-{name}"
         if len(seeds) > 1:
             parent = seeds_parent_run(params, name, exp_id, Path(out_dir), fingerprint=params_hash(
-                {"exp": exp, "hp": {k: v for k, v in hp.items() if k != "seed"}, "seeds": seeds,
+                {"exp": exp.as_dict(), "hp": {k: v for k, v in hp.as_dict().items() if k != "seed"}, "seeds": seeds,
                  "split": tags["breastseg.split_hash"], "data": tags["breastseg.data_hash"]}), tags=tags)
             run_tags["mlflow.parentRunId"] = parent
-            run_name = f"train-{name}-seed{hp['seed']}"
+            run_name = f"train-{name}-seed{hp.seed}"
         run = mlflow.MlflowClient().create_run(exp_id, run_name=run_name, tags=run_tags)
         run_id = run.info.run_id
         write_json(resume_file, {"run_id": run_id, "fingerprint": fingerprint})
 
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
-    module = SegmentationModule(exp, **module_kwargs(hp, int(hp["max_epochs"]), params, exp))
+    module = SegmentationModule(exp, **module_kwargs(hp, int(hp.max_epochs), params, exp))
     if not resume:
-        warm = warm_start(module, tracking.model_name(name), str(hp["init_from"]))
+        warm = warm_start(module, tracking.model_name(name), str(hp.init_from))
         if warm and rank_zero:
             mlflow.MlflowClient().set_tag(run_id, "breastseg.init_from", warm)
     logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
     callbacks: list[Callback] = [
         checkpoint,
-        EarlyStopping(monitor="val_dice", mode="max", patience=int(hp["early_stopping_patience"])),
+        EarlyStopping(monitor="val_dice", mode="max", patience=int(hp.early_stopping_patience)),
         LearningRateMonitor(logging_interval="epoch"),
         *(extra_callbacks or []),
     ]
     if curve_csv:
         callbacks.append(CurveRecorder(curve_csv))
-    trainer = make_trainer(hp, int(hp["max_epochs"]), logger, callbacks)
+    trainer = make_trainer(hp, int(hp.max_epochs), logger, callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return {}
@@ -287,13 +286,13 @@ def train_experiment(
     from ..data.split import subset_patients
     from ..models.ranges import training_ranges
 
-    ranges = training_ranges(exp["dataset"], interim, subset_patients(split_file, "train"))
+    ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"))
     bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges), out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
-        mlflow.set_tags(mlflow_tags(environment(precision=str(hp["precision"]))))
+        mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
         mlflow.log_params(tracking.run_params(exp, hp))
         tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
@@ -304,11 +303,11 @@ def train_experiment(
     best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     if not register:
         result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": None,
-                  "seed": int(hp["seed"]), "model_uri": str(Path(bundle[0]).parent),
-                  "best_val_dice": best_score, "hyperparameters": hp}
+                  "seed": int(hp.seed), "model_uri": str(Path(bundle[0]).parent),
+                  "best_val_dice": best_score, "hyperparameters": hp.as_dict()}
         write_json(out_dir / "model.json", result)
         resume_file.unlink(missing_ok=True)
-        log.info("trained %s seed %s, not registered (val Dice %.3f)", name, hp["seed"], best_score)
+        log.info("trained %s seed %s, not registered (val Dice %.3f)", name, hp.seed, best_score)
         return result
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
@@ -328,8 +327,8 @@ def train_experiment(
         client.set_model_version_tag(registered, version, k, v)
     result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
               "model_id": info.model_id,  # MLflow's logged model: evaluation runs link it
-              "seed": int(hp["seed"]), "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score,
-              "hyperparameters": hp}
+              "seed": int(hp.seed), "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score,
+              "hyperparameters": hp.as_dict()}
     write_json(out_dir / "model.json", result)
     resume_file.unlink(missing_ok=True)
     log.info("registered %s version %s as challenger (val Dice %.3f)", registered, version, best_score)

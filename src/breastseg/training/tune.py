@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import experiment, trial_epochs
+from ..config import Experiment, experiment, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -45,12 +45,12 @@ def make_pruner(kind: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def study_name(name: str, exp: dict[str, Any], tune: dict[str, Any], data_hash: str) -> str:
+def study_name(name: str, exp: Experiment, tune: dict[str, Any], data_hash: str) -> str:
     """``breastseg-<experiment>-<key>``: the key changes with the experiment's settings, the search settings or
     the data, so a changed setup gets a fresh study while a rerun of the same setup completes the same one."""
     from ..config import params_hash
 
-    return f"breastseg-{name}-{params_hash({'experiment': exp, 'tune': tune, 'data': data_hash})[:8]}"
+    return f"breastseg-{name}-{params_hash({'experiment': exp.as_dict(), 'tune': tune, 'data': data_hash})[:8]}"
 
 
 def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
@@ -69,7 +69,7 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     exp = experiment(params, name)
     tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
     tune = {k: v for k, v in params["tune"].items() if k != "workers"}
-    study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp["train"]["seed"]))
+    study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp.train.seed))
     tracking.configure(params)
     exp_id = tracking.experiment_id(params, name)
     client = mlflow.MlflowClient()
@@ -141,9 +141,9 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     exp = experiment(params, name)
     cfg = params["tune"]
     n_trials = int(cfg["n_trials"])
-    hp0 = exp["train"]
+    hp0 = exp.train
     info = json.loads(study_json.read_text())
-    study = load_study(params, info["study"], int(hp0["seed"]) + worker)
+    study = load_study(params, info["study"], int(hp0.seed) + worker)
     tracking.configure(params)
     client = mlflow.MlflowClient()
     tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
@@ -158,15 +158,15 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     while (slot := len(study.get_trials(deepcopy=False, states=live_states))) < n_trials:
         # The sampler is seeded by worker and slot (not by how many asks this process made), so a slot run
         # again after a crash samples what the uninterrupted run sampled, given the same finished trials.
-        study.sampler = optuna.samplers.TPESampler(seed=int(hp0["seed"]) + 1000 * worker + slot)
+        study.sampler = optuna.samplers.TPESampler(seed=int(hp0.seed) + 1000 * worker + slot)
         trial = study.ask()
         trial.set_user_attr("breastseg.worker", worker)
         trial.set_user_attr("breastseg.slot", slot)
         if not _claim(study, trial, n_trials):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # another worker took the last slot
             break
-        hp = {**hp0, **suggest(trial, cfg["space"])}
-        pl.seed_everything(int(hp["seed"]) + slot, workers=True)
+        hp = hp0.with_values(suggest(trial, cfg["space"]))
+        pl.seed_everything(int(hp.seed) + slot, workers=True)
         rid = client.create_run(info["experiment_id"], run_name=f"trial-{trial.number}",
                                 tags={**tags, "mlflow.parentRunId": info["parent_run_id"],
                                       "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
@@ -179,7 +179,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
         # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.
-        trainer = make_trainer({**hp, "strategy": "auto", "devices": 1, "num_nodes": 1}, max_epochs, logger, callbacks,
+        trainer = make_trainer(hp.with_values({"strategy": "auto", "devices": 1, "num_nodes": 1}), max_epochs, logger, callbacks,
                                enable_checkpointing=False,
                                default_root_dir=str(work_dir), enable_progress_bar=False)
         try:

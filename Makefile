@@ -84,17 +84,21 @@ ui: $(STAMP)
 
 # MLflow tracking server: runs point at it with MLFLOW_TRACKING_URI=http://HOST:PORT; artifacts are proxied into
 # ARTIFACTS. Loopback only unless HOST says otherwise; BACKEND may be postgresql://user:password@host:5432/db.
-# Server-side jobs (GenAI judges, trace roll-ups: seven extra processes) stay off, the pipeline uses none: JOBS=true.
+# Server-side jobs (GenAI judges, trace roll-ups: seven extra processes) stay off, the pipeline uses none: JOBS=1.
+# AUTH=1: accounts (MLflow's basic-auth app; users in AUTH_DB; first start: export MLFLOW_AUTH_ADMIN_PASSWORD=...);
+# clients pass MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. README, "A team server with accounts".
 HOST      := 127.0.0.1
 PORT      := 5000
 BACKEND   := sqlite:///mlflow.db
 ARTIFACTS := ./mlartifacts
-JOBS      := false
+JOBS      :=
+AUTH      :=
+AUTH_DB   := sqlite:///mlflow-auth.db
+PERMISSION := READ
 server: $(STAMP)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(JOBS) \
-	mlflow server --host $(HOST) --port $(PORT) --backend-store-uri $(BACKEND) --artifacts-destination $(ARTIFACTS) --workers 1
+	breastseg server --host $(HOST) --port $(PORT) --backend $(BACKEND) --artifacts $(ARTIFACTS)$(if $(filter 1 true yes,$(JOBS)), --jobs)$(if $(filter 1 true yes,$(AUTH)), --auth --auth-db $(AUTH_DB) --default-permission $(PERMISSION))
 
 clean:
 	@# the versioned ledgers (data/splits/<cohort>/) stay: they are the cohorts' split, not a run's output
 	rm -rf .snakemake data/raw/demo data/interim data/processed data/splits/*.json models results metrics plots \
-	       logs mlflow.db optuna.db mlartifacts report.html dvc.lock
+	       logs mlflow.db optuna.db mlartifacts report.html dvc.lock .mlflow

@@ -97,15 +97,19 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, backend_store_uri: str | None = None, timeout: float = 180) -> Iterator[Server]:
-    """``mlflow server`` on 127.0.0.1 and a free port (as ``make server`` starts it); yields its URL and PID."""
+def mlflow_server(workdir: Path, backend_store_uri: str | None = None, timeout: float = 180,
+                  auth_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``mlflow server`` on 127.0.0.1 and a free port, started as ``make server`` starts it (``breastseg server``);
+    ``auth_env``: with accounts (``--auth``), these variables (the admin's password) in its environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     backend = backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}"
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", backend, "--artifacts-destination", str(workdir / "mlartifacts"), "--workers", "1"]
+    cmd = [str(Path(sys.executable).parent / "breastseg"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend", backend, "--artifacts", str(workdir / "mlartifacts")]
+    if auth_env is not None:
+        cmd += ["--auth", "--auth-db", f"sqlite:///{workdir / 'mlflow-auth.db'}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as `make server`: no GenAI job consumers
+    env.update(auth_env or {})
     log = open(workdir / "server.log", "w")
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

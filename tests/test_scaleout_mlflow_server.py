@@ -154,15 +154,21 @@ def test_ui_shows_experiments_nested_trials_and_champion(server, pipeline, tmp_p
         driver.quit()
 
 
+def _mlflow_line(*make_args: str, env: dict | None = None) -> str:
+    """The ``mlflow server`` command ``make server`` would run (its ``breastseg server`` line, with --dry-run)."""
+    out = subprocess.run(["make", "-n", "server", *make_args], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("breastseg server"))
+    return subprocess.run([*line.split(), "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", **(env or {})}
+                          ).stdout.strip()
+
+
 def test_make_server_binds_to_loopback():
-    out = subprocess.run(["make", "-n", "server"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if "mlflow server" in l)
-    assert "--host 127.0.0.1" in line and "--backend-store-uri sqlite:///mlflow.db" in line
-    assert "--artifacts-destination" in line and "--workers 1" in line
-    other = subprocess.run(["make", "-n", "server", "HOST=0.0.0.0", "PORT=5001",
-                            "BACKEND=postgresql://mlflow@db.example:5432/mlflow"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout
-    line = next(l for l in other.splitlines() if "mlflow server" in l)
+    line = _mlflow_line()
+    assert "mlflow server --host 127.0.0.1 " in line and "--backend-store-uri sqlite:///mlflow.db" in line
+    assert "--artifacts-destination" in line and "--workers 1" in line and "basic-auth" not in line
+    line = _mlflow_line("HOST=0.0.0.0", "PORT=5001", "BACKEND=postgresql://mlflow@db.example:5432/mlflow")
     assert "--host 0.0.0.0 --port 5001" in line and "postgresql://mlflow@db.example:5432/mlflow" in line
 
 

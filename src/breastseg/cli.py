@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -233,8 +234,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         tracking = tracking_only(args.params)  # only its tracking store is read
         if tracking:
-            import os
-
             user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
             configure(tracking)
             if user_registry is None:  # mlflow.set_registry_uri exports it: keep it meaning "the user's choice"
@@ -248,6 +247,30 @@ def cmd_tracking_init(args: argparse.Namespace) -> None:
     from .tracking import init_stores
 
     init_stores(_params(args))
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    from .server import serve
+
+    serve(args)
+
+
+def cmd_accounts(args: argparse.Namespace) -> None:
+    import getpass
+
+    from .server import add_user, grant
+
+    if args.action == "add":
+        password = os.environ.get(args.password_env) if args.password_env else None
+        if args.password_env and not password:
+            raise InputError(None, f"--password-env {args.password_env}: that variable is not set")
+        if password is None:
+            password = getpass.getpass(f"password for {args.user}: ")
+        add_user(args.server, args.user, password)
+        print(f"added user {args.user}")
+    else:
+        print("granted " + grant(args.server, args.user, args.permission, experiment=args.experiment,
+                                 model=args.model))
 
 
 def _prepare_options(s: argparse.ArgumentParser) -> None:
@@ -444,6 +467,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", metavar="OUT_DIR")
 
     add("tracking-init", cmd_tracking_init, "create the MLflow and Optuna databases (run once before parallel jobs)")
+
+    from .server import ADMIN_PASSWORD_VARIABLE, PERMISSIONS
+
+    s = add("server", cmd_server, "the team's MLflow tracking server (make server), optionally with accounts")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: other machines too)")
+    s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--backend", default="sqlite:///mlflow.db", help="runs and models (postgresql://... for a team)")
+    s.add_argument("--artifacts", default="./mlartifacts", help="where the server keeps artifacts")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--jobs", action="store_true", help="start MLflow's server-side job consumers (the pipeline uses none)")
+    s.add_argument("--auth", action="store_true",
+                   help=f"accounts: MLflow's basic-auth app (first start: the admin's password in ${ADMIN_PASSWORD_VARIABLE})")
+    s.add_argument("--auth-db", default="sqlite:///mlflow-auth.db", help="where users and permissions are kept")
+    s.add_argument("--auth-config", default=".mlflow/basic_auth.ini", help="the auth app's ini file (written here)")
+    s.add_argument("--default-permission", default="READ", choices=PERMISSIONS,
+                   help="what every user may do on others' experiments and models unless granted more")
+    s.add_argument("--admin-username", default="admin")
+    s.add_argument("--dry-run", action="store_true", help="print the mlflow server command, start nothing")
+
+    s = add("accounts", cmd_accounts, "users and permissions of a server started with --auth (your own credentials: "
+                                      "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)")
+    s.add_argument("action", choices=("add", "grant"), help="add: a user (as the admin); grant: a permission")
+    s.add_argument("user")
+    s.add_argument("--server", help="http://HOST:PORT (default: $MLFLOW_TRACKING_URI)")
+    s.add_argument("--password-env", metavar="VAR", help="add: read the new user's password from this environment "
+                                                         "variable (default: ask)")
+    s.add_argument("--experiment", help="grant: on this experiment (by name, e.g. bpe_mri)")
+    s.add_argument("--model", help="grant: on this registered model (e.g. breastseg-bpe_mri)")
+    s.add_argument("--permission", default="EDIT", choices=PERMISSIONS, help="grant: what the user may do")
     return p
 
 

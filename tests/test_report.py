@@ -116,3 +116,42 @@ def test_summary_figures_render_in_headless_chromium(results):
         assert np.all([c.text for c in driver.find_elements("tag name", "figcaption")])
     finally:
         driver.quit()
+
+
+def test_summary_page_works_offline(results):
+    """Everything the page shows is inside it (figures as data: URIs, no script or stylesheet to fetch): it opens
+    the same on a machine without internet, unlike `dvc plots show`'s page, which loads vega from a CDN."""
+    from html.parser import HTMLParser
+
+    refs: list[tuple[str, str, str]] = []
+
+    class Refs(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            refs.extend((tag, k, v or "") for k, v in attrs if k in ("src", "href", "data", "srcset", "action"))
+
+    Refs().feed(results.read_text())
+    assert refs and all(tag == "img" and k == "src" and v.startswith("data:image/png;base64,")
+                        or tag == "a" and k == "href" and not v.startswith(("http:", "https:", "//"))
+                        for tag, k, v in refs), refs
+    assert "<script" not in results.read_text() and "@import" not in results.read_text()
+
+
+def test_summary_draws_the_learning_curves_dvc_plots_draws(results, params, tmp_path):
+    import base64
+    import re
+
+    from breastseg.report import write_summary
+
+    curves = []
+    for name, dice in (("bpe_mri", "0.41"), ("mass_us_bmode", "0.63")):
+        f = tmp_path / "plots" / name / "learning_curve.csv"
+        f.parent.mkdir(parents=True)
+        f.write_text(f"epoch,train_loss,val_loss,val_dice\n0,1.2,1.1,0.20\n1,0.9,0.95,{dice}\n")
+        curves.append(f)
+    res = results.parent / "results"
+    evaluations = sorted(res.glob("*/evaluation.json"))
+    page = write_summary(params, evaluations, tmp_path / "with.html", results_dir=res, curves=curves).read_text()
+    assert page.count("<img") == results.read_text().count("<img") + 1
+    png = re.search(r"<img alt='learning curves' src='data:image/png;base64,([^']+)'", page).group(1)
+    assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "validation Dice per epoch" in page

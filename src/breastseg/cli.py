@@ -219,7 +219,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_summary
 
-    write_summary(_params(args), [Path(p) for p in args.metrics], Path(args.out))
+    write_summary(_params(args), [Path(p) for p in args.metrics], Path(args.out),
+                  curves=[Path(p) for p in args.curves or []])
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("report", cmd_report, "one-page HTML summary of all experiments")
     s.add_argument("metrics", nargs="+", metavar="METRICS_JSON")
     s.add_argument("--out", required=True)
+    s.add_argument("--curves", nargs="+", metavar="CSV", help="learning_curve.csv of the final trainings (drawn)")
 
     s = add("predict", cmd_predict, "segment new studies with a registered model: labels (NIfTI, DICOM SEG), "
             "overlay, read-out")

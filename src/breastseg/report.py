@@ -38,6 +38,51 @@ def _img(path: Path, alt: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def learning_curves_png(curves: list[Path]) -> bytes | None:
+    """Validation Dice and the two losses per epoch of each experiment's final training (its ``learning_curve.csv``,
+    the file ``dvc plots show`` draws), as one PNG: the same curves, offline."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .evaluation.figures import OKABE_ITO
+
+    series = {}
+    for f in curves:
+        with open(f, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if rows:
+            series[Path(f).parent.name] = rows
+    if not series:
+        return None
+    colours = list(OKABE_ITO.values())
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    for i, (name, rows) in enumerate(sorted(series.items())):
+        colour = colours[i % len(colours)]
+
+        def col(key: str) -> tuple[list[int], list[float]]:
+            pts = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            return [e for e, _ in pts], [v for _, v in pts]
+
+        axes[0].plot(*col("val_dice"), color=colour, marker="o", ms=3, label=name)
+        axes[1].plot(*col("train_loss"), color=colour, label=f"{name} train")
+        axes[1].plot(*col("val_loss"), color=colour, linestyle="--", label=f"{name} val")
+    axes[0].set(xlabel="epoch", ylabel="validation Dice (selection metric)", ylim=(0, 1))
+    axes[1].set(xlabel="epoch", ylabel="loss (Dice + cross-entropy)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _distance(stats: dict[str, Any], metric: str) -> str:
     """Median over patients with its unit: mm where the pixel spacing is known, px (source pixels) where not."""
     cells = [f"{_f(stats[f'{metric}_{u}']['median'], 2)} {u}" for u in ("mm", "px") if f"{metric}_{u}" in stats]
@@ -180,8 +225,9 @@ def _evaluation(path: Path, results_dir: Path) -> dict[str, Any]:
 
 
 def write_summary(params: dict[str, Any], evaluation_files: list[Path], out: Path,
-                  results_dir: Path = Path("results")) -> Path:
-    """Write ``out`` (self-contained HTML, figures inline) from ``results/<experiment>/evaluation.json`` files."""
+                  results_dir: Path = Path("results"), curves: list[Path] | None = None) -> Path:
+    """Write ``out`` (self-contained HTML, figures inline: it opens offline) from ``results/<experiment>/
+    evaluation.json`` files; ``curves``: the final trainings' ``learning_curve.csv`` files, drawn as one figure."""
     metrics = sorted((_evaluation(Path(f), results_dir) for f in evaluation_files), key=lambda m: m["experiment"])
     rows, bpe, figures = [], [], []
     for m in metrics:
@@ -198,6 +244,12 @@ def write_summary(params: dict[str, Any], evaluation_files: list[Path], out: Pat
         if png.exists():
             figures.append(_img(png, f"{c['comparison']} box plot", f"{c['comparison']}: per-patient Dice, same test "
                                 "patients."))
+    png = learning_curves_png(list(curves or []))
+    if png is not None:
+        data = base64.b64encode(png).decode()
+        figures.append(f"<figure><img alt='learning curves' src='data:image/png;base64,{data}'><figcaption>Learning "
+                       "curves of the final trainings: validation Dice per epoch (checkpoints and early stopping "
+                       "follow it), training and validation loss.</figcaption></figure>")
     conventions = metrics[0].get("conventions") if metrics else None
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>breastseg summary</title>

@@ -5,6 +5,7 @@ rule report:
         evaluations=expand("results/{experiment}/evaluation.json", experiment=EXPERIMENTS),
         decisions=expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
         comparisons=expand("results/comparisons/{comparison}.json", comparison=COMPARISONS),
+        curves=expand("plots/{experiment}/learning_curve.csv", experiment=EXPERIMENTS),
     output:
         report("results/summary.html", caption="../report/summary.rst", category="Summary"),
     log:
@@ -16,4 +17,4 @@ rule report:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} -q report {input.evaluations} --out {output} > {log} 2>&1"
+        "{BREASTSEG} -q report {input.evaluations} --curves {input.curves} --out {output} > {log} 2>&1"

@@ -131,7 +131,8 @@ def test_predict_from_fresh_shell_reproduces_evaluation_dice(mri_model, tmp_path
     # training recorded its patients' geometry in the bundle; a study like them is not warned about
     bundle_config = mri_model["tmp"] / "models" / "bpe_mri" / "inference" / "config.json"
     ranges = json.loads(bundle_config.read_text())["training_ranges"]
-    assert set(ranges["quantities"]) == {"pixel_spacing_mm", "slice_spacing_mm"} and ranges["patients"] >= 1
+    assert set(ranges["quantities"]) == {"pixel_spacing_mm", "slice_spacing_mm", "pre_p995", "enhancement_p995"}
+    assert ranges["patients"] >= 1
     assert rec["warnings"] == [] and "warning" not in proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(f"breastseg: wrote {out}: labels.nii.gz")
     # nothing identifying leaves into the plain outputs

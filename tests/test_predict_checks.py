@@ -208,3 +208,43 @@ def test_mri_study_with_thick_slices_is_warned(tmp_path, capsys):
     assert main(["-q", "predict", bundle, str(studies[3.0]), str(tmp_path / "o2")]) == 0
     assert "warning" not in capsys.readouterr().err
     assert json.loads((tmp_path / "o2" / "readout.json").read_text())["warnings"] == []
+
+
+def test_mri_study_with_other_intensities_is_warned(tmp_path, capsys):
+    """Preparation records each training study's intensities (the pre-contrast 99.5th percentile and the
+    enhancement relative to it); a study from a scanner whose values are 6x lower is named in a warning."""
+    from breastseg.cli import main
+    from breastseg.config import Experiment
+    from breastseg.data.slices import prepare_patient
+    from breastseg.dicom.dce import convert_dce_patient
+    from breastseg.models.ranges import training_ranges
+    from breastseg.synth import mri as mri_mod
+
+    identity = {"patient_id": "BRS-2", "name": "Doe^Jane", "birth_date": "19700101", "age": "050Y",
+                "study_date": "20200101", "accession": "A2", "study_id": "1", "institution": "Test Hospital",
+                "referring": "Keller^Thomas"}
+    studies = {}
+    for gain in (1.0, 1 / 6):
+        rng = np.random.default_rng(6)  # the same phantom and files: only the signal's scale differs
+        phantom = mri_mod.simulate_mri(rng, 24, 6, 1, slice_mm=3.0)
+        phantom.phases = [p * gain for p in phantom.phases]
+        studies[gain] = tmp_path / f"raw{gain:.3f}" / "BRS-2" / "study"
+        mri_mod.write_study(studies[gain], phantom, identity, rng, (5, 3), annotated_fraction=0.7, layout="flat",
+                            rescaled=False)
+    convert_dce_patient(studies[1.0].parent, tmp_path / "interim" / "P0", patient_id="P0")
+    exp = Experiment.from_dict({"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
+                                "image_size": 24, "model": {"name": "unet", "features": [4, 8]}})
+    prepare_patient(exp, tmp_path / "interim" / "P0", tmp_path / "processed" / "P0.npz", patient_id="P0")
+    ranges = training_ranges("mri", tmp_path / "interim", ["P0"], tmp_path / "processed")
+    q = ranges["quantities"]
+    assert q["pre_p995"]["min"] == q["pre_p995"]["max"] > 0 and 0 < q["enhancement_p995"]["min"] < 5
+    bundle = str(mri_bundle(tmp_path / "m", training_ranges=ranges))
+
+    assert main(["-q", "predict", bundle, str(studies[1 / 6]), str(tmp_path / "o1")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and "pre-contrast intensity (99.5th percentile)" in err[0], err
+    (w,) = json.loads((tmp_path / "o1" / "readout.json").read_text())["warnings"]
+    assert w["quantity"] == "pre_p995" and w["value"] == pytest.approx(q["pre_p995"]["min"] / 6, rel=0.02)
+
+    assert main(["-q", "predict", bundle, str(studies[1.0]), str(tmp_path / "o2")]) == 0
+    assert "warning" not in capsys.readouterr().err

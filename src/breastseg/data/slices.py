@@ -18,6 +18,7 @@ from ..config import Experiment, MapSettings
 from ..errors import InputError
 from ..io import atomic_path
 from ..labels import BPE, FGT, NOT_ANNOTATED, bpe_category
+from ..models.ranges import INTENSITY, mri_intensity
 from .split import subset_patients
 
 #: The experiment settings preparation reads (the workflow reprepares a patient when one of them changes).
@@ -76,15 +77,19 @@ def prepare_mri(exp: Experiment, interim: Path) -> dict[str, Any]:
     studies = json.loads(manifest.read_text())["studies"]
     size = exp.image_size
     images, labels, cases, index, spacing = [], [], [], [], []
+    intensity: dict[str, list[float]] = {q: [] for q in INTENSITY}
     n_fgt = n_bpe = 0
     for study in studies:
         sdir = interim / study["key"]
         pre, affine = _load_nifti(sdir / "pre.nii.gz")
         lab, _ = _load_nifti(sdir / "labels.nii.gz")
         lab = lab.astype(np.uint8)
-        vols = mri_study_channels(exp, pre, {ch: _load_nifti(sdir / f"{ch}.nii.gz")[0]
-                                             for ch in exp.channels if ch != "pre"})
+        raw = {ch: _load_nifti(sdir / f"{ch}.nii.gz")[0] for ch in exp.channels if ch != "pre"}
+        vols = mri_study_channels(exp, pre, raw)
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        if not np.all(lab == NOT_ANNOTATED):  # what predict compares a new study with (models.ranges)
+            for q, v in mri_intensity(pre, raw.get("sub")).items():
+                intensity[q].extend(v)
         for k in range(lab.shape[2]):
             sl = lab[:, :, k]
             if np.all(sl == NOT_ANNOTATED):
@@ -98,7 +103,7 @@ def prepare_mri(exp: Experiment, interim: Path) -> dict[str, Any]:
             n_bpe += int(np.count_nonzero(sl == BPE))
     fraction = n_bpe / n_fgt if n_fgt else 0.0
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing,
-                spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}")
+                spacing_known=[True] * len(images), stratum=f"bpe{bpe_category(fraction)}", intensity=intensity)
 
 
 def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict[str, Any] | None = None
@@ -182,6 +187,7 @@ def prepare_patient(exp: Experiment, interim: Path, out: Path, *, patient_id: st
                 patient=np.asarray(patient_id),
                 stratum=np.asarray(data["stratum"]),
                 prepared_from=np.asarray(stamp or ""),
+                **{f"intensity_{q}": np.asarray(v, dtype=np.float64) for q, v in data.get("intensity", {}).items()},
             )
     return out
 

@@ -99,9 +99,10 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     t0 = time.perf_counter()
     exp = model.experiment
     study = load_mri_study(key, members, root, exp)
-    from ..models.ranges import mri_values
+    from ..models.ranges import mri_intensity, mri_values
 
-    warnings = _range_warnings(model, root, mri_values(study.pre.spacing))
+    warnings = _range_warnings(model, root, {**mri_values(study.pre.spacing),
+                                             **mri_intensity(study.volumes["pre"], study.volumes.get("sub"))})
     pred = predict_slices(model, mri_network_input(exp, study))
     labels = mri_labels_to_grid(pred, study.pre.shape)
     affine = study.pre.affine

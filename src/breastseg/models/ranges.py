@@ -4,7 +4,11 @@ Training records, per quantity, the smallest and largest value over the training
 read from what conversion wrote beside them (no image is read):
 
 - MRI (``<interim>/<patient>/patient.json``, studies with annotated slices): ``pixel_spacing_mm`` (in-plane,
-  both directions) and ``slice_spacing_mm`` (the distance between slices) of the pre-contrast series;
+  both directions) and ``slice_spacing_mm`` (the distance between slices) of the pre-contrast series; and, from
+  the prepared patient files (``<processed>/<patient>.npz``, written by preparation, which reads the volumes
+  anyway), the intensities: ``pre_p995`` (the pre-contrast volume's 99.5th percentile, in the scanner's units: the
+  scale every channel is divided by) and ``enhancement_p995`` (the subtraction's 99.5th percentile relative to
+  it: how strongly the contrast agent shows);
 - ultrasound (``<interim>/<patient>/<scan>/meta.json``): ``lines`` (image columns: RF lines or B-mode width in
   pixels) and, for scans whose pixel spacing is known, ``axial_spacing_mm``, ``lateral_spacing_mm``,
   ``depth_mm`` (rows x axial spacing) and ``width_mm`` (columns x lateral spacing).
@@ -30,7 +34,23 @@ QUANTITIES = {
     "depth_mm": ("image depth", "mm"),
     "width_mm": ("image width", "mm"),
     "lines": ("lines (image columns)", ""),
+    "pre_p995": ("pre-contrast intensity (99.5th percentile)", ""),
+    "enhancement_p995": ("enhancement (99.5th percentile of post1 - pre, relative to pre's)", ""),
 }
+#: The MRI intensity quantities, per study, as prepared patient files record them (``intensity_<quantity>``).
+INTENSITY = ("pre_p995", "enhancement_p995")
+
+
+def mri_intensity(pre: Any, sub: Any | None) -> dict[str, list[float]]:
+    """The intensity quantities of one study: its pre-contrast volume and subtraction (None: the model's channels
+    hold no subtraction, and its enhancement is not checked)."""
+    import numpy as np
+
+    scale = float(np.percentile(pre, 99.5)) or 1.0
+    out = {"pre_p995": [scale]}
+    if sub is not None:
+        out["enhancement_p995"] = [float(np.percentile(sub, 99.5)) / scale]
+    return out
 
 
 def mri_values(spacing: Sequence[float]) -> dict[str, list[float]]:
@@ -65,12 +85,29 @@ def _scan_values(dataset: str, patient_dir: Path) -> list[dict[str, list[float]]
     return out
 
 
-def training_ranges(dataset: str, interim_dir: Path, patients: Iterable[str]) -> dict[str, Any] | None:
+def _intensity_values(processed_file: Path) -> list[dict[str, list[float]]]:
+    """The intensity quantities a prepared MRI patient file records per study ([] for a file without them)."""
+    import numpy as np
+
+    if not processed_file.is_file():
+        return []
+    with np.load(processed_file) as z:
+        found = {q: [float(v) for v in z[f"intensity_{q}"]] for q in INTENSITY if f"intensity_{q}" in z.files}
+    return [{q: v} for q, v in found.items() if v]
+
+
+def training_ranges(dataset: str, interim_dir: Path, patients: Iterable[str],
+                    processed_dir: Path | None = None) -> dict[str, Any] | None:
     """The ranges of the checked quantities over ``patients``' converted scans in ``interim_dir`` (the cache
-    conversion wrote, ``data/interim/<dataset>``); None when none of them is there."""
+    conversion wrote, ``data/interim/<dataset>``) and, for MRI, their prepared files in ``processed_dir``
+    (the intensities); None when none of them is there."""
     values: dict[str, list[float]] = {}
     n_patients = n_scans = 0
     for pid in patients:
+        if dataset == "mri" and processed_dir is not None:
+            for found in _intensity_values(Path(processed_dir) / f"{pid}.npz"):
+                for key, vals in found.items():
+                    values.setdefault(key, []).extend(vals)
         scans = _scan_values(dataset, Path(interim_dir) / str(pid))
         n_patients += bool(scans)
         n_scans += len(scans)

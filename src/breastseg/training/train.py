@@ -286,7 +286,7 @@ def train_experiment(
     from ..data.split import subset_patients
     from ..models.ranges import training_ranges
 
-    ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"))
+    ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"), processed_dir)
     bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges), out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags

@@ -37,6 +37,37 @@ def _run(repo: Path, *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
 
 
+RUNNABLE = "<!-- runnable"
+
+
+def readme_blocks(readme: Path = ROOT / "README.md") -> list[str]:
+    """The README's bash blocks marked ``<!-- runnable -->``: what a newcomer types after ``make run``."""
+    lines, blocks = readme.read_text().splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith(RUNNABLE):
+            assert lines[i + 1] == "```bash", f"README.md:{i + 2}: a runnable mark precedes a bash block"
+            end = lines.index("```", i + 2)
+            blocks.append("\n".join(lines[i + 2:end]))
+    return blocks
+
+
+def run_in_clean_shell(repo: Path, block: str, home: Path) -> subprocess.CompletedProcess:
+    """``block`` in a new login-less shell: no variables but a PATH without the environment, a HOME with git's
+    identity (DVC experiments commit), stopping at the first failing command."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = New User\n\temail = new.user@example.org\n")
+    env = {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb",
+           "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(["bash", "-e", "-c", block], cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+
+
+def test_readme_marks_its_runnable_blocks():
+    blocks = readme_blocks()
+    assert len(blocks) >= 4
+    assert sum("source .venv/bin/activate" in b for b in blocks) >= 3 and any("make dag" in b for b in blocks)
+    assert any("breastseg predict" in b for b in blocks) and any("dvc exp run" in b for b in blocks)
+
+
 def _snakemake(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return _run(repo, sys.executable, "-m", "snakemake", "--cores", "2", *args)
 
@@ -68,7 +99,8 @@ def test_pipeline_end_to_end(tmp_path):
     assert us[0] == us[1]
     summary = (repo / "results" / "summary.html").read_text()
     assert all(e in summary for e in EXPERIMENTS) and "Wilcoxon" in summary and "kappa" in summary
-    assert summary.count("data:image/png;base64") == 3 + 3 + 1 + 1  # overlays, box plots, calibration, comparison
+    # overlays, box plots, calibration, comparison, learning curves
+    assert summary.count("data:image/png;base64") == 3 + 3 + 1 + 1 + 1
     comparison = json.loads((repo / "results" / "comparisons" / "entropy_vs_bmode.json").read_text())
     assert comparison["wilcoxon"]["patients"] == json.loads(
         (repo / "results" / "mass_us_bmode" / "evaluation.json").read_text())["test_patients"]
@@ -138,3 +170,12 @@ def test_pipeline_end_to_end(tmp_path):
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
     shown = _run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json")
     assert "dice_mean" in shown.stdout, shown.stdout + shown.stderr
+
+    # A newcomer follows the README after the run, in a clean shell: no "not found", no traceback.
+    (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # the environment `make` made
+    for block in readme_blocks(repo / "README.md"):
+        r = run_in_clean_shell(repo, block, repo.parent / "home")
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and "not found" not in out and "Traceback" not in out, f"{block}\n---\n{out[-4000:]}"
+    assert (repo / "out" / "demo-study" / "readout.json").exists() and (repo / "report.html").exists()
+    assert (repo / "dag.svg").exists() or (repo / "dag.mmd").exists()

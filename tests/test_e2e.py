@@ -171,6 +171,22 @@ def test_pipeline_end_to_end(tmp_path):
     shown = _run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json")
     assert "dice_mean" in shown.stdout, shown.stdout + shown.stderr
 
+    # What to annotate next: each champion ranks the unannotated slices (scans); the worklist and its montage
+    # are logged on the champion's MLflow run.
+    wl = _snakemake(repo, "worklists")
+    assert wl.returncode == 0, wl.stderr[-3000:]
+    import csv
+
+    for e in EXPERIMENTS:
+        rows = list(csv.DictReader((repo / "results" / e / "worklist.csv").open()))
+        assert (repo / "results" / e / "worklist.png").read_bytes()[:4] == b"\x89PNG"
+        champion = client.get_model_version_by_alias(f"breastseg-{e}", "champion")
+        assert all(r["model_version"] == str(champion.version) for r in rows)
+        logged = [a.path for a in client.list_artifacts(champion.run_id, "worklist/entropy")]
+        assert sorted(Path(a).name for a in logged) == ["worklist.csv", "worklist.png"], logged
+    mri_rows = list(csv.DictReader((repo / "results" / "bpe_mri" / "worklist.csv").open()))
+    assert mri_rows and all(r["patient"].startswith("P") and r["strategy"] == "entropy" for r in mri_rows)
+
     # A newcomer follows the README after the run, in a clean shell: no "not found", no traceback.
     (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # the environment `make` made
     for block in readme_blocks(repo / "README.md"):

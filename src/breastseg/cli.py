@@ -250,6 +250,59 @@ def cmd_tracking_init(args: argparse.Namespace) -> None:
     init_stores(_params(args))
 
 
+def cmd_suggest(args: argparse.Namespace) -> None:
+    from .config import experiment
+    from .suggest import suggest
+    from .tracking import configure
+
+    params = _params(args)
+    cfg = params["suggest"]
+    configure(params)
+    intensity = (experiment(params, args.experiment).train.augment.intensity
+                 if args.experiment in params["experiments"] else 0.1)
+    out = Path(args.out) if args.out else None
+    rows = suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,
+                   budget=args.budget or cfg["budget"], strategy=args.strategy or cfg["strategy"],
+                   min_gap=cfg["min_slice_gap"], seed=cfg["seed"], mc_passes=cfg["mc_passes"], tta_intensity=intensity,
+                   montage=Path(args.montage) if args.montage else True,
+                   montage_tiles=cfg["montage"], origin=f"the params file {args.params}",
+                   log_to_mlflow=not args.no_mlflow)
+    print(f"breastseg: {len(rows)} to annotate next in {out or 'results/<experiment>/worklist.csv'}", flush=True)
+
+
+def cmd_locate(args: argparse.Namespace) -> None:
+    import csv
+
+    from .data.cohort import discover
+    from .pseudonym import cohort_key
+
+    params = _params(args)
+    wanted: list[str] = []
+    for item in args.items:
+        if item.endswith(".csv"):
+            try:
+                with open(item, newline="") as fh:
+                    wanted += [r["patient"] for r in csv.DictReader(fh)]
+            except (OSError, KeyError) as exc:
+                raise InputError(item, f"not a worklist (no patient column): {exc}") from None
+        else:
+            wanted.append(item)
+    key = cohort_key(params["cohort"], create=False).key
+    found: dict[str, list[str]] = {}
+    for dataset in ("mri", "us"):
+        if (Path(params["cohort"]["root"]) / dataset).is_dir():
+            for pid, patient in discover(params["cohort"]["root"], dataset, key,
+                                         params["cohort"].get("patient_map")).items():
+                found.setdefault(pid, []).extend(patient.sources)
+    missing = [pid for pid in dict.fromkeys(wanted) if pid not in found]
+    for pid in dict.fromkeys(wanted):
+        if pid in found:
+            print(f"{pid}\t{' '.join(found[pid])}")
+    if missing:
+        raise InputError(params["cohort"]["root"], f"no raw data for {', '.join(missing[:5])}"
+                                                   f"{' ...' if len(missing) > 5 else ''} with the key in force")
+
+
 def cmd_server(args: argparse.Namespace) -> None:
     from .server import serve
 
@@ -469,6 +522,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", metavar="OUT_DIR")
 
     add("tracking-init", cmd_tracking_init, "create the MLflow and Optuna databases (run once before parallel jobs)")
+
+    from .suggest import STRATEGIES
+
+    s = add("suggest", cmd_suggest, "rank the cohort's unannotated MRI slices / ultrasound scans by a model's "
+                                    "uncertainty: the worklist (CSV) and montage (PNG) of what to annotate next")
+    s.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/breastseg-bpe_mri@champion, or a bundle folder")
+    s.add_argument("--experiment", default="", help="the model's experiment in params.yaml (its training "
+                                                    "augmentation sets tta's intensity passes)")
+    s.add_argument("--budget", type=int, help="how many to suggest (default: suggest.budget)")
+    s.add_argument("--strategy", choices=STRATEGIES, help="default: suggest.strategy")
+    s.add_argument("--interim-dir", help="the converted patients (default: data/interim/<the model's dataset>)")
+    s.add_argument("--out", help="worklist CSV (default: results/<experiment>/worklist.csv)")
+    s.add_argument("--montage", help="montage PNG (default: beside --out)")
+    s.add_argument("--no-mlflow", action="store_true", help="do not log the worklist on the model's MLflow run")
+
+    s = add("locate", cmd_locate, "the raw folders of pseudonymised patients (a worklist's), found with the "
+                                  "pseudonym key in force: printed on the terminal only, written nowhere")
+    s.add_argument("items", nargs="+", metavar="PSEUDONYM_OR_WORKLIST_CSV")
 
     from .server import ADMIN_PASSWORD_VARIABLE, PERMISSIONS
 

@@ -128,6 +128,8 @@ def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict
                 if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
     images, labels, cases, index, spacing, classes, known = [], [], [], [], [], [], []
     for sdir in scans:
+        if json.loads((sdir / "meta.json").read_text()).get("annotated", True) is False:
+            continue  # not annotated yet: for `breastseg suggest`, never for training or evaluation
         decoded = load_decoded(sdir)
         mask = np.load(sdir / "mask.npy")
         if decoded is not None:
@@ -149,7 +151,7 @@ def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict
         known.append(bool(meta.get("spacing_known", True)))
         classes.append(str(meta.get("class") or "mass"))
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, spacing_known=known,
-                stratum=sorted(classes)[0])
+                stratum=sorted(classes)[0] if classes else "unannotated")
 
 
 def us_scan_image(exp: Experiment, maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None

@@ -262,6 +262,36 @@ def overlay_figure(data: dict[str, np.ndarray], pred: np.ndarray, slice_dice: np
     _save(overlay_plot(data, pred, slice_dice, title, dataset, class_names, native), out)
 
 
+def worklist_montage(images: np.ndarray, pred: np.ndarray, titles: list[str], dataset: str,
+                     class_names: list[str], out: Path, title: str, columns: int = 4) -> None:
+    """The slices a worklist suggests, best first: each image (the network's first channel, as the modality is
+    read) with the current model's prediction filled in the class colours, titled with its rank, unit and score;
+    a legend names the classes. Unannotated slices have no truth to outline."""
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    n = len(images)
+    cols = max(1, min(columns, n))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows + 0.8), squeeze=False)
+    colours = class_colours(class_names)
+    for i in range(n):
+        ax = axes.flat[i]
+        _draw(ax, display(np.asarray(images[i]), dataset), None, display(np.asarray(pred[i]), dataset), (1.0, 1.0),
+              colours)
+        ax.set_title(titles[i], fontsize=7)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    if not n:
+        axes.flat[0].text(0.5, 0.5, "nothing to annotate: every slice is annotated", ha="center", va="center")
+    handles = [Patch(facecolor=colours[c], alpha=FILL_ALPHA, label=f"{display_name(class_names[c])} (prediction)")
+               for c in colours]
+    fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.5 / (3.0 * rows + 0.8), 1, 0.95), h_pad=1.2)
+    _save(fig, out)
+
+
 def box_plot(series: dict[str, list[float]], out: Path, title: str, ylabel: str = "Dice per patient") -> None:
     """One box per series (finite values), with the points overlaid; class keys shown by their display names."""
     plt = _pyplot()

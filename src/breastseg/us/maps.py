@@ -42,6 +42,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from breastseg.errors import InputError
+from breastseg.labels import NOT_ANNOTATED
 from breastseg.io import atomic_dir, write_json
 from breastseg.us.readers import Scan, _safe_id, read_scans
 from breastseg.us.rf import bmode_from_envelope, envelope, pulse_length_m, window_from_pulses
@@ -179,7 +180,9 @@ def decode_scan(scan: Scan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "spacing_known": bool(scan.spacing_known),
         "fs": scan.fs, "f0": scan.f0, "pitch": scan.pitch, "c": scan.c, "bandwidth": scan.bandwidth,
         "has_rf": scan.rf is not None,
-        "mask_pixels": int(scan.mask.sum()),
+        "mask_pixels": int((scan.mask == 1).sum()),
+        # False: nobody annotated the scan yet (its mask is all 255): suggested for annotation, never trained on
+        "annotated": not bool(np.all(scan.mask == NOT_ANNOTATED)),
     }
     meta.update({k: v for k, v in scan.extra.items() if k not in meta})
     if scan.rf is None:
@@ -292,7 +295,7 @@ def preview_image(bmode: np.ndarray, entropy: np.ndarray | None, mask: np.ndarra
     panels = [bm]
     if entropy is not None:
         panels.append(gray(entropy, float(np.min(entropy)), float(np.max(entropy))))
-    small_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    small_mask = np.asarray(Image.fromarray((mask == 1).astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0  # 255: none
     overlay = np.stack([np.asarray(bm)] * 3, axis=-1)
     overlay[_outline(small_mask)] = (255, 0, 0)
     panels.append(Image.fromarray(overlay))

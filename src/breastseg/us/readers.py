@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from breastseg.errors import InputError
+from breastseg.labels import NOT_ANNOTATED
 from breastseg.us.rf import SPEED_OF_SOUND, axial_spacing_m
 
 __all__ = [
@@ -261,7 +262,9 @@ def read_oasbud_ids(path: str | Path) -> list[str]:
 
 def read_npz(path: str | Path, *, fs: float | None = None, f0: float | None = None,
              pitch: float | None = None, c: float | None = None, bandwidth: float | None = None) -> list[Scan]:
-    """One scan from a per-patient ``.npz`` (keys rf, roi, fs, f0, pitch; optional c, bandwidth, class).
+    """One scan from a per-patient ``.npz`` (keys rf, roi, fs, f0, pitch; optional c, bandwidth, class). A file
+    without ``roi`` is a scan nobody has annotated yet: its mask is all "not annotated" (255); it is converted and
+    can be suggested for annotation (``breastseg suggest``), but neither trained nor evaluated on.
 
     Keyword arguments override the file's values; ``c`` defaults to 1540 m/s and ``bandwidth`` to the
     OASBUD default when the file has none.
@@ -273,13 +276,18 @@ def read_npz(path: str | Path, *, fs: float | None = None, f0: float | None = No
             content = {k: npz[k] for k in npz.files}
     except Exception as exc:
         raise InputError(path, f"cannot read as .npz: {exc}") from None
-    missing = [k for k in ("rf", "roi", "fs", "f0", "pitch") if k not in content]
+    missing = [k for k in ("rf", "fs", "f0", "pitch") if k not in content]
     if missing:
         raise InputError(path, f"missing key(s) {', '.join(missing)}")
     given = {k: content[k] for k in ("fs", "f0", "pitch", "c", "bandwidth") if k in content}
     params = _params(path, given, {"fs": fs, "f0": f0, "pitch": pitch, "c": c, "bandwidth": bandwidth})
     label = _class_name(content["class"]) if "class" in content else None
-    return [_rf_scan(path, "npz", path.stem, "scan-1", content["rf"], content["roi"], params, label, "rf", "roi")]
+    roi = content["roi"] if "roi" in content else None
+    scan = _rf_scan(path, "npz", path.stem, "scan-1", content["rf"],
+                    np.zeros(np.shape(content["rf"]), np.uint8) if roi is None else roi, params, label, "rf", "roi")
+    if roi is None:
+        scan.mask = np.full(scan.mask.shape, NOT_ANNOTATED, np.uint8)
+    return [scan]
 
 
 # ----------------------------------------------------------------------------------------------- B-mode

@@ -1,0 +1,278 @@
+"""Which slices to annotate next: the cohort's unannotated MRI slices and ultrasound scans ranked by a model's
+uncertainty, written as a worklist for the annotators.
+
+Candidates come from the converted cache only (``data/interim/<dataset>``: pseudonymised, nothing identifying):
+
+- MRI: every slice of a converted study that holds no annotated pixel (``patient.json`` lists the annotated
+  slices of each study); its network input is made exactly as for training and prediction (the model bundle's
+  channels and image size);
+- ultrasound: every converted scan recorded without a mask (``meta.json``: ``"annotated": false``); its maps are
+  made from the decoded cache with the model's own ``us_maps`` settings.
+
+Strategies (``suggest.strategy``), all on the model's softmax ``p`` (classes ``k``, pixels ``i``):
+
+- ``entropy``: mean predictive entropy over the slice's pixels, ``mean_i -sum_k p_ik log p_ik``;
+- ``tta``: disagreement under test-time augmentation, the augmentations training used (left-right mirroring,
+  intensity scaled by 1 -/+ ``train.augment.intensity``): ``mean_i sum_k var_t p_tik`` over the passes ``t``;
+- ``mc_dropout``: the mutual information (BALD) between prediction and weights over ``suggest.mc_passes``
+  forward passes with dropout on, for models trained with dropout only (refused otherwise: without dropout every
+  pass is the same);
+- ``random``: a seeded random order (the baseline a strategy must beat).
+
+A batch holds no near-duplicates: within one study, two suggested slices are at least ``suggest.min_slice_gap``
+slices apart (the best-scored first). Ties are broken by patient, study and slice, so a ranking depends only on
+the model, the cohort and the seed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .config import Experiment
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("entropy", "tta", "mc_dropout", "random")
+#: The worklist's columns (CSV).
+COLUMNS = ("rank", "patient", "study", "slice_index", "score", "strategy", "model", "model_version")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One unannotated unit: an MRI slice (``study``, ``index``) or an ultrasound scan (``study`` = the scan's
+    folder, ``index`` 0) of a pseudonymised ``patient``."""
+
+    patient: str
+    study: str
+    index: int
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+def mri_candidates(interim_dir: Path, patients: Iterable[str] | None = None) -> list[Candidate]:
+    """The slices of every converted MRI study that hold no annotated pixel."""
+    out = []
+    for manifest in sorted(Path(interim_dir).glob("*/patient.json")):
+        pid = manifest.parent.name
+        if patients is not None and pid not in patients:
+            continue
+        for study in json.loads(manifest.read_text()).get("studies") or []:
+            shape = study.get("shape") or []
+            if len(shape) != 3:
+                continue
+            annotated = set(study.get("annotated_slices") or [])
+            out += [Candidate(pid, study["key"], k) for k in range(int(shape[2])) if k not in annotated]
+    return out
+
+
+def us_candidates(interim_dir: Path, patients: Iterable[str] | None = None) -> list[Candidate]:
+    """The converted ultrasound scans recorded without a mask."""
+    out = []
+    for meta_file in sorted(Path(interim_dir).glob("*/*/meta.json")):
+        pid = meta_file.parent.parent.name
+        if patients is not None and pid not in patients:
+            continue
+        if json.loads(meta_file.read_text()).get("annotated", True) is False:
+            out.append(Candidate(pid, meta_file.parent.name, 0))
+    return out
+
+
+def mri_inputs(exp: Experiment, interim_dir: Path, candidates: list[Candidate]) -> np.ndarray:
+    """The network input of each candidate slice, (N, C, S, S) float32, made as in training."""
+    import nibabel as nib
+
+    from .data.slices import mri_slice_image, mri_study_channels
+
+    out = np.empty((len(candidates), len(exp.channels), exp.image_size, exp.image_size), np.float32)
+    by_study: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(candidates):
+        by_study.setdefault((c.patient, c.study), []).append(i)
+    for (pid, study), rows in by_study.items():
+        sdir = Path(interim_dir) / pid / study
+        pre = np.asarray(nib.load(str(sdir / "pre.nii.gz")).dataobj)
+        others = {ch: np.asarray(nib.load(str(sdir / f"{ch}.nii.gz")).dataobj) for ch in exp.channels if ch != "pre"}
+        vols = mri_study_channels(exp, pre, others)
+        for i in rows:
+            out[i] = mri_slice_image(exp, vols, candidates[i].index)
+    return out
+
+
+def us_inputs(exp: Experiment, interim_dir: Path, candidates: list[Candidate]) -> np.ndarray:
+    """The network input of each candidate scan, (N, C, S, S) float32, its maps made with the model's settings."""
+    from .data.slices import us_scan_image
+    from .us.maps import load_decoded, maps_from_decoded
+
+    if exp.maps is None:
+        raise InputError(None, f"model '{exp.name}' records no us_maps settings")
+    settings = {k: v for k, v in exp.maps.as_dict().items() if k != "entropy_binning"}
+    out = np.empty((len(candidates), len(exp.channels), exp.image_size, exp.image_size), np.float32)
+    for i, c in enumerate(candidates):
+        sdir = Path(interim_dir) / c.patient / c.study
+        decoded = load_decoded(sdir)
+        if decoded is None:
+            raise InputError(sdir, "not a decoded scan (converted by an earlier version: convert it again)")
+        maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp.channels])), where=sdir,
+                                       **settings)
+        out[i] = us_scan_image(exp, maps, meta, None)[0]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ scores
+
+
+def probabilities(net: Any, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Softmax of the network, (N, K, H, W) float32 (the network as it is: eval mode unless set otherwise)."""
+    import torch
+
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32))
+            parts.append(net(x).float().softmax(1).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 1) + tuple(images.shape[2:]), np.float32)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Pixelwise entropy (nats) of class probabilities along axis -3."""
+    return -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=-3)
+
+
+def entropy_scores(net: Any, images: np.ndarray) -> np.ndarray:
+    """Mean predictive entropy per slice."""
+    return _entropy(probabilities(net, images)).mean(axis=(-2, -1))
+
+
+def tta_scores(net: Any, images: np.ndarray, intensity: float) -> np.ndarray:
+    """Variance of the class probabilities over the training augmentations, summed over classes, mean over pixels.
+
+    Passes: the slice as it is, mirrored left-right (mapped back), and its intensities scaled by 1 - ``intensity``
+    and 1 + ``intensity`` (training's jitter range; 0.1 when training used none)."""
+    scale = float(intensity) or 0.1
+    passes = [probabilities(net, images),
+              probabilities(net, images[..., ::-1].copy())[..., ::-1],
+              probabilities(net, images * np.float32(1 - scale)),
+              probabilities(net, images * np.float32(1 + scale))]
+    return np.stack(passes).var(axis=0).sum(axis=1).mean(axis=(-2, -1))
+
+
+def mc_dropout_scores(net: Any, images: np.ndarray, passes: int, seed: int) -> np.ndarray:
+    """BALD: entropy of the mean prediction minus the mean entropy, over ``passes`` passes with dropout on."""
+    import torch
+
+    dropouts = [m for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    if not dropouts or all(m.p == 0 for m in dropouts):
+        raise InputError(None, "strategy mc_dropout needs a model trained with dropout (model.dropout > 0); "
+                               "use entropy or tta")
+    torch.manual_seed(int(seed))
+    for m in dropouts:
+        m.train()
+    try:
+        runs = np.stack([probabilities(net, images) for _ in range(int(passes))])
+    finally:
+        for m in dropouts:
+            m.eval()
+    return (_entropy(runs.mean(axis=0)) - _entropy(runs).mean(axis=0)).mean(axis=(-2, -1))
+
+
+def scores_for(strategy: str, net: Any, images: np.ndarray, *, seed: int, mc_passes: int,
+               intensity: float) -> np.ndarray:
+    if strategy == "entropy":
+        return entropy_scores(net, images)
+    if strategy == "tta":
+        return tta_scores(net, images, intensity)
+    if strategy == "mc_dropout":
+        return mc_dropout_scores(net, images, mc_passes, seed)
+    if strategy == "random":
+        return np.random.default_rng(int(seed)).random(len(images))
+    raise InputError(None, f"unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
+
+
+def select(candidates: list[Candidate], scores: np.ndarray, budget: int, min_gap: int) -> list[int]:
+    """Indices of the ``budget`` best-scored candidates, no two slices of one study closer than ``min_gap``."""
+    order = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), candidates[i].patient,
+                                                          candidates[i].study, candidates[i].index))
+    chosen: list[int] = []
+    taken: dict[tuple[str, str], list[int]] = {}
+    for i in order:
+        if len(chosen) >= budget:
+            break
+        c = candidates[i]
+        near = taken.setdefault((c.patient, c.study), [])
+        if any(abs(c.index - k) < min_gap for k in near):
+            continue
+        near.append(c.index)
+        chosen.append(i)
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ the worklist
+
+
+def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, budget: int, strategy: str, min_gap: int,
+            seed: int, mc_passes: int, tta_intensity: float, montage: Path | bool = True, montage_tiles: int = 12,
+            origin: str | None = None, log_to_mlflow: bool = True) -> list[dict[str, Any]]:
+    """Rank the unannotated units of ``interim_dir`` by ``model_uri``'s uncertainty; write the worklist CSV (and
+    the montage PNG of the top ones with the current prediction: ``montage``, True for beside the CSV); log both
+    on the model's MLflow run.
+    ``tta_intensity``: the intensity jitter of the experiment's training augmentation (``tta``)."""
+    from .io import atomic_path
+    from .models.bundle import load_model
+
+    if strategy not in STRATEGIES:
+        raise InputError(None, f"unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
+    model = load_model(model_uri, allow_pickle=False, origin=origin)
+    exp = model.experiment
+    interim_dir = Path(interim_dir or f"data/interim/{exp.dataset}")
+    out_csv = Path(out_csv or f"results/{exp.name}/worklist.csv")
+    montage = out_csv.with_suffix(".png") if montage is True else (Path(montage) if montage else None)
+    if not interim_dir.is_dir():
+        raise InputError(interim_dir, f"no converted {exp.dataset} patients here (run the conversion first)")
+    found = mri_candidates(interim_dir) if exp.dataset == "mri" else us_candidates(interim_dir)
+    log.info("%s: %d unannotated %s", exp.name, len(found), "slices" if exp.dataset == "mri" else "scans")
+    images = (mri_inputs if exp.dataset == "mri" else us_inputs)(exp, interim_dir, found) if found else \
+        np.zeros((0, len(exp.channels), exp.image_size, exp.image_size), np.float32)
+    net = model.net.eval()
+    scores = scores_for(strategy, net, images, seed=seed, mc_passes=mc_passes, intensity=tta_intensity) if found else \
+        np.zeros(0)
+    chosen = select(found, scores, int(budget), int(min_gap))
+    version = str(model.source.get("version") or "")
+    name = str(model.source.get("registered_model") or exp.name)
+    rows = [{"rank": r + 1, "patient": found[i].patient, "study": found[i].study, "slice_index": found[i].index,
+             "score": f"{float(scores[i]):.6g}", "strategy": strategy, "model": name, "model_version": version}
+            for r, i in enumerate(chosen)]
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_csv) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+    if montage is not None:
+        from .evaluation.figures import worklist_montage
+        from .models.bundle import predict_slices
+
+        top = chosen[:montage_tiles]
+        pred = predict_slices(net, images[top]) if top else np.zeros((0, exp.image_size, exp.image_size), np.uint8)
+        titles = [f"#{r + 1} {found[i].patient} {found[i].study}"
+                  + (f" slice {found[i].index}" if exp.dataset == "mri" else "") + f"\n{strategy} {float(scores[i]):.3g}"
+                  for r, i in enumerate(top)]
+        worklist_montage(images[top][:, 0] if top else np.zeros((0, 1, 1)), pred, titles, exp.dataset,
+                         list(exp.class_names), Path(montage),
+                         f"{exp.name}: the {len(rows)} slices to annotate next ({strategy}, {name} v{version})")
+    run_id = model.source.get("run_id") or model.config.get("run_id")
+    if log_to_mlflow and run_id and model.source.get("registered_model"):
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        for f in (out_csv, montage):
+            if f is not None and Path(f).exists():
+                client.log_artifact(run_id, str(f), artifact_path=f"worklist/{strategy}")
+        client.set_tag(run_id, "breastseg.worklist", f"{len(rows)} {strategy}")
+    return rows

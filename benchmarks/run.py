@@ -45,6 +45,7 @@ BENCHMARKS = {
     "training": "bench_training",
     "predict": "bench_predict",
     "pipeline": "bench_pipeline",
+    "active": "bench_active",
     "quality": "bench_quality",
 }
 KEYS = ("name", "ratio", "target", "reference", "detail")

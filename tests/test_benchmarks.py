@@ -132,7 +132,7 @@ def test_quick_benchmarks_run(tmp_path):
     assert not failed, failed
     names = " ".join(row["name"] for row in rows)
     for part in ("dcm2niix", "skimage", "Lightning", "predict", "snakemake -n", "synthetic cohort", "quality",
-                 "us-maps"):
+                 "us-maps", "annotation worklist (entropy) vs random"):
         assert part in names
 
 

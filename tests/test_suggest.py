@@ -151,3 +151,28 @@ def test_locate_finds_the_raw_folders_of_a_worklist_on_the_key_holding_machine(m
     assert all(line.split("\t")[1].startswith(str(tmp_path / "cohort" / "mri" / "BRS-")) for line in lines)
     assert main(["--params", str(tmp_path / "p.yaml"), "locate", "P000000000000"]) == 2
     assert "no raw data for P000000000000" in capsys.readouterr().err
+
+
+def test_synth_withholds_labels_outside_the_cohort_and_leaves_the_cohort_unchanged(tmp_path):
+    import hashlib
+
+    import nibabel as nib
+
+    from breastseg.synth.cohort import write_cohort
+
+    def digests(folder: Path) -> dict:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    small = dict(mri_matrix=24, mri_slices=6, us_lines=16, us_depth_mm=6.0, annotated_fraction=0.5, progress=False)
+    write_cohort(tmp_path / "plain", 2, 5, **small)
+    write_cohort(tmp_path / "cohort", 2, 5, withheld_labels_dir=tmp_path / "withheld", **small)
+    assert digests(tmp_path / "plain") == digests(tmp_path / "cohort")  # the cohort's bytes do not change
+    for stored in (tmp_path / "cohort" / "mri").glob("*/*/labels.nii.gz"):
+        full = tmp_path / "withheld" / stored.parent.parent.name / stored.parent.name / "labels.nii.gz"
+        part, whole = (np.asarray(nib.load(str(f)).dataobj) for f in (stored, full))
+        annotated = ~(part == 255).all(axis=(0, 1))
+        assert 0 < annotated.sum() < part.shape[2] and not (whole == 255).any()
+        np.testing.assert_array_equal(part[:, :, annotated], whole[:, :, annotated])
+    with pytest.raises(InputError, match="outside the cohort"):
+        write_cohort(tmp_path / "c2", 1, 5, withheld_labels_dir=tmp_path / "c2" / "truth", **small)

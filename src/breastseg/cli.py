@@ -34,7 +34,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     patients = args.patients if args.patients is not None else options.pop("patients")
     seed = args.seed if args.seed is not None else options.pop("seed")
     options = {k: v for k, v in options.items() if k not in ("patients", "seed")}
-    summary = write_cohort(Path(args.out_dir), patients, seed, progress=not args.quiet, **options)
+    summary = write_cohort(Path(args.out_dir), patients, seed, progress=not args.quiet,
+                           withheld_labels_dir=args.withheld_labels, **options)
     log.info("wrote synthetic cohort to %s (%s)", args.out_dir, summary)
 
 
@@ -292,7 +293,7 @@ def cmd_locate(args: argparse.Namespace) -> None:
     for dataset in ("mri", "us"):
         if (Path(params["cohort"]["root"]) / dataset).is_dir():
             for pid, patient in discover(params["cohort"]["root"], dataset, key,
-                                         params["cohort"].get("patient_map")).items():
+                                         params["cohort"]["patient_map"]).items():
                 found.setdefault(pid, []).extend(patient.sources)
     missing = [pid for pid in dict.fromkeys(wanted) if pid not in found]
     for pid in dict.fromkeys(wanted):
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-params", action="store_true",
                    help="(the default) every other setting, e.g. image sizes, from the synth block of --params, "
                         "else from the schema's defaults, which params.yaml repeats")
+    s.add_argument("--withheld-labels", metavar="DIR",
+                   help="also write every MRI slice's labels, the unannotated ones included, to DIR (outside "
+                        "OUT_DIR): the annotations the cohort withholds, for benchmarks of annotation worklists")
 
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
     s.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files")

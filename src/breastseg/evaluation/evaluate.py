@@ -67,7 +67,7 @@ def split_check(params: dict[str, Any], dataset: str, split_file: Path, interim_
     whose converted scans are missing are not judged (``checked`` counts those that were).
     """
     out: dict[str, Any] = {"by_image": False, "patients": 0, "checked": 0, "warning": None, "reason": None}
-    if dataset != "us" or "patient_map" in params["cohort"]:
+    if dataset != "us" or params["cohort"]["patient_map"]:
         return out
     from ..data.split import read_split
 

@@ -169,7 +169,8 @@ def _patient_job(job: dict[str, Any]) -> dict[str, Any]:
     mtruth = mri_mod.write_study(study_dir, phantom, ident, rng, (seed, index, pid),
                                  annotated_fraction=o["annotated_fraction"], rescaled=job["rescaled"],
                                  layout=job["layout"],
-                                 slice_rng=np.random.default_rng([seed, index, _RNG_SLICES]))
+                                 slice_rng=np.random.default_rng([seed, index, _RNG_SLICES]),
+                                 withheld_dir=job["withheld"] / pid / study if job.get("withheld") else None)
     mtruth.update({"patient_id": pid, "study_folder": study, "labels": f"mri/{pid}/{study}/labels.nii.gz"})
     write_json(root / "truth" / "mri" / f"{pid}.json", mtruth)
 
@@ -218,6 +219,7 @@ def write_cohort(
     annotated_fraction: float = DEFAULTS["annotated_fraction"],
     progress: bool = True,
     workers: int = 1,
+    withheld_labels_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write a synthetic cohort of ``patients`` patients into ``out_dir`` (replacing it) and return a summary.
 
@@ -235,6 +237,9 @@ def write_cohort(
     * ``annotated_fraction`` - share of the MRI slices that carry labels, the rest are 255 (default 0.5).
     * ``progress`` - show a progress bar on stderr.
     * ``workers`` - processes generating patients in parallel (the files do not depend on it).
+    * ``withheld_labels_dir`` - a folder outside the cohort that receives every MRI study's labels of all its
+      slices (``<dir>/<PatientID>/<study>/labels.nii.gz``): the annotations the cohort withholds, for
+      benchmarks of annotation worklists. The cohort's own files do not change.
 
     The cohort is built in a temporary folder beside ``out_dir`` and moved into place only when complete.
     Same ``seed`` and options, same bytes. See the module docstring for the layout.
@@ -263,7 +268,11 @@ def write_cohort(
 
     results: list[dict[str, Any]] = []
     with atomic_dir(out_dir) as root:
-        jobs = [{"root": root, "seed": seed, "index": i, "options": options, **_plan(seed, i)} for i in range(n)]
+        withheld = Path(withheld_labels_dir).resolve() if withheld_labels_dir else None
+        if withheld is not None and (withheld == out_dir.resolve() or out_dir.resolve() in withheld.parents):
+            raise InputError(withheld, "withheld labels must live outside the cohort folder")
+        jobs = [{"root": root, "seed": seed, "index": i, "options": options, "withheld": withheld, **_plan(seed, i)}
+                for i in range(n)]
         bar = tqdm(total=n, desc="synth", unit="patient", file=sys.stderr, disable=not progress)
         try:
             if int(workers) > 1:

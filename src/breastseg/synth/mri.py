@@ -513,8 +513,13 @@ def _stored_values(image: np.ndarray, slope: float, intercept: float, signed: bo
 
 def write_study(study_dir: Path, phantom: MriPhantom, identity: dict[str, str], rng: np.random.Generator,
                 uid_seed: tuple[Any, ...], annotated_fraction: float = 0.5, *, rescaled: bool | None = None,
-                layout: str | None = None, slice_rng: np.random.Generator | None = None) -> dict[str, Any]:
+                layout: str | None = None, slice_rng: np.random.Generator | None = None,
+                withheld_dir: Path | None = None) -> dict[str, Any]:
     """Write every phase as a DICOM series plus ``labels.nii.gz``; return the study's ground truth.
+
+    ``withheld_dir``: also write the labels of every slice, the unannotated ones included, to
+    ``withheld_dir/labels.nii.gz`` (a folder outside the cohort: what an annotator would draw, for benchmarks of
+    which slices to annotate next; nothing of it reaches the cohort's files).
 
     ``rescaled``: store signed values with a RescaleSlope/Intercept that differs per series (as some vendors
     do) instead of unsigned values with slope 1, intercept 0. ``layout``: ``flat`` (hashed names in the study
@@ -660,6 +665,9 @@ def write_study(study_dir: Path, phantom: MriPhantom, identity: dict[str, str], 
     stored_labels = np.full(labels.shape, NOT_ANNOTATED, np.uint8)
     stored_labels[:, :, annotated] = labels[:, :, annotated]
     write_nifti_gz(study_dir / "labels.nii.gz", stored_labels, geo.affine)
+    if withheld_dir is not None:
+        Path(withheld_dir).mkdir(parents=True, exist_ok=True)
+        write_nifti_gz(Path(withheld_dir) / "labels.nii.gz", labels.astype(np.uint8), geo.affine)
 
     re_maps = phantom.truth["_re_maps"]
     ann_lab = labels[:, :, annotated]

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from us_cohorts import oasbud_records, write_busi_cohort, write_oasbud_mat
+from us_cohorts import oasbud_records
 
 from breastseg.synth import dicom_files as syn
 
@@ -88,13 +88,6 @@ def labels_unknown_values(tmp):
             "label values must be 0, 1, 2 or 255")
 
 
-def busi_without_mask(tmp):
-    root = write_busi_cohort(tmp / "busi", n=2)
-    img = root / "us" / "malignant" / "malignant (2).png"
-    img.with_name("malignant (2)_mask.png").unlink()
-    return ["us-maps", "--maps", "bmode", str(root / "us"), "{out}"], img, "no mask beside the image"
-
-
 def oasbud_missing_fields(tmp):
     recs = oasbud_records(2, shape=(32, 8))
     for r in recs:
@@ -130,7 +123,7 @@ def cohort_path_missing(tmp):
 
 
 CASES = [corrupt_dicom, truncated_dicom, dicom_without_pixels, uneven_slice_spacing, mixed_patients, labels_wrong_shape,
-         labels_unknown_values, busi_without_mask, oasbud_missing_fields, params_wrong_type, params_unknown_key,
+         labels_unknown_values, oasbud_missing_fields, params_wrong_type, params_unknown_key,
          cohort_path_missing]
 SKIPPABLE = {corrupt_dicom, truncated_dicom, dicom_without_pixels, uneven_slice_spacing}
 

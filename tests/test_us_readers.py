@@ -220,7 +220,7 @@ def test_mat_layout_errors(tmp_path):
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        ({"roi": None}, "missing key.*roi"),
+        ({"rf": None}, "missing key.*rf"),
         ({"fs": None, "pitch": None}, "missing key.*fs, pitch"),
         ({"rf": np.zeros((4, 5, 6))}, "2-D"),
         ({"rf": np.zeros((1, 5))}, "too small"),
@@ -242,15 +242,14 @@ def test_npz_bad_content(tmp_path, overrides, match):
 
 def test_busi_and_dicom_mask_errors(tmp_path):
     img = write_png(tmp_path / "b" / "benign" / "benign (1).png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(InputError, match="no mask beside the image"):
-        read_busi(tmp_path / "b")
+    (unannotated,) = read_busi(tmp_path / "b")  # no mask: nobody annotated it yet
+    assert (unannotated.mask == 255).all() and unannotated.mask.shape == (8, 8)
     write_png(tmp_path / "b" / "benign" / "benign (1)_mask.png", np.zeros((8, 9), np.uint8))
     with pytest.raises(InputError, match=r"mask has shape \(8, 9\).*\(8, 8\)") as err:
         read_scans(img)
     assert err.value.path.endswith("benign (1)_mask.png")
     dcm = write_us_dicom(tmp_path / "d.dcm", np.zeros((6, 5), np.uint8))
-    with pytest.raises(InputError, match="no mask beside the DICOM"):
-        read_dicom_us(dcm)
+    assert (read_dicom_us(dcm)[0].mask == 255).all()
     np.save(tmp_path / "d_mask.npy", np.zeros((5, 6), np.uint8))
     with pytest.raises(InputError, match="shape"):
         read_dicom_us(dcm)

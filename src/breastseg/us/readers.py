@@ -356,14 +356,13 @@ def glob_escape(text: str) -> str:
 
 
 def read_busi_image(path: str | Path, label_class: str | None = None) -> list[Scan]:
-    """One BUSI image and the union of its ``_mask*.png`` files; class defaults to the folder name."""
+    """One BUSI image and the union of its ``_mask*.png`` files; class defaults to the folder name. An image
+    without a mask is one nobody annotated yet: its mask is all "not annotated" (255)."""
     path = Path(path)
     img = _load_png(path, "image")
     gray = _gray(img)
     masks = masks_beside(path)
-    if not masks:
-        raise InputError(path, f"no mask beside the image (expected {path.stem}_mask.png)")
-    mask = np.zeros(gray.shape, np.uint8)
+    mask = np.zeros(gray.shape, np.uint8) if masks else np.full(gray.shape, NOT_ANNOTATED, np.uint8)
     for m in masks:
         mask |= _png_mask(m, gray.shape)
     if label_class is None:
@@ -396,11 +395,10 @@ def dicom_mask_paths(path: Path) -> list[Path]:
     return [c for c in (path.with_name(path.stem + s) for s in ("_mask.png", "_mask.npy")) if c.exists()]
 
 
-def _dicom_mask_path(path: Path) -> Path:
+def _dicom_mask_path(path: Path) -> Path | None:
+    """The mask beside a DICOM US image (``<name>_mask.png`` / ``.npy``), None when nobody annotated it yet."""
     found = dicom_mask_paths(path)
-    if found:
-        return found[0]
-    raise InputError(path, f"no mask beside the DICOM image (expected {path.stem}_mask.png or _mask.npy)")
+    return found[0] if found else None
 
 
 def _dicom_spacing(ds: Any) -> tuple[tuple[float, float], bool]:
@@ -418,7 +416,7 @@ def _dicom_spacing(ds: Any) -> tuple[tuple[float, float], bool]:
 
 
 def read_dicom_us(path: str | Path) -> list[Scan]:
-    """One B-mode DICOM US image with its ``<name>_mask.png`` / ``<name>_mask.npy``."""
+    """One B-mode DICOM US image with its ``<name>_mask.png`` / ``<name>_mask.npy`` (none: not annotated, 255)."""
     import pydicom
 
     path = Path(path)
@@ -449,7 +447,9 @@ def read_dicom_us(path: str | Path) -> list[Scan]:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 1.0 - gray
     mask_path = _dicom_mask_path(path)
-    if mask_path.suffix == ".npy":
+    if mask_path is None:  # not annotated yet
+        mask = np.full(gray.shape, NOT_ANNOTATED, np.uint8)
+    elif mask_path.suffix == ".npy":
         try:
             raw = np.load(mask_path, allow_pickle=False)
         except Exception as exc:
@@ -462,7 +462,7 @@ def read_dicom_us(path: str | Path) -> list[Scan]:
     return [Scan(
         patient=patient, scan=_safe_id(path.stem), rf=None, bmode=gray, mask=mask, fs=None, f0=None,
         pitch=None, c=None, bandwidth=None, label_class=None, spacing_mm=spacing, source="dicom-us",
-        path=str(path), spacing_known=known, extra={"mask": mask_path.name},
+        path=str(path), spacing_known=known, extra={"mask": mask_path.name if mask_path else None},
     )]
 
 

@@ -272,33 +272,18 @@ def cmd_suggest(args: argparse.Namespace) -> None:
 
 
 def cmd_locate(args: argparse.Namespace) -> None:
-    import csv
-
-    from .data.cohort import discover
+    from .data.cohort import raw_sources
     from .pseudonym import cohort_key
+    from .suggest import worklist_patients
 
     params = _params(args)
-    wanted: list[str] = []
-    for item in args.items:
-        if item.endswith(".csv"):
-            try:
-                with open(item, newline="") as fh:
-                    wanted += [r["patient"] for r in csv.DictReader(fh)]
-            except (OSError, KeyError) as exc:
-                raise InputError(item, f"not a worklist (no patient column): {exc}") from None
-        else:
-            wanted.append(item)
-    key = cohort_key(params["cohort"], create=False).key
-    found: dict[str, list[str]] = {}
-    for dataset in ("mri", "us"):
-        if (Path(params["cohort"]["root"]) / dataset).is_dir():
-            for pid, patient in discover(params["cohort"]["root"], dataset, key,
-                                         params["cohort"]["patient_map"]).items():
-                found.setdefault(pid, []).extend(patient.sources)
-    missing = [pid for pid in dict.fromkeys(wanted) if pid not in found]
-    for pid in dict.fromkeys(wanted):
+    wanted = list(dict.fromkeys(p for item in args.items
+                                for p in (worklist_patients(Path(item)) if item.endswith(".csv") else [item])))
+    found = raw_sources(params["cohort"], cohort_key(params["cohort"], create=False).key)
+    for pid in wanted:
         if pid in found:
             print(f"{pid}\t{' '.join(found[pid])}")
+    missing = [pid for pid in wanted if pid not in found]
     if missing:
         raise InputError(params["cohort"]["root"], f"no raw data for {', '.join(missing[:5])}"
                                                    f"{' ...' if len(missing) > 5 else ''} with the key in force")

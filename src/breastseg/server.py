@@ -111,7 +111,9 @@ def serve(args: Any) -> None:
     print(f"breastseg: MLflow server on http://{args.host}:{args.port}"
           + (" with accounts (clients: MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)" if args.auth else ""),
           file=sys.stderr, flush=True)
-    os.execve(cmd[0], cmd, env) if os.path.isabs(cmd[0]) else os.execvpe(cmd[0], cmd, env)
+    if os.path.isabs(cmd[0]):
+        os.execve(cmd[0], cmd, env)
+    os.execvpe(cmd[0], cmd, env)
 
 
 # ------------------------------------------------------------------------------------------ accounts

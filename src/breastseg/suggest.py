@@ -107,20 +107,14 @@ def mri_inputs(exp: Experiment, interim_dir: Path, candidates: list[Candidate]) 
 
 def us_inputs(exp: Experiment, interim_dir: Path, candidates: list[Candidate]) -> np.ndarray:
     """The network input of each candidate scan, (N, C, S, S) float32, its maps made with the model's settings."""
-    from .data.slices import us_scan_image
-    from .us.maps import load_decoded, maps_from_decoded
+    from .data.slices import map_kwargs, scan_maps, us_scan_image
 
     if exp.maps is None:
         raise InputError(None, f"model '{exp.name}' records no us_maps settings")
-    settings = {k: v for k, v in exp.maps.as_dict().items() if k != "entropy_binning"}
+    settings = map_kwargs(exp.maps)
     out = np.empty((len(candidates), len(exp.channels), exp.image_size, exp.image_size), np.float32)
     for i, c in enumerate(candidates):
-        sdir = Path(interim_dir) / c.patient / c.study
-        decoded = load_decoded(sdir)
-        if decoded is None:
-            raise InputError(sdir, "not a decoded scan (converted by an earlier version: convert it again)")
-        maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp.channels])), where=sdir,
-                                       **settings)
+        maps, meta = scan_maps(exp, Path(interim_dir) / c.patient / c.study, settings)
         out[i] = us_scan_image(exp, maps, meta, None)[0]
     return out
 
@@ -214,6 +208,15 @@ def select(candidates: list[Candidate], scores: np.ndarray, budget: int, min_gap
 
 
 # ------------------------------------------------------------------------------------------ the worklist
+
+
+def worklist_patients(path: Path) -> list[str]:
+    """The pseudonymised patients a worklist CSV lists, in its order."""
+    try:
+        with open(path, newline="") as fh:
+            return [r["patient"] for r in csv.DictReader(fh)]
+    except (OSError, KeyError) as exc:
+        raise InputError(path, f"not a worklist (no patient column): {exc}") from None
 
 
 def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, budget: int, strategy: str, min_gap: int,

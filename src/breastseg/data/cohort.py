@@ -146,6 +146,17 @@ def read_patient_map(path: str | Path) -> dict[str, str]:
     return out
 
 
+def raw_sources(cohort: dict[str, Any], key: bytes) -> dict[str, list[str]]:
+    """Pseudonym -> the raw files and folders of that patient, over the datasets present under the ``cohort``
+    block's root (``breastseg locate``: identifying paths, for the terminal only)."""
+    found: dict[str, list[str]] = {}
+    for dataset in ("mri", "us"):
+        if (Path(cohort["root"]) / dataset).is_dir():
+            for pid, patient in discover(cohort["root"], dataset, key, cohort["patient_map"]).items():
+                found.setdefault(pid, []).extend(patient.sources)
+    return found
+
+
 def discover(root: str | Path, dataset: str, key: bytes | str | Path | None = None,
              patient_map: str | Path | None = None) -> dict[str, RawPatient]:
     """Pseudonym -> :class:`RawPatient` for one dataset of a cohort, sorted by pseudonym.

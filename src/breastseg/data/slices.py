@@ -43,10 +43,16 @@ def resize_to(image: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarr
     return out[:rows, :cols]
 
 
-def mri_study_channels(exp: Experiment, pre: np.ndarray, others: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def study_scale(pre: np.ndarray) -> float:
+    """The per-study normalisation: the 99.5th percentile of the pre-contrast volume (1 for an empty one)."""
+    return float(np.percentile(pre, 99.5)) or 1.0
+
+
+def mri_study_channels(exp: Experiment, pre: np.ndarray, others: dict[str, np.ndarray],
+                       scale: float | None = None) -> dict[str, np.ndarray]:
     """The network channels of one study (``exp.channels``, e.g. pre and sub) as float32 volumes, each
-    divided by the 99.5th percentile of the pre-contrast volume (per-study normalisation)."""
-    scale = float(np.percentile(pre, 99.5)) or 1.0
+    divided by the study's :func:`study_scale` (``scale``: already computed)."""
+    scale = study_scale(pre) if scale is None else scale
     vols = {}
     for ch in exp.channels:
         vol = pre if ch == "pre" else others[ch]
@@ -85,10 +91,11 @@ def prepare_mri(exp: Experiment, interim: Path) -> dict[str, Any]:
         lab, _ = _load_nifti(sdir / "labels.nii.gz")
         lab = lab.astype(np.uint8)
         raw = {ch: _load_nifti(sdir / f"{ch}.nii.gz")[0] for ch in exp.channels if ch != "pre"}
-        vols = mri_study_channels(exp, pre, raw)
+        scale = study_scale(pre)
+        vols = mri_study_channels(exp, pre, raw, scale)
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         if not np.all(lab == NOT_ANNOTATED):  # what predict compares a new study with (models.ranges)
-            for q, v in mri_intensity(pre, raw.get("sub")).items():
+            for q, v in mri_intensity(scale, raw.get("sub")).items():
                 intensity[q].extend(v)
         for k in range(lab.shape[2]):
             sl = lab[:, :, k]
@@ -115,34 +122,16 @@ def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict
     or a dict of some of them; default: the experiment's ``maps``); a folder of ready maps (``breastseg us-maps``) is
     read as it is.
     """
-    from ..us.maps import load_decoded, maps_from_decoded
-
-    if maps_settings is None:
-        maps_settings = exp.maps
-    if isinstance(maps_settings, MapSettings):
-        maps_settings = maps_settings.as_dict()
     scans = sorted(p for p in interim.iterdir() if (p / "meta.json").exists()) if interim.is_dir() else []
     if not scans:
         raise InputError(interim, "no ultrasound scans (was the patient converted?)")
-    settings = {k: v for k, v in (maps_settings or {}).items()
-                if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+    settings = map_kwargs(exp.maps if maps_settings is None else maps_settings)
     images, labels, cases, index, spacing, classes, known = [], [], [], [], [], [], []
     for sdir in scans:
         if json.loads((sdir / "meta.json").read_text()).get("annotated", True) is False:
             continue  # not annotated yet: for `breastseg suggest`, never for training or evaluation
-        decoded = load_decoded(sdir)
-        mask = np.load(sdir / "mask.npy")
-        if decoded is not None:
-            maps, meta = maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp.channels])),
-                                           where=sdir, **settings)
-        else:
-            meta, maps = json.loads((sdir / "meta.json").read_text()), {}
-            for ch in exp.channels:
-                f = sdir / f"{ch}.npy"
-                if not f.exists():
-                    raise InputError(f, f"missing: experiment '{exp.name}' needs the {ch} map")
-                maps[ch] = np.load(f)
-        image, m, new_spacing = us_scan_image(exp, maps, meta, mask)
+        maps, meta = scan_maps(exp, sdir, settings)
+        image, m, new_spacing = us_scan_image(exp, maps, meta, np.load(sdir / "mask.npy"))
         images.append(image)
         labels.append(m.astype(np.uint8))
         cases.append(sdir.name)
@@ -152,6 +141,33 @@ def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict
         classes.append(str(meta.get("class") or "mass"))
     return dict(images=images, labels=labels, cases=cases, index=index, spacing=spacing, spacing_known=known,
                 stratum=sorted(classes)[0] if classes else "unannotated")
+
+
+def map_kwargs(maps_settings: MapSettings | dict[str, Any] | None) -> dict[str, Any]:
+    """The ``us_maps`` settings :func:`breastseg.us.maps.maps_from_decoded` takes (the entropy binning, which the
+    settings imply, left out); {} for none (the schema's defaults)."""
+    if isinstance(maps_settings, MapSettings):
+        maps_settings = maps_settings.as_dict()
+    return {k: v for k, v in (maps_settings or {}).items()
+            if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+
+
+def scan_maps(exp: Experiment, sdir: Path, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The maps ``exp`` needs of one converted scan and its metadata: made from the decoded cache with
+    ``settings`` (:func:`map_kwargs`), or read from a folder of ready maps (``breastseg us-maps``) as they are."""
+    from ..us.maps import load_decoded, maps_from_decoded
+
+    decoded = load_decoded(sdir)
+    if decoded is not None:
+        return maps_from_decoded(*decoded, maps=tuple(dict.fromkeys(["bmode", *exp.channels])), where=sdir,
+                                 **settings)
+    meta, maps = json.loads((sdir / "meta.json").read_text()), {}
+    for ch in exp.channels:
+        f = sdir / f"{ch}.npy"
+        if not f.exists():
+            raise InputError(f, f"missing: experiment '{exp.name}' needs the {ch} map")
+        maps[ch] = np.load(f)
+    return maps, meta
 
 
 def us_scan_image(exp: Experiment, maps: dict[str, np.ndarray], meta: dict[str, Any], mask: np.ndarray | None

@@ -99,11 +99,13 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     t0 = time.perf_counter()
     exp = model.experiment
     study = load_mri_study(key, members, root, exp)
+    from ..data.slices import study_scale
     from ..models.ranges import mri_intensity, mri_values
 
+    scale = study_scale(study.volumes["pre"])  # normalises the channels; compared with the training studies'
     warnings = _range_warnings(model, root, {**mri_values(study.pre.spacing),
-                                             **mri_intensity(study.volumes["pre"], study.volumes.get("sub"))})
-    pred = predict_slices(model, mri_network_input(exp, study))
+                                             **mri_intensity(scale, study.volumes.get("sub"))})
+    pred = predict_slices(model, mri_network_input(exp, study, scale))
     labels = mri_labels_to_grid(pred, study.pre.shape)
     affine = study.pre.affine
     voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))

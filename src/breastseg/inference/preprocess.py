@@ -93,11 +93,12 @@ def load_mri_study(key: str, members: list[Any], root: Path, exp: Experiment) ->
     return MriStudy(key, root, pre, volumes, names, timing)
 
 
-def mri_network_input(exp: Experiment, study: MriStudy) -> np.ndarray:
+def mri_network_input(exp: Experiment, study: MriStudy, scale: float | None = None) -> np.ndarray:
     """Every slice of the study as the network sees it in training: (K, C, S, S) float32."""
     from ..data.slices import mri_slice_image, mri_study_channels
 
-    vols = mri_study_channels(exp, study.volumes["pre"], {k: v for k, v in study.volumes.items() if k != "pre"})
+    vols = mri_study_channels(exp, study.volumes["pre"], {k: v for k, v in study.volumes.items() if k != "pre"},
+                              scale)
     n, size = study.pre.shape[2], exp.image_size
     out = np.empty((n, len(exp.channels), size, size), np.float32)
     if tuple(study.pre.shape[:2]) == (size, size):  # resizing to the same grid is a copy: take all slices at once
@@ -234,12 +235,11 @@ def _read_with_empty_mask(path: Path, prepare) -> list[Any]:
 def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """The maps of one scan made with the model's ``us_maps`` settings, as the network sees them:
     ((1, C, S, S) float32, the maps at native resolution, their metadata)."""
-    from ..data.slices import us_scan_image
+    from ..data.slices import map_kwargs, us_scan_image
     from ..us.maps import compute_maps
 
     exp = Experiment.from_dict(config["experiment"], maps=config.get("us_maps"))
-    settings = {k: v for k, v in (config.get("us_maps") or {}).items()
-                if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+    settings = map_kwargs(config.get("us_maps"))
     if "entropy" in exp.channels and settings.get("entropy_on") == "envelope":
         from ..us.maps import EARLIER_BINNING  # bundles from before the binning was recorded
 

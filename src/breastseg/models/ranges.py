@@ -41,13 +41,13 @@ QUANTITIES = {
 INTENSITY = ("pre_p995", "enhancement_p995")
 
 
-def mri_intensity(pre: Any, sub: Any | None) -> dict[str, list[float]]:
-    """The intensity quantities of one study: its pre-contrast volume and subtraction (None: the model's channels
-    hold no subtraction, and its enhancement is not checked)."""
+def mri_intensity(scale: float, sub: Any | None) -> dict[str, list[float]]:
+    """The intensity quantities of one study: ``scale``, its pre-contrast 99.5th percentile (the normalisation,
+    :func:`breastseg.data.slices.study_scale`), and its subtraction (None: the model's channels hold no
+    subtraction, and its enhancement is not checked)."""
     import numpy as np
 
-    scale = float(np.percentile(pre, 99.5)) or 1.0
-    out = {"pre_p995": [scale]}
+    out = {"pre_p995": [float(scale)]}
     if sub is not None:
         out["enhancement_p995"] = [float(np.percentile(sub, 99.5)) / scale]
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -87,14 +88,22 @@ def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, A
 # ------------------------------------------------------------------------------------------ MRI
 
 
+def _write_mri_images(folder: Path, labels: np.ndarray, affine: np.ndarray, pre: np.ndarray, voxel: np.ndarray
+                      ) -> None:
+    from ..dicom.nifti import write_nifti
+    from .readout import mri_overlay
+
+    write_nifti(folder / "labels.nii.gz", labels, affine)
+    mri_overlay(pre, labels, voxel[:2]).save(folder / "overlay.png", compress_level=1)
+
+
 def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Path, out: Path,
                       *, write_seg: bool = True) -> dict[str, Any]:
     """Segment one DCE study; write its outputs to ``out`` (atomically); return the read-out record."""
-    from ..dicom.nifti import write_nifti
     from ..mri.bpe_degree import degree_readout, first_post_subtraction
     from .dicom_seg import mri_seg, save_seg
     from .preprocess import load_mri_study, mri_labels_to_grid, mri_network_input
-    from .readout import mri_overlay, mri_readout
+    from .readout import mri_readout
 
     t0 = time.perf_counter()
     exp = model.experiment
@@ -110,28 +119,31 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     affine = study.pre.affine
     voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     readout = mri_readout(labels, voxel, model.config["bpe_cutoffs"])
-    # degree next to area: relative enhancement of the predicted BPE at the first post-contrast phase
-    readout.update(degree_readout(labels, study.volumes["pre"], first_post_subtraction(study, members, root),
-                                  model.config["bpe_degree"], readout["bpe_category_index"],
-                                  len(model.config["bpe_cutoffs"]) + 1))
+    post_sub = first_post_subtraction(study, members, root)
     outputs: dict[str, Any] = {"labels": "labels.nii.gz", "overlay": "overlay.png", "dicom_seg": None}
-    seg, seg_note = None, None
-    if write_seg:
-        try:
-            seg = mri_seg(study.pre, labels, exp.name, model.source.get("version"))
-            outputs["dicom_seg"] = "seg.dcm"
-        except Exception as err:  # noqa: BLE001 - a SEG the sources do not allow must not cost the other outputs
-            seg_note = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}".splitlines()[0]
-            log.warning("%s: no DICOM SEG written: %s", root, seg_note)
-    if seg_note:
-        outputs["dicom_seg_note"] = seg_note
     info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
             "shape": list(study.pre.shape), "voxel_mm": [round(float(v), 6) for v in voxel]}
-    with atomic_dir(out) as tmp:
-        write_nifti(tmp / "labels.nii.gz", labels, affine)
-        if seg is not None:
-            save_seg(seg, tmp / "seg.dcm")
-        mri_overlay(study.volumes["pre"], labels, voxel[:2]).save(tmp / "overlay.png", compress_level=1)
+    seg_note = None
+    with atomic_dir(out) as tmp, ThreadPoolExecutor(1, thread_name_prefix="predict-outputs") as pool:
+        # the degree read-out, labels.nii.gz and overlay.png (numpy, ISA-L and PIL: mostly outside the GIL) are
+        # made on a second thread while this one assembles the DICOM SEG (pydicom and highdicom: Python)
+        degree = pool.submit(degree_readout, labels, study.volumes["pre"], post_sub, model.config["bpe_degree"],
+                             readout["bpe_category_index"], len(model.config["bpe_cutoffs"]) + 1)
+        images = pool.submit(_write_mri_images, tmp, labels, affine, study.volumes["pre"], voxel)
+        if write_seg:
+            try:
+                seg = mri_seg(study.pre, labels, exp.name, model.source.get("version"))
+                outputs["dicom_seg"] = "seg.dcm"
+            except Exception as err:  # noqa: BLE001 - a SEG the sources do not allow must not cost the other outputs
+                seg_note = err.reason if isinstance(err, InputError) else f"{type(err).__name__}: {err}".splitlines()[0]
+                log.warning("%s: no DICOM SEG written: %s", root, seg_note)
+            else:
+                save_seg(seg, tmp / "seg.dcm")
+        if seg_note:
+            outputs["dicom_seg_note"] = seg_note
+        # degree next to area: relative enhancement of the predicted BPE at the first post-contrast phase
+        readout.update(degree.result())
+        images.result()
         record = _record(model, info, readout, outputs, time.perf_counter() - t0, warnings)
         write_json(tmp / "readout.json", record)
     return record

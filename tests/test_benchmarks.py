@@ -178,3 +178,34 @@ def test_cohort_benchmark_quick(tmp_path):
     assert r["name"] == "BUSI-like cohort (10 images) conversion vs one us-maps process" and r["target"] == 1.5
     assert r["ratio"] > 0 and "us-maps --maps bmode" in r["reference"]
     assert re.search(r"convert [1-8] jobs [0-9.]+ job-s, prepare [1-8] jobs", r["detail"]), r["detail"]
+
+
+def test_pipeline_job_spans_read_a_snakemake_log():
+    import bench_pipeline
+
+    log = """[Mon Nov 30 18:44:11 2026]
+localcheckpoint synth:
+    output: data/raw/demo
+    jobid: 4
+[Mon Nov 30 18:44:17 2026]
+Finished jobid: 4 (Rule: synth)
+[Mon Nov 30 18:44:17 2026]
+localrule train:
+    output: models/a/model.json
+    jobid: 7
+    wildcards: experiment=bpe_mri
+[Mon Nov 30 18:44:18 2026]
+rule train:
+    jobid: 8
+    wildcards: experiment=mass_us_bmode
+[Mon Nov 30 18:44:40 2026]
+Finished jobid: 8 (Rule: train)
+[Mon Nov 30 18:45:17 2026]
+Finished jobid: 7 (Rule: train)
+"""
+    spans = bench_pipeline.job_spans(log)
+    assert spans == [(0.0, 6.0, "synth", ""), (6.0, 66.0, "train", "experiment=bpe_mri"),
+                     (7.0, 29.0, "train", "experiment=mass_us_bmode")]
+    line = bench_pipeline.summarise_jobs(spans)
+    assert line.startswith("job-seconds by rule: train 82, synth 6 (all 88)")
+    assert "critical path: train bpe_mri 60 s, synth 6 s" in line

@@ -69,7 +69,7 @@ def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
 
 def stage_times(model, study: Path, out: Path) -> dict[str, float]:
     """One predict run split into its stages (the same calls as predict_mri_study, one after the other: predict
-    itself makes the degree read-out, labels.nii.gz and overlay.png on a second thread while it assembles the
+    itself makes the degree read-out and labels.nii.gz + overlay.png on two other threads while it assembles the
     SEG, so its fixed time is less than the sum of these stages)."""
     from breastseg.dicom.nifti import write_nifti
     from breastseg.inference.dicom_seg import mri_seg, save_seg
@@ -102,14 +102,14 @@ def stage_times(model, study: Path, out: Path) -> dict[str, float]:
     t0 = tick("labels to source grid + read-out", t0)
     degree_readout(labels, st.volumes["pre"], st.volumes["sub"], model.config["bpe_degree"],
                    readout["bpe_category_index"], len(model.config["bpe_cutoffs"]) + 1)
-    t0 = tick("degree read-out (second thread)", t0)
+    t0 = tick("degree read-out (thread 2)", t0)
     out.mkdir(parents=True, exist_ok=True)
     write_nifti(out / "labels.nii.gz", labels, st.pre.affine)
-    t0 = tick("labels.nii.gz (second thread)", t0)
+    t0 = tick("labels.nii.gz (thread 3)", t0)
     save_seg(mri_seg(st.pre, labels, exp.name, None), out / "seg.dcm")
     t0 = tick("DICOM SEG", t0)
     mri_overlay(st.volumes["pre"], labels, voxel[:2]).save(out / "overlay.png")
-    tick("overlay.png (second thread)", t0)
+    tick("overlay.png (thread 3)", t0)
     return t
 
 

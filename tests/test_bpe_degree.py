@@ -183,3 +183,12 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     json.dumps(out)
     with pytest.raises(InputError, match="converted"):
         bd.evaluate_degree(_resolved({}), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
+
+
+def test_edge_counts_equal_numpy_histogram_on_and_beside_every_edge():
+    rng = np.random.default_rng(3)
+    for edges in (np.arange(11) * 0.2, np.array([-0.5, 0.0, 0.1, 0.35, 1.0, 3.0])):
+        values = np.concatenate([rng.uniform(edges[0], edges[-1], 5000), edges, np.nextafter(edges[1:], -np.inf),
+                                 np.nextafter(edges[:-1], np.inf)])
+        assert np.array_equal(bd.edge_counts(values, edges), np.histogram(values, bins=edges)[0])
+        assert bd.edge_counts(values[:0], edges).tolist() == [0] * (len(edges) - 1)

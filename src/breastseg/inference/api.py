@@ -124,9 +124,9 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
             "shape": list(study.pre.shape), "voxel_mm": [round(float(v), 6) for v in voxel]}
     seg_note = None
-    with atomic_dir(out) as tmp, ThreadPoolExecutor(1, thread_name_prefix="predict-outputs") as pool:
-        # the degree read-out, labels.nii.gz and overlay.png (numpy, ISA-L and PIL: mostly outside the GIL) are
-        # made on a second thread while this one assembles the DICOM SEG (pydicom and highdicom: Python)
+    with atomic_dir(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="predict-outputs") as pool:
+        # the degree read-out and labels.nii.gz + overlay.png (numpy, ISA-L and PIL: mostly outside the GIL) are
+        # made on two other threads while this one assembles the DICOM SEG (pydicom and highdicom: Python)
         degree = pool.submit(degree_readout, labels, study.volumes["pre"], post_sub, model.config["bpe_degree"],
                              readout["bpe_category_index"], len(model.config["bpe_cutoffs"]) + 1)
         images = pool.submit(_write_mri_images, tmp, labels, affine, study.volumes["pre"], voxel)

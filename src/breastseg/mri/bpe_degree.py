@@ -100,6 +100,16 @@ def pre_threshold(pre_tissue: np.ndarray, floor: float) -> float:
     return float(floor * np.median(pre_tissue)) if pre_tissue.size else 0.0
 
 
+def edge_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(values, bins=edges)[0]`` for values within ``[edges[0], edges[-1]]``: bins ``[e_i, e_i+1)``, the
+    last one closed; one binary search per value instead of numpy's sort (twice as fast on millions of voxels)."""
+    if not values.size:
+        return np.zeros(len(edges) - 1, int)
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[idx == len(edges) - 1] = len(edges) - 2  # a value on the top edge belongs to the last bin
+    return np.bincount(idx, minlength=len(edges) - 1)
+
+
 def degree_stats(pre_bpe: np.ndarray, sub_bpe: np.ndarray, pre_tissue: np.ndarray, cfg: Mapping[str, Any]
                  ) -> dict[str, Any]:
     """RE summary of the BPE voxels given their pre-contrast signal and subtraction values (flat arrays) and the
@@ -111,7 +121,7 @@ def degree_stats(pre_bpe: np.ndarray, sub_bpe: np.ndarray, pre_tissue: np.ndarra
     re = sub_bpe[ok] / pre_bpe[ok]
     edges = np.asarray(cfg["histogram_edges"], dtype=np.float64)
     inside = re[(re >= edges[0]) & (re <= edges[-1])]
-    counts = np.histogram(inside, bins=edges)[0] if inside.size else np.zeros(len(edges) - 1, int)
+    counts = edge_counts(inside, edges)
     out: dict[str, Any] = {
         "phase": PHASE,
         "definition": DEFINITION,

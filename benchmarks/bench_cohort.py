@@ -31,7 +31,6 @@ job's log file being created, by its shell redirect, to its marker being written
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil

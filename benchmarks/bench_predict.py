@@ -136,7 +136,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
     import torch
 
     from breastseg.inference.api import predict
-    from breastseg.inference.model import load_model, predict_slices
+    from breastseg.inference.model import load_model
     from breastseg.inference.preprocess import discover_mri_studies, load_mri_study, mri_network_input
 
     torch.set_num_threads(args.threads)

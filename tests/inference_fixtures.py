@@ -47,7 +47,6 @@ def mri_bundle(folder: Path, image_size: int = 24, seed: int = 0, training_range
 
 def us_dicom(path: Path, rows: int = 40, cols: int = 56, spacing_cm: float = 0.02) -> Path:
     """A single-frame DICOM US image (MONOCHROME2, 8 bit) with a SequenceOfUltrasoundRegions spacing."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

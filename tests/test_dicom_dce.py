@@ -181,7 +181,6 @@ def test_dicom_seg_labels(tmp_path):
     mask = np.zeros((len(sources), 16, 16), np.uint8)  # (slice, row, col), label values per pixel
     mask[1, 2:6, 3:9] = 1
     mask[3, 8:12, 1:4] = 2
-    algo = hd.AlgorithmIdentificationSequence(name="manual", version="1", family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing"))
     descs = [
         hd.seg.SegmentDescription(
             segment_number=i, segment_label=label,

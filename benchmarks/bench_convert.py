@@ -209,8 +209,12 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
                 runs += " | " + " ".join(f"{t:.2f}" for t in theirs_t)
                 print(f"{mode:<16}{med:>12.2f}{statistics.median(theirs_t):>12.2f}{ratio:>8.2f}"
                       f"{'<= ' + str(TIME_TARGET):>9}  {'PASS' if passed else 'FAIL':<7}  {runs}")
+                inner = statistics.median(inner_t)
                 result.update(ratio=ratio, detail=f"{med:.2f} s vs {statistics.median(theirs_t):.2f} s (whole "
-                                                  f"processes), {cohort}; median of {len(ours_t)}")
+                                                  f"processes), {cohort}; median of {len(ours_t)}. Ours: "
+                                                  f"{inner:.2f} s converting, {med - inner:.2f} s interpreter start "
+                                                  f"and imports; runs (s) ours {' '.join(f'{t:.2f}' for t in ours_t)}, "
+                                                  f"dcm2niix {' '.join(f'{t:.2f}' for t in theirs_t)}")
             else:
                 print(f"{mode:<16}{med:>12.2f}{'n/a':>12}{'n/a':>8}{'<= ' + str(TIME_TARGET):>9}  {'n/a':<7}  {runs}")
             results.append(result)

@@ -100,6 +100,8 @@ def _write_mri_images(folder: Path, labels: np.ndarray, affine: np.ndarray, pre:
 def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Path, out: Path,
                       *, write_seg: bool = True) -> dict[str, Any]:
     """Segment one DCE study; write its outputs to ``out`` (atomically); return the read-out record."""
+    from ..data.slices import study_scale
+    from ..models.ranges import mri_intensity, mri_values
     from ..mri.bpe_degree import degree_readout, first_post_subtraction
     from .dicom_seg import mri_seg, save_seg
     from .preprocess import load_mri_study, mri_labels_to_grid, mri_network_input
@@ -108,9 +110,6 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     t0 = time.perf_counter()
     exp = model.experiment
     study = load_mri_study(key, members, root, exp)
-    from ..data.slices import study_scale
-    from ..models.ranges import mri_intensity, mri_values
-
     scale = study_scale(study.volumes["pre"])  # normalises the channels; compared with the training studies'
     warnings = _range_warnings(model, root, {**mri_values(study.pre.spacing),
                                              **mri_intensity(scale, study.volumes.get("sub"))})

@@ -192,3 +192,45 @@ def test_edge_counts_equal_numpy_histogram_on_and_beside_every_edge():
                                  np.nextafter(edges[:-1], np.inf)])
         assert np.array_equal(bd.edge_counts(values, edges), np.histogram(values, bins=edges)[0])
         assert bd.edge_counts(values[:0], edges).tolist() == [0] * (len(edges) - 1)
+
+
+def _plain_labels_degree(labels, pre, sub, cfg):
+    """The read-out written the obvious way (boolean indexing, numpy's median and percentiles on copies)."""
+    bpe, tissue = labels == 2, (labels == 1) | (labels == 2)
+    pre_bpe, sub_bpe = pre[bpe].astype(np.float64), sub[bpe].astype(np.float64)
+    threshold = float(cfg["pre_floor"]) * float(np.median(pre[tissue].astype(np.float64)))
+    ok = (pre_bpe > threshold) & (pre_bpe > 0) & np.isfinite(pre_bpe) & np.isfinite(sub_bpe)
+    re = sub_bpe[ok] / pre_bpe[ok]
+    edges = np.asarray(cfg["histogram_edges"], dtype=np.float64)
+    return {"n_voxels": re.size, "pre_threshold": threshold, "mean": float(re.mean()), "median": float(np.median(re)),
+            "std": float(re.std(ddof=1)), "quantiles": {f"p{q}": float(v) for q, v in
+                                                        zip(bd.QUANTILES, np.percentile(re, bd.QUANTILES))},
+            "counts": np.histogram(re[(re >= edges[0]) & (re <= edges[-1])], bins=edges)[0].tolist(),
+            "below": int((re < edges[0]).sum()), "above": int((re > edges[-1]).sum())}
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("shape", [(47, 33, 16), (46, 32, 15)])
+def test_degree_readout_is_the_plain_computation_bit_for_bit_whatever_the_memory_layout(layout, shape):
+    """Mean and std sum the BPE voxels in C order, whatever the arrays' layout (NIfTI volumes are Fortran-ordered),
+    and the median and percentiles are numpy's exactly, although they are taken from one reordered copy."""
+    rng = np.random.default_rng(sum(shape))
+    labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=shape, p=[0.2, 0.3, 0.45, 0.05])
+    pre = rng.gamma(4.0, 50.0, shape).astype(np.float32)
+    pre[rng.random(shape) < 0.05] = 0.0  # excluded: no usable pre-contrast signal
+    sub = (pre * rng.uniform(-0.2, 2.5, shape)).astype(np.float32)
+    cfg = bd.default_settings()
+    want = _plain_labels_degree(labels, pre, sub, cfg)
+    if layout == "F":
+        labels, pre, sub = (np.asfortranarray(a) for a in (labels, pre, sub))
+    elif layout == "strided":
+        big = [np.zeros((2 * shape[0], shape[1], shape[2]), a.dtype) for a in (labels, pre, sub)]
+        for b, a in zip(big, (labels, pre, sub)):
+            b[::2] = a
+        labels, pre, sub = (b[::2] for b in big)
+    got = bd.labels_degree(labels, pre, sub, cfg)
+    assert want["n_voxels"] > 100 and got["n_excluded_low_pre"] > 0
+    assert {k: got[k] for k in ("n_voxels", "pre_threshold", "mean", "median", "std", "quantiles")} == \
+        {k: want[k] for k in ("n_voxels", "pre_threshold", "mean", "median", "std", "quantiles")}
+    assert got["histogram"]["counts"] == want["counts"]
+    assert (got["histogram"]["below"], got["histogram"]["above"]) == (want["below"], want["above"])

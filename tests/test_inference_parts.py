@@ -188,3 +188,36 @@ def test_us_network_input_is_the_training_preprocessing(tmp_path, channels):
     expected = prepare_us(model.experiment, tmp_path / "interim")["images"][0]
     (scan,), _ = read_us_input(npz)
     np.testing.assert_array_equal(us_network_input(model.config, scan)[0][0], expected)
+
+
+def _volumes_for_percentiles():
+    rng = np.random.default_rng(11)
+    shape = (96, 80, 23)  # 176 640 values: above the size where the shortcut starts
+    yield "float32 gamma, F-order", np.asfortranarray(rng.gamma(2.0, 100.0, shape).astype(np.float32))
+    yield "float64 normal", rng.normal(size=shape)
+    yield "int16 with many ties", rng.integers(0, 40, shape).astype(np.int16)
+    yield "uint16 mostly zero", np.where(rng.random(shape) < 0.97, 0, rng.integers(1, 4000, shape)).astype(np.uint16)
+    yield "float32 all equal", np.full(shape, 7.5, np.float32)
+    big = rng.lognormal(3.0, 1.0, shape).astype(np.float32)
+    big[5, 6, 7] = np.inf
+    yield "float32 with an infinity", big
+    odd = rng.random(65536 + 7)
+    yield "float64, a length just above the limit", odd
+
+
+@pytest.mark.parametrize("q", [99.5, 99.0, 95.0, 99.9999, 100.0, 50.0])
+def test_top_percentile_is_numpys_percentile_exactly(q):
+    """Same value and type as ``np.percentile`` (the per-study normalisation and the enhancement check depend on
+    it bit for bit), whatever the dtype, ties, layout or an infinity; NaNs and small arrays go to numpy."""
+    from breastseg.data.slices import study_scale, top_percentile
+
+    for name, vol in _volumes_for_percentiles():
+        want, got = np.percentile(vol, q), top_percentile(vol, q)
+        assert type(got) is type(want) and (got == want or (np.isnan(got) and np.isnan(want))), (name, q, got, want)
+    nan = np.random.default_rng(1).random(200_000)
+    nan[17] = np.nan
+    assert np.isnan(top_percentile(nan, q))
+    small = np.arange(1000.0)
+    assert top_percentile(small, q) == np.percentile(small, q)
+    vol = dict(_volumes_for_percentiles())["float32 gamma, F-order"]
+    assert study_scale(vol) == float(np.percentile(vol, 99.5))

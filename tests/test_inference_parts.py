@@ -221,3 +221,32 @@ def test_top_percentile_is_numpys_percentile_exactly(q):
     assert top_percentile(small, q) == np.percentile(small, q)
     vol = dict(_volumes_for_percentiles())["float32 gamma, F-order"]
     assert study_scale(vol) == float(np.percentile(vol, 99.5))
+
+
+def test_short_gil_slices_sets_the_interval_inside_and_restores_it_after_the_last_user():
+    import sys
+    import threading
+
+    from breastseg.inference.api import short_gil_slices
+
+    before = sys.getswitchinterval()
+    inside, second_entered, first_left = [], threading.Event(), threading.Event()
+
+    def other():
+        with short_gil_slices():
+            second_entered.set()
+            first_left.wait(5)
+            inside.append(sys.getswitchinterval())  # still short: this user has not left yet
+
+    with short_gil_slices(1e-4):
+        assert sys.getswitchinterval() == pytest.approx(1e-4)
+        worker = threading.Thread(target=other)
+        worker.start()
+        assert second_entered.wait(5)
+    first_left.set()
+    worker.join(5)
+    assert inside == [pytest.approx(1e-4)]
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), short_gil_slices():
+        raise RuntimeError("a failing block restores the interval too")
+    assert sys.getswitchinterval() == before

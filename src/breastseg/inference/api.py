@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +33,32 @@ from ..io import atomic_dir, write_json
 from .model import CONFIG_NAME, LoadedModel, bundle_of, load_bundle, predict_slices, read_config, resolved_model
 
 log = logging.getLogger(__name__)
+
+_SWITCH_LOCK = threading.Lock()
+_switch_state = {"users": 0, "saved": 0.005}
+
+
+@contextmanager
+def short_gil_slices(seconds: float = 5e-4):
+    """Hand the GIL between threads every ``seconds`` (Python's default: 5 ms) while the block runs.
+
+    predict's output threads alternate short numpy calls (which release the GIL) with Python glue; beside the
+    SEG's pure-Python thread, each return from numpy waited up to a whole default slice for the GIL, which made
+    the degree read-out 1.7x slower there (0.64 s instead of 0.37 s; 0.40 s with 0.5 ms slices). Nested and
+    concurrent uses share one setting; the last one out restores the previous interval.
+    """
+    with _SWITCH_LOCK:
+        if _switch_state["users"] == 0:
+            _switch_state["saved"] = sys.getswitchinterval()
+            sys.setswitchinterval(min(seconds, _switch_state["saved"]))
+        _switch_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _SWITCH_LOCK:
+            _switch_state["users"] -= 1
+            if _switch_state["users"] == 0:
+                sys.setswitchinterval(_switch_state["saved"])
 
 
 @dataclass
@@ -123,7 +151,8 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
             "shape": list(study.pre.shape), "voxel_mm": [round(float(v), 6) for v in voxel]}
     seg_note = None
-    with atomic_dir(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="predict-outputs") as pool:
+    with atomic_dir(out) as tmp, short_gil_slices(), \
+            ThreadPoolExecutor(2, thread_name_prefix="predict-outputs") as pool:
         # the degree read-out and labels.nii.gz + overlay.png (numpy, ISA-L and PIL: mostly outside the GIL) are
         # made on two other threads while this one assembles the DICOM SEG (pydicom and highdicom: Python)
         degree = pool.submit(degree_readout, labels, study.volumes["pre"], post_sub, model.config["bpe_degree"],

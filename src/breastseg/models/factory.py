@@ -1,4 +1,5 @@
-"""Networks from MONAI: U-Net for BPE/FGT MRI, attention-gated U-Net (Oktay et al. 2018) for ultrasound."""
+"""The networks (MONAI's definitions, :mod:`.networks`): U-Net for BPE/FGT MRI, attention-gated U-Net (Oktay et al. 2018)
+for ultrasound."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
 
 def build_model(exp: Experiment) -> torch.nn.Module:
     """A 2-D network for ``exp``: in = len(channels), out = classes, widths = model.features."""
-    from monai.networks.nets import AttentionUnet, UNet
+    from .networks import AttentionUnet, UNet
 
     m = exp.model
     features = list(m.features)

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,21 @@ class CurveRecorder(Callback):
                 w.writeheader()
                 w.writerows(rows)
 
+
+
+@contextmanager
+def networks_by_value():
+    """Pickle the network classes (:mod:`breastseg.models.networks`) with the model they define while the block
+    runs, so that MLflow's logged model loads with torch and MLflow alone, where breastseg is not installed."""
+    import cloudpickle
+
+    from ..models import networks
+
+    cloudpickle.register_pickle_by_value(networks)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(networks)
 
 def hyperparameters(exp: Experiment, best_params: Path | None) -> TrainSettings:
     """Training settings: the experiment's ``train`` block overridden by the study's best params."""
@@ -309,14 +325,14 @@ def train_experiment(
         resume_file.unlink(missing_ok=True)
         log.info("trained %s seed %s, not registered (val Dice %.3f)", name, hp.seed, best_score)
         return result
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), networks_by_value():
         info = mlflow.pytorch.log_model(
             net,
             name="model",
             signature=infer_signature(sample, out),
             input_example=sample,
             serialization_format="pickle",
-            pip_requirements=["torch==2.13.0", "monai==1.6.1", "numpy"],
+            pip_requirements=["torch==2.13.0", "numpy"],
             registered_model_name=registered,
             extra_files=[str(f) for f in bundle],
         )

@@ -1,6 +1,6 @@
 """Command line: thin wrappers that parse arguments and call typed functions.
 
-Heavy libraries (torch, lightning, monai, mlflow) are imported inside the commands that need them, so
+Heavy libraries (torch, lightning, mlflow) are imported inside the commands that need them, so
 ``breastseg --help`` and the per-patient ``convert`` / ``us-maps`` jobs start fast.
 """
 from __future__ import annotations

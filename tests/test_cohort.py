@@ -9,7 +9,7 @@ import pytest
 from test_us_readers import write_us_dicom
 from us_cohorts import oasbud_records, write_busi_cohort, write_oasbud_mat
 
-from breastseg.data.cohort import check_cohort, discover, us_maps_needed
+from breastseg.data.cohort import check_cohort, discover
 from breastseg.errors import InputError
 from breastseg.pseudonym import load_key, pseudonym
 
@@ -99,11 +99,6 @@ def test_cohort_checks_name_the_cohort_and_the_reason(tmp_path, params):
     missing = {**cfg, "cohort": {"name": "x", "root": str(tmp_path / "nope")}}
     with pytest.raises(InputError, match="nope: cohort 'x': the cohort folder does not exist"):
         check_cohort(missing, ["mass_us_bmode"], {"us": {}})
-
-
-def test_only_the_maps_the_experiments_read_are_computed(params):
-    assert us_maps_needed(params, ["mass_us_bmode"]) == ["bmode"]
-    assert us_maps_needed(params, ["bpe_mri", "mass_us_entropy", "mass_us_bmode"]) == ["bmode", "entropy"]
 
 
 def test_cli_help_imports_nothing_heavy():

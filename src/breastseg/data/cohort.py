@@ -36,8 +36,6 @@ US_LAYOUT = ("<root>/us/<patient>.npz (RF), <root>/us/<name>.mat (OASBUD), "
 LAYOUTS = {"mri": MRI_LAYOUT, "us": US_LAYOUT}
 BUSI_CLASSES = ("benign", "malignant", "normal")
 RF_SUFFIXES = (".npz", ".mat")
-#: Maps of each experiment channel that ``us-maps`` computes.
-US_MAPS = ("bmode", "entropy")
 
 
 @dataclass(frozen=True)
@@ -201,13 +199,6 @@ def discover(root: str | Path, dataset: str, key: bytes | str | Path | None = No
             has_rf=all(u.has_rf for u in group),
         )
     return dict(sorted(out.items()))
-
-
-def us_maps_needed(params: dict[str, Any], experiments: Iterable[str]) -> list[str]:
-    """The ultrasound maps (``bmode``, ``entropy``) the chosen experiments read, in a fixed order."""
-    wanted = {ch for e in experiments if params["experiments"][e]["dataset"] == "us"
-              for ch in params["experiments"][e]["channels"]}
-    return [m for m in US_MAPS if m in wanted] or ["bmode"]
 
 
 def check_cohort(params: dict[str, Any], experiments: list[str],

@@ -249,22 +249,14 @@ def maps_from_decoded(
     return out, meta
 
 
-def compute_maps(
-    scan: Scan,
-    *,
-    maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float | None = None,
-    window_pulses: float | None = None,
-    bins: int | None = None,
-    entropy_on: str | None = None,
-    entropy_binning: str | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def compute_maps(scan: Scan, *, maps: Sequence[str] = MAP_NAMES, **settings: Any
+                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Maps of one scan (always including ``bmode``, used by the preview) and its metadata: :func:`decode_scan`
-    then :func:`maps_from_decoded`, the same two steps the workflow takes through its cache (same numbers)."""
+    then :func:`maps_from_decoded` with ``settings`` (its keyword arguments: ``dynamic_range_db``,
+    ``window_pulses``, ``bins``, ``entropy_on``, ``entropy_binning``), the same two steps the workflow takes
+    through its cache (same numbers)."""
     arrays, meta = decode_scan(scan)
-    return maps_from_decoded(arrays, meta, maps=maps, dynamic_range_db=dynamic_range_db,
-                             window_pulses=window_pulses, bins=bins, entropy_on=entropy_on,
-                             entropy_binning=entropy_binning, where=scan.path or scan.patient)
+    return maps_from_decoded(arrays, meta, maps=maps, where=scan.path or scan.patient, **settings)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:

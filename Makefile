@@ -20,14 +20,19 @@ export UV_LINK_MODE := copy
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile torch==2.13.0
-	@# uv gets pip's index and wheel folders; where uv cannot be had or fails, pip installs the lock instead.
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) || true
+	@# torch's bytecode is compiled in the background while uv fetches and unpacks the lock (uv gets pip's index
+	@# and wheel folders; where uv cannot be had or fails, pip installs the lock instead).
+	@$(BIN)/python -m compileall -q -j 0 -x 'py3[1-9][0-9]_' $(VENV)/lib/python3*/site-packages/torch >/dev/null & \
+	compiling=$$!; \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) || true; \
 	if [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
 	     $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach f,$(PIP_LINKS),--find-links $(f)) -r requirements/lock.txt; \
-	then :; else $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt; fi
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m compileall -q -j 0 -x 'py3[1-9][0-9]_' $(VENV)/lib/python3*/site-packages/torch >/dev/null
-	$(BIN)/python -c "import torch; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__"
+	then :; else $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt \
+	     || { wait $$compiling; exit 1; }; fi; \
+	wait $$compiling
+	@[ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . \
+	  || $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "from importlib.metadata import version as v; assert v('torch').split('+')[0] == '2.13.0', v('torch')"
 	@touch $(STAMP)
 
 # Debian tools some tests and commands use (dot for --dag, dcm2niix for the geometry cross-check, chromium for

@@ -87,6 +87,7 @@ def test_logged_model_loads_where_breastseg_is_not_installed(tmp_path):
     with networks_by_value():
         mlflow.pytorch.save_model(ours, str(tmp_path / "model"), serialization_format="pickle")
     code = ("import sys, torch\n"
+            f"torch.set_num_threads({torch.get_num_threads()})  # as here: other thread counts round differently\n"
             "sys.modules['breastseg'] = None  # not installed\n"
             "import mlflow.pytorch\n"
             f"net = mlflow.pytorch.load_model({str(tmp_path / 'model')!r}).eval()\n"

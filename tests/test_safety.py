@@ -12,6 +12,9 @@ SOURCES = sorted((ROOT / "src" / "breastseg").rglob("*.py"))
 # champion gate and the warm start, which read models this pipeline registered, may fall back to MLflow's
 # pickled flavour.
 PICKLE_FALLBACK_ALLOWED = {"evaluation/evaluate.py", "evaluation/gate.py", "registry.py", "training/train.py"}
+# Training tells cloudpickle to save the network classes by value with the model MLflow logs (serialisation of
+# the pipeline's own model; nothing is unpickled there).
+PICKLE_IMPORT_ALLOWED = {"training/train.py": {"cloudpickle"}}
 
 
 def _calls(tree: ast.AST):
@@ -35,7 +38,9 @@ def test_no_unsafe_deserialisation_in_the_package():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                if any(n.split(".")[0] in ("pickle", "cloudpickle", "dill", "marshal", "shelve") for n in names):
+                allowed = PICKLE_IMPORT_ALLOWED.get(rel, set())
+                if any(n.split(".")[0] in ("pickle", "cloudpickle", "dill", "marshal", "shelve") and n not in allowed
+                       for n in names):
                     problems.append(f"{rel}:{node.lineno}: imports a pickle module")
         for owner, name, kw, node in _calls(tree):
             where = f"{rel}:{node.lineno}"

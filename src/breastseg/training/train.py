@@ -51,7 +51,6 @@ class CurveRecorder(Callback):
                 w.writerows(rows)
 
 
-
 @contextmanager
 def networks_by_value():
     """Pickle the network classes (:mod:`breastseg.models.networks`) with the model they define while the block
@@ -65,6 +64,7 @@ def networks_by_value():
         yield
     finally:
         cloudpickle.unregister_pickle_by_value(networks)
+
 
 def hyperparameters(exp: Experiment, best_params: Path | None) -> TrainSettings:
     """Training settings: the experiment's ``train`` block overridden by the study's best params."""

@@ -62,8 +62,16 @@ def resolve_params(params: dict[str, Any], *, source: str | Path = "params.yaml"
     if unknown:  # a searched setting overrides one of the train block's (TrainSettings.with_values)
         raise InputError(source, f"tune.space names '{unknown[0]}', which is not a train setting "
                                  f"(known: {', '.join(sorted(out['train']))})")
+    schema = _schema(SCHEMA, SCHEMA.stat().st_mtime_ns)
     for name, exp in out["experiments"].items():
         exp.setdefault("class_names", [f"class{i}" for i in range(exp["classes"])])
+        _fill(exp, schema["$defs"]["experiment"])  # preprocess and inference (an experiment's train: no defaults)
+        if exp["dataset"] == "mri" and exp["preprocess"]["normalization"] != "fixed":
+            raise InputError(source, f"experiments.{name}.preprocess.normalization: MRI keeps one scale per study "
+                                     "(fixed), so that the enhancement ratio survives; zscore is for ultrasound")
+        if exp["model"].get("deep_supervision") and exp["model"]["name"] != "dynunet":
+            raise InputError(source, f"experiments.{name}.model.deep_supervision: only the dynunet network has "
+                                     f"deep supervision, not {exp['model']['name']}")
     return out
 
 
@@ -120,7 +128,10 @@ def experiment(params: dict[str, Any], name: str) -> Experiment:
         block = params["experiments"][name]
     except KeyError:
         raise InputError("params.yaml", f"no experiment named '{name}'") from None
-    train = {**params["train"], **block.get("train", {})}
+    own = block.get("train", {})
+    train = {**params["train"], **own}
+    if "augment" in own:  # a partial augment block overrides the global one transform by transform
+        train["augment"] = {**params["train"]["augment"], **own["augment"]}
     maps = MapSettings.from_params(params) if block["dataset"] == "us" else None
     return Experiment.from_dict({**block, "name": name, "train": train}, maps=maps)
 
@@ -230,22 +241,47 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Augment:
-    """``train.augment``: the training-time augmentation."""
+class AugRange:
+    """One augmentation: applied with probability ``p``, its parameter drawn uniformly in [``low``, ``high``]."""
 
-    flip: bool
-    flip_vertical: bool
-    rotate_deg: float
-    intensity: float
+    p: float
+    low: float
+    high: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AugRange:
+        return cls(p=d["p"], low=d["low"], high=d["high"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"p": self.p, "low": self.low, "high": self.high}
+
+
+#: The transforms of ``train.augment`` besides mirroring, in the order they are applied.
+AUGMENTATIONS = ("rotate", "scale", "elastic", "gamma", "contrast", "brightness", "noise", "blur", "low_res")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """``train.augment``: the training-time augmentation (:mod:`breastseg.data.augment`)."""
+
+    mirror: tuple[str, ...]
+    rotate: AugRange
+    scale: AugRange
+    elastic: AugRange
+    gamma: AugRange
+    contrast: AugRange
+    brightness: AugRange
+    noise: AugRange
+    blur: AugRange
+    low_res: AugRange
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Augment:
-        return cls(flip=d["flip"], flip_vertical=d["flip_vertical"], rotate_deg=d["rotate_deg"],
-                   intensity=d["intensity"])
+        return cls(mirror=tuple(d["mirror"]),
+                   **{k: d[k] if isinstance(d[k], AugRange) else AugRange.from_dict(d[k]) for k in AUGMENTATIONS})
 
     def as_dict(self) -> dict[str, Any]:
-        return {"flip": self.flip, "flip_vertical": self.flip_vertical, "rotate_deg": self.rotate_deg,
-                "intensity": self.intensity}
+        return {"mirror": list(self.mirror), **{k: getattr(self, k).as_dict() for k in AUGMENTATIONS}}
 
 
 @dataclass(frozen=True)
@@ -269,6 +305,9 @@ class TrainSettings:
     init_from: str
     samples_per_epoch: int
     class_weights: tuple[float, ...] | None
+    optimizer: str
+    schedule: str
+    momentum: float
     augment: Augment
 
     @classmethod
@@ -303,16 +342,72 @@ class ModelSettings:
     name: str
     features: tuple[int, ...]
     dropout: float | None = None
+    deep_supervision: bool | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSettings:
-        return cls(name=d["name"], features=tuple(d["features"]), dropout=d.get("dropout"))
+        return cls(name=d["name"], features=tuple(d["features"]), dropout=d.get("dropout"),
+                   deep_supervision=d.get("deep_supervision"))
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "features": list(self.features)}
         if self.dropout is not None:
             out["dropout"] = self.dropout
+        if self.deep_supervision is not None:
+            out["deep_supervision"] = self.deep_supervision
         return out
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """An experiment's ``preprocess`` block: how an image becomes the network's input (:mod:`breastseg.data.slices`)."""
+
+    aspect: str
+    normalization: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
+        return cls(aspect=d["aspect"], normalization=d["normalization"])
+
+    @classmethod
+    def legacy(cls, dataset: str) -> Preprocess:
+        """What models trained before the setting existed did: MRI slices squeezed, ultrasound aspect kept."""
+        return cls(aspect="squeeze" if dataset == "mri" else "keep", normalization="fixed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"aspect": self.aspect, "normalization": self.normalization}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """An experiment's ``inference`` block: what follows the forward pass in evaluation and predict
+    (:mod:`breastseg.models.segment`). In params a value may be ``auto`` (chosen on validation after training); a
+    model bundle records the chosen values and the mirroring axes (``mirror``: empty without test-time mirroring)."""
+
+    tta: bool
+    keep_largest: bool | str
+    min_component: float | str
+    empty_below: float | str
+    mirror: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InferenceSettings:
+        return cls(tta=d["tta"], keep_largest=d["keep_largest"], min_component=d["min_component"],
+                   empty_below=d["empty_below"], mirror=tuple(d.get("mirror", ())))
+
+    @classmethod
+    def legacy(cls) -> InferenceSettings:
+        """What models trained before the setting existed did: the argmax of one forward pass, nothing after it."""
+        return cls(tta=False, keep_largest=False, min_component=0.0, empty_below=0.0)
+
+    @property
+    def auto(self) -> tuple[str, ...]:
+        """The post-processing settings still to be chosen on validation."""
+        return tuple(k for k in ("keep_largest", "min_component", "empty_below") if getattr(self, k) == "auto")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tta": self.tta, "keep_largest": self.keep_largest, "min_component": self.min_component,
+                "empty_below": self.empty_below}
 
 
 @dataclass(frozen=True)
@@ -331,6 +426,14 @@ class Experiment:
     model: ModelSettings
     train: TrainSettings | None = None
     maps: MapSettings | None = None
+    preprocess: Preprocess | None = None
+    inference: InferenceSettings | None = None
+
+    def __post_init__(self) -> None:  # blocks a model bundle does not record: what models before them did
+        if self.preprocess is None:
+            object.__setattr__(self, "preprocess", Preprocess.legacy(self.dataset))
+        if self.inference is None:
+            object.__setattr__(self, "inference", InferenceSettings.legacy())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, maps: MapSettings | Mapping[str, Any] | None = None,
@@ -350,7 +453,9 @@ class Experiment:
             model=d["model"] if isinstance(d["model"], ModelSettings) else ModelSettings.from_dict(d["model"]),
             train=None if train is None else train if isinstance(train, TrainSettings)
             else TrainSettings.from_dict(train, source=source),
-            maps=maps)
+            maps=maps,
+            preprocess=_typed(d.get("preprocess"), Preprocess),
+            inference=_typed(d.get("inference"), InferenceSettings))
 
     def with_data(self, *, channels: tuple[str, ...] | list[str] | None = None,
                   image_size: int | None = None) -> Experiment:
@@ -359,17 +464,24 @@ class Experiment:
                        image_size=self.image_size if image_size is None else image_size)
 
     def settings(self) -> dict[str, Any]:
-        """What a model bundle records of its experiment: everything but the training settings and maps."""
+        """What a model bundle records of its experiment: everything but the training settings, maps and the
+        inference block (the bundle records the chosen inference settings apart)."""
         return {"name": self.name, "dataset": self.dataset, "channels": list(self.channels),
                 "image_size": self.image_size, "classes": self.classes, "class_names": list(self.class_names),
-                "model": self.model.as_dict()}
+                "model": self.model.as_dict(), "preprocess": self.preprocess.as_dict()}
 
     def as_dict(self) -> dict[str, Any]:
         """The experiment as params hold it (with ``name`` and the merged ``train`` block): what is hashed."""
         out = self.settings()
+        out["inference"] = self.inference.as_dict()
         if self.train is not None:
             out["train"] = self.train.as_dict()
         return out
+
+
+def _typed(value: Any, cls: type) -> Any:
+    """``value`` as ``cls`` (a dict is converted; None stays None: the class's legacy values apply)."""
+    return value if value is None or isinstance(value, cls) else cls.from_dict(value)
 
 
 def params_hash(obj: Any) -> str:

@@ -242,8 +242,11 @@ def test_npz_bad_content(tmp_path, overrides, match):
 
 def test_busi_and_dicom_mask_errors(tmp_path):
     img = write_png(tmp_path / "b" / "benign" / "benign (1).png", np.zeros((8, 8), np.uint8))
-    (unannotated,) = read_busi(tmp_path / "b")  # no mask: nobody annotated it yet
+    (unannotated,) = read_scans(img)  # no mask: nobody annotated it yet
     assert (unannotated.mask == 255).all() and unannotated.mask.shape == (8, 8)
+    with pytest.raises(InputError, match="none of its 1 BUSI images has a mask") as err:
+        read_busi(tmp_path / "b")  # a BUSI folder without a single mask: the masks are elsewhere
+    assert err.value.path == str(tmp_path / "b")
     write_png(tmp_path / "b" / "benign" / "benign (1)_mask.png", np.zeros((8, 9), np.uint8))
     with pytest.raises(InputError, match=r"mask has shape \(8, 9\).*\(8, 8\)") as err:
         read_scans(img)

@@ -21,22 +21,31 @@ def _png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path)
 
 
-def write_busi_cohort(root: Path, n: int = 8, seed: int = 0, shape: tuple[int, int] = (48, 64)) -> Path:
+def write_busi_cohort(root: Path, n: int = 8, seed: int = 0, shape: tuple[int, int] = (48, 64),
+                      layout: str = "archive") -> Path:
     """``root/us/{benign,malignant}/<class> (N).png`` with a dark mass, its ``_mask.png`` and, for some, a
-    second region in ``_mask_1.png`` (merged by the reader)."""
+    second region in ``_mask_1.png`` (merged by the reader).
+
+    ``layout="snapshot"`` writes the same files as BUSI's public git snapshot has them: the images in
+    ``<class>/images/``, their masks in ``<class>/mask/``.
+    """
+    if layout not in ("archive", "snapshot"):
+        raise ValueError(f"unknown BUSI layout {layout!r}")
     rng = np.random.default_rng(seed)
     for i in range(1, n + 1):
         cls = "benign" if i % 2 else "malignant"
         mask = _ellipse(shape, rng)
         speckle = rng.rayleigh(0.25, shape)
         image = np.clip(0.55 * speckle * np.where(mask > 0, 0.35, 1.0) * 255, 0, 255).astype(np.uint8)
-        stem = root / "us" / cls / f"{cls} ({i})"
-        _png(stem.with_name(stem.name + ".png"), np.stack([image] * 3, axis=-1))  # RGB, as BUSI ships
-        _png(stem.with_name(stem.name + "_mask.png"), mask * 255)
+        folder = root / "us" / cls
+        images, masks = (folder, folder) if layout == "archive" else (folder / "images", folder / "mask")
+        name = f"{cls} ({i})"
+        _png(images / f"{name}.png", np.stack([image] * 3, axis=-1))  # RGB, as BUSI ships
+        _png(masks / f"{name}_mask.png", mask * 255)
         if i % 3 == 0:
             extra = np.zeros(shape, np.uint8)
             extra[2:5, 2:6] = 255
-            _png(stem.with_name(stem.name + "_mask_1.png"), extra)
+            _png(masks / f"{name}_mask_1.png", extra)
     return root
 
 

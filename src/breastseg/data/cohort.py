@@ -7,7 +7,10 @@ Ultrasound, under ``<root>/us/`` (layouts may be mixed in one cohort):
 * ``<patient>.npz``: per-patient RF (rf, roi, fs, f0, pitch);
 * ``<name>.mat``: OASBUD struct array, one unit per record (lesion ``id``);
 * ``benign/``, ``malignant/``, ``normal/``: BUSI class folders, one unit per image
-  (``<class> (N).png`` with ``<class> (N)_mask.png`` and optional ``_mask_1.png``... beside it);
+  (``<class> (N).png`` with ``<class> (N)_mask.png`` and optional ``_mask_1.png``... beside it, or, as the public
+  git snapshot of BUSI has them, ``<class>/images/<class> (N).png`` with the masks in ``<class>/mask/``; the unit
+  is named by the image's stem in both layouts, so its pseudonym and split do not depend on the layout). A cohort
+  whose class folders hold no mask at all is refused;
 * ``<name>.dcm`` with ``<name>_mask.png`` or ``_mask.npy``: DICOM US images, one unit per PatientID;
 * ``<patient>/``: any other folder is one patient holding any of the files above.
 
@@ -31,7 +34,8 @@ from ..pseudonym import load_key, pseudonym
 
 MRI_LAYOUT = "<root>/mri/<patient>/<study>/**.dcm with labels.nii.gz or a DICOM SEG per study"
 US_LAYOUT = ("<root>/us/<patient>.npz (RF), <root>/us/<name>.mat (OASBUD), "
-             "<root>/us/{benign,malignant,normal}/<image>.png + <image>_mask.png (BUSI), "
+             "<root>/us/{benign,malignant,normal}/<image>.png + <image>_mask.png "
+             "or .../images/<image>.png + .../mask/<image>_mask.png (BUSI), "
              "<root>/us/<name>.dcm + <name>_mask.png (DICOM US), or <root>/us/<patient>/ folders of these")
 LAYOUTS = {"mri": MRI_LAYOUT, "us": US_LAYOUT}
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -92,16 +96,19 @@ def _dicom_patient(path: Path) -> str:
 
 
 def _us_units(base: Path) -> list[_Unit]:
-    from ..us.readers import busi_images, dicom_mask_paths, is_dicom, masks_beside
+    from ..us.readers import busi_images, dicom_mask_paths, is_dicom, masks_beside, unannotated_busi_error
 
     units: list[_Unit] = []
     dicom: dict[str, _Unit] = {}
+    busi_annotated = busi_count = 0
     for p in sorted(filter(_visible, base.iterdir())):
         if p.is_dir():
             if p.name.lower() in BUSI_CLASSES:
-                for img in busi_images(p):
+                for img in busi_images(p):  # <class>/<image>.png or <class>/images/<image>.png: same unit id
                     masks = [str(m) for m in masks_beside(img)]
                     units.append(_Unit(img.stem, [str(img)], None, [str(img), *masks], "busi", False))
+                    busi_count += 1
+                    busi_annotated += bool(masks)
             else:
                 files = _folder_files(p)
                 if files:
@@ -118,6 +125,8 @@ def _us_units(base: Path) -> list[_Unit]:
             unit = dicom.setdefault(pid, _Unit(pid, [], None, [], "dicom-us", False))
             unit.sources.append(str(p))
             unit.files += [str(p), *map(str, dicom_mask_paths(p))]
+    if busi_count and not busi_annotated:  # masks where the reader does not look: all would be "not annotated"
+        raise unannotated_busi_error(base, busi_count)
     return units + list(dicom.values())
 
 

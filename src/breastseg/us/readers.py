@@ -14,8 +14,11 @@ Raw RF (both experiments apply):
 B-mode only (only the B-mode experiment applies):
 
 * BUSI layout: ``<root>/<class>/<class> (N).png`` with ``<class> (N)_mask.png`` and optional
-  ``_mask_1.png``, ``_mask_2.png``... (further regions, merged by union). RGB images are converted to gray.
-  No pixel spacing is stored, so square 1 mm "pixels" are assumed (``spacing_known=False``).
+  ``_mask_1.png``, ``_mask_2.png``... (further regions, merged by union) beside it, as the dataset's archive
+  ships; or the layout of its public git snapshot, ``<root>/<class>/images/<class> (N).png`` with the same mask
+  files in ``<root>/<class>/mask/``. Both give the same scans (ids, class, masks). RGB images are converted to
+  gray. No pixel spacing is stored, so square 1 mm "pixels" are assumed (``spacing_known=False``). A BUSI folder
+  in which no image has a mask is refused (its masks are elsewhere, or it is not the BUSI layout).
 * DICOM US: ``<name>.dcm`` with ``<name>_mask.png`` or ``<name>_mask.npy`` beside it; spacing from
   ``SequenceOfUltrasoundRegions[0].PhysicalDeltaY/X`` (cm) when present, else ``PixelSpacing``.
 
@@ -57,6 +60,13 @@ OASBUD_DEFAULTS: dict[str, float] = {
 }
 
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
+#: BUSI class folders: the class of an image in ``<class>/`` or ``<class>/images/``.
+BUSI_CLASSES = ("benign", "malignant", "normal")
+#: The snapshot layout: images in an ``images`` folder, their masks in the ``mask`` (or ``masks``) folder beside it.
+_IMAGE_FOLDERS = ("images",)
+_MASK_FOLDERS = ("mask", "masks")
+BUSI_LAYOUT = ("<class>/<image>.png with <image>_mask.png [_mask_1.png ...] beside it, "
+               "or <class>/images/<image>.png with <class>/mask/<image>_mask.png [_mask_1.png ...]")
 _OASBUD_FIELDS = ("id", "rf1", "rf2", "roi1", "roi2")
 
 
@@ -340,15 +350,54 @@ def _png_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return (arr.astype(np.float64) >= top / 2.0).astype(np.uint8) if top > 1 else (arr > 0).astype(np.uint8)
 
 
+def _mask_folders(image_path: Path) -> list[Path]:
+    """Where an image's masks may be: its own folder and, for an image in ``images/``, the ``mask/`` (or
+    ``masks/``) folder beside that one (the layout of BUSI's public snapshot)."""
+    folders = [image_path.parent]
+    if image_path.parent.name.lower() in _IMAGE_FOLDERS:
+        grand = image_path.parent.parent
+        try:
+            folders += sorted(d for d in grand.iterdir() if d.name.lower() in _MASK_FOLDERS and d.is_dir())
+        except OSError:
+            pass
+    return folders
+
+
 def masks_beside(image_path: Path) -> list[Path]:
-    """The ``<stem>_mask.png``, ``<stem>_mask_1.png``... files beside an image, in region order."""
+    """The ``<stem>_mask.png``, ``<stem>_mask_1.png``... files of an image, in region order: beside it, or in
+    ``<class>/mask/`` for an image in ``<class>/images/``."""
     stem = image_path.stem
     found = []
-    for p in image_path.parent.glob(f"{glob_escape(stem)}_mask*.png"):
-        m = _MASK_RE.match(p.stem)
-        if m and m.group("stem") == stem:
-            found.append((int(m.group("k") or 0), p))
-    return [p for _, p in sorted(found)]
+    for folder in _mask_folders(image_path):
+        for p in folder.glob(f"{glob_escape(stem)}_mask*.png"):
+            m = _MASK_RE.match(p.stem)
+            if m and m.group("stem") == stem:
+                found.append((int(m.group("k") or 0), p.name, str(p), p))
+    return [p for *_, p in sorted(found)]
+
+
+def busi_class(image_path: Path) -> str | None:
+    """The class a BUSI image's folder names: ``<class>/x.png`` or ``<class>/images/x.png``, else None."""
+    parent = image_path.parent
+    if parent.name.lower() in _IMAGE_FOLDERS:
+        parent = parent.parent
+    name = parent.name.lower()
+    return name if name in BUSI_CLASSES else None
+
+
+def unannotated_busi_error(where: str | Path, n_images: int) -> InputError:
+    """The refusal of a BUSI folder whose ``n_images`` images have no mask at all (see
+    :func:`refuse_unannotated_busi`)."""
+    return InputError(where, f"none of its {n_images} BUSI images has a mask, so none is annotated "
+                             f"(expected {BUSI_LAYOUT})")
+
+
+def refuse_unannotated_busi(where: Path, images: list[Path]) -> None:
+    """Refuse a BUSI folder of ``images`` none of which has a mask: its masks sit where the reader does not look
+    (or it is no BUSI folder), and every image would silently be "not annotated". One annotated image is enough
+    (the others are images nobody annotated yet)."""
+    if images and not any(masks_beside(p) for p in images):
+        raise unannotated_busi_error(where, len(images))
 
 
 def glob_escape(text: str) -> str:
@@ -366,8 +415,7 @@ def read_busi_image(path: str | Path, label_class: str | None = None) -> list[Sc
     for m in masks:
         mask |= _png_mask(m, gray.shape)
     if label_class is None:
-        parent = path.parent.name.lower()
-        label_class = parent if parent in ("benign", "malignant", "normal") else None
+        label_class = busi_class(path)
     return [Scan(
         patient=_safe_id(path.stem), scan="scan-1", rf=None, bmode=gray, mask=mask, fs=None, f0=None,
         pitch=None, c=None, bandwidth=None, label_class=label_class, spacing_mm=(1.0, 1.0), source="busi-png",
@@ -380,11 +428,13 @@ def busi_images(root: Path) -> list[Path]:
 
 
 def read_busi(root: str | Path) -> list[Scan]:
-    """Every image of a BUSI-layout folder (``<root>/<class>/<class> (N).png`` + masks)."""
+    """Every image of a BUSI-layout folder (``<root>/<class>/<class> (N).png`` + masks, or the snapshot's
+    ``<root>/<class>/images/`` + ``<root>/<class>/mask/``); refused when no image has a mask."""
     root = Path(root)
     images = busi_images(root)
     if not images:
-        raise InputError(root, "no images found (expected <class>/<class> (N).png with _mask.png files)")
+        raise InputError(root, f"no images found (expected {BUSI_LAYOUT})")
+    refuse_unannotated_busi(root, images)
     scans = [s for p in images for s in read_busi_image(p)]
     _check_unique(root, scans)
     return scans
@@ -506,6 +556,9 @@ def read_scans(input_path: str | Path, **acquisition: float | None) -> list[Scan
             scans += read_dicom_us(p)
         if any(p.suffix.lower() == ".png" for p in files):
             images = [p for p in busi_images(path) if not _has_dicom_twin(p)]
+            # BUSI class folders without a single mask are refused (the masks are elsewhere); other images
+            # without a mask are ones nobody annotated yet
+            refuse_unannotated_busi(path, [p for p in images if busi_class(p)])
             for p in images:
                 scans += read_busi_image(p)
         if not scans:

@@ -152,15 +152,18 @@ def test_mri_network_input_is_the_training_preprocessing(matrix):
     from breastseg.data.slices import mri_slice_image, mri_study_channels
     from breastseg.inference.preprocess import MriStudy, mri_network_input
 
-    class Pre:
+    class Pre:  # anisotropic in-plane voxels: the aspect kept needs the spacing
         shape = (matrix, matrix, 5)
+        affine = np.diag([2.0, 1.5, 3.0, 1.0])
 
     rng = np.random.default_rng(0)
     vols = {"pre": rng.random(Pre.shape).astype(np.float32) * 100, "sub": rng.random(Pre.shape).astype(np.float32)}
     exp = Experiment.from_dict({"name": "bpe_mri", "dataset": "mri", "channels": ["pre", "sub"], "classes": 3,
-                                "image_size": 24, "model": {"name": "unet", "features": [4, 8]}})
+                                "image_size": 24, "model": {"name": "unet", "features": [4, 8]},
+                                "preprocess": {"aspect": "keep", "normalization": "fixed"}})
     channels = mri_study_channels(exp, vols["pre"], {"sub": vols["sub"]})
-    expected = np.stack([mri_slice_image(exp, channels, k) for k in range(5)])
+    expected = np.stack([mri_slice_image(exp, channels, k, (2.0, 1.5)) for k in range(5)])
+    assert expected.shape == (5, 2, 24, 24) and np.all(expected[..., 0] == expected[..., :1, 0])  # padded columns
     np.testing.assert_array_equal(mri_network_input(exp, MriStudy("study-1", None, Pre(), vols, [], "")), expected)
 
 

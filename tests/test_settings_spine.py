@@ -68,7 +68,7 @@ def test_experiment_is_frozen_typed_and_hashes_as_the_params_hold_it(params):
     exp = experiment(params, "mass_us_entropy")
     assert isinstance(exp.train, TrainSettings) and exp.maps == MapSettings.from_params(params)
     assert exp.train.max_epochs == params["experiments"]["mass_us_entropy"]["train"]["max_epochs"]
-    assert exp.train.lr == params["train"]["lr"] and exp.train.augment.flip_vertical is False
+    assert exp.train.lr == params["train"]["lr"] and "ud" not in exp.train.augment.mirror
     with pytest.raises(dataclasses.FrozenInstanceError):
         exp.image_size = 32
     block = copy.deepcopy(params["experiments"]["mass_us_entropy"])

@@ -458,10 +458,11 @@ class Experiment:
             inference=_typed(d.get("inference"), InferenceSettings))
 
     def with_data(self, *, channels: tuple[str, ...] | list[str] | None = None,
-                  image_size: int | None = None) -> Experiment:
-        """This experiment prepared another way (a model's own channels or image size)."""
+                  image_size: int | None = None, preprocess: Preprocess | None = None) -> Experiment:
+        """This experiment prepared another way (a model's own channels, image size or preprocessing)."""
         return replace(self, channels=self.channels if channels is None else tuple(channels),
-                       image_size=self.image_size if image_size is None else image_size)
+                       image_size=self.image_size if image_size is None else image_size,
+                       preprocess=self.preprocess if preprocess is None else preprocess)
 
     def settings(self) -> dict[str, Any]:
         """What a model bundle records of its experiment: everything but the training settings, maps and the

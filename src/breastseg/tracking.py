@@ -144,6 +144,7 @@ def run_params(exp: Experiment, hp: TrainSettings) -> dict[str, Any]:
     """The parameters of a training run, named alike in Optuna trials and final trainings (``train.lr``,
     ``model.features``, ``image_size``...), so both can be compared column by column."""
     return flat_params({"model": exp.model.as_dict(), "channels": list(exp.channels), "image_size": exp.image_size,
+                        "preprocess": exp.preprocess.as_dict(), "inference": exp.inference.as_dict(),
                         "train": hp.as_dict()})
 
 

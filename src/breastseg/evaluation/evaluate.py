@@ -94,10 +94,48 @@ def split_tags(check: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def score(exp: Experiment, data: dict[str, np.ndarray], pred: np.ndarray, *, cutoffs=BPE_CUTOFFS,
+def image_counts(pred, label, classes: int) -> np.ndarray:
+    """(N, classes - 1, 3) tp/fp/fn per image of two sequences of label maps (each pair of one shape; images may
+    differ in shape, as on their native grids)."""
+    if len(pred) == 0:
+        return np.zeros((0, classes - 1, 3), np.int64)
+    return np.concatenate([overlap_counts(np.asarray(p)[None], np.asarray(t)[None], classes)
+                           for p, t in zip(pred, label)])
+
+
+def native_view(data: dict[str, Any]) -> dict[str, Any]:
+    """Prepared slices (:func:`breastseg.data.slices.load_subset`) with their labels and pixel spacing on each
+    image's native grid, where evaluation scores."""
+    return {**data, "label": data["native_label"], "spacing_mm": data["native_spacing_mm"]}
+
+
+def segment_subset(model: Any, exp: Experiment, data: dict[str, Any]) -> Any:
+    """:func:`breastseg.models.segment.segment` of prepared slices with ``model`` (a model logged without a bundle:
+    as ``exp``, one forward pass and nothing after it)."""
+    from ..data.slices import to_native
+    from ..models.segment import Segmentation, segment
+
+    if model.config:
+        return segment(model, data["image"], data["native_shape"], data["native_spacing_mm"])
+    grid = predict_slices(model, data["image"])
+    return Segmentation(grid, [to_native(g, tuple(s), tuple(d), exp) for g, s, d in
+                               zip(grid, data["native_shape"], data["native_spacing_mm"])])
+
+
+def network_grid_figures(exp: Experiment, data: dict[str, Any], grid: np.ndarray) -> dict[str, Any]:
+    """Dice on the network's square grid (the labels as prepared for training): beside the native-grid figures,
+    named as such; not comparable with published Dice."""
+    figs = dice_figures(image_counts(grid, data["label"], exp.classes), data["patient"],
+                        no_mass_apart=exp.dataset == "us")
+    return {"dice_mean": _nan_to_none(figs["dice_mean"]),
+            "definition": "Dice on the network's square grid (image_size), before mapping back to each image"}
+
+
+def score(exp: Experiment, data: dict[str, np.ndarray], pred, *, cutoffs=BPE_CUTOFFS,
           seed: int = 0) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Per-slice rows, per-patient rows and the summary (``results/<experiment>/evaluation.json``; its
-    headline figures, :func:`headline`, go to ``metrics/<experiment>.json``).
+    headline figures, :func:`headline`, go to ``metrics/<experiment>.json``). ``pred`` and ``data["label"]``:
+    one label map per image (the native grids: :func:`native_view`), ``data["spacing_mm"]`` their pixel spacing.
 
     The champion gate scores its validation patients with this same function (:mod:`breastseg.registry`)."""
     from . import statistics as st
@@ -120,7 +158,7 @@ def score(exp: Experiment, data: dict[str, np.ndarray], pred: np.ndarray, *, cut
     # Dice, precision and recall from tp/fp/fn counts per image: the figures validation computes too
     # (metrics.dice_figures); ultrasound images without a mass are reported apart, never scored as Dice 0.
     no_mass_apart = exp.dataset == "us"
-    figs = dice_figures(overlap_counts(pred, data["label"], exp.classes), data["patient"],
+    figs = dice_figures(image_counts(pred, data["label"], exp.classes), data["patient"],
                         no_mass_apart=no_mass_apart)
     scored = figs["scored"]
     if no_mass_apart:
@@ -142,8 +180,9 @@ def score(exp: Experiment, data: dict[str, np.ndarray], pred: np.ndarray, *, cut
                 vals = np.array([slice_rows[i][f"{k}_{names[c]}"] for i in idx if scored[i]], dtype=float)
                 row[f"{k}_{names[c]}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
         if exp.dataset == "mri":
-            truth = data["label"][idx]
-            masked_pred = np.where(truth == NOT_ANNOTATED, NOT_ANNOTATED, pred[idx])
+            truth = np.concatenate([np.ravel(data["label"][i]) for i in idx])
+            masked_pred = np.where(truth == NOT_ANNOTATED, NOT_ANNOTATED,
+                                   np.concatenate([np.ravel(pred[i]) for i in idx]))
             ft, fp = st.bpe_fraction(truth), st.bpe_fraction(masked_pred)
             row.update(bpe_fraction_true=ft, bpe_fraction_pred=fp,
                        bpe_category_true=None if ft is None else bpe_category(ft, cutoffs),
@@ -305,10 +344,12 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
     # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model, from
     # the store the params name (a models:/ URI is never resolved against a default store)
     tracking.configure(params)
-    pred = predict_slices(load_model(model_uri, allow_pickle=True), data["image"])
+    seg = segment_subset(load_model(model_uri, allow_pickle=True), exp, data)
     cfg = params["evaluation"]
-    rows, patients, summary = score(exp, data, pred, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
-    return rows, patients, summary, data, pred
+    native = native_view(data)
+    rows, patients, summary = score(exp, native, seg.native, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
+    summary["network_grid"] = network_grid_figures(exp, data, seg.grid)
+    return rows, patients, summary, data, seg
 
 
 def write_csv(rows: list[dict], out: Path) -> None:
@@ -358,7 +399,10 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
 
     exp = experiment(params, name)
     model = json.loads(model_json.read_text())
-    rows, patients, summary, data, pred = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
+    rows, patients, summary, data, seg = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
+    from ..data.slices import object_array
+
+    pred = object_array(seg.native)  # each image's labels on its native grid
     env = environment(precision=exp.train.precision)
     interim_dir = Path(interim_dir) if interim_dir else Path(processed_dir).parent.parent / "interim" / exp.dataset
     split = split_check(params, exp.dataset, split_file, interim_dir)
@@ -387,7 +431,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     if with_figures:
         native = (figures.us_native_geometry(interim_dir, data["patient"], data["case"])
                   if exp.dataset == "us" else None)  # where each scan lies in the square grid
-        figures.overlay_figure(data, pred, slice_dice, paths["overlays"],
+        figures.overlay_figure(data, seg.grid, slice_dice, paths["overlays"],
                                f"{name}: test slices (model v{model['version']})", dataset=exp.dataset,
                                class_names=exp.class_names, native=native)
         figures.box_plot({n: [r[f"dice_{n}"] for r in patients] for n in names}, paths["boxplot"],

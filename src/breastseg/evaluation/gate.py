@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Experiment, MapSettings, experiment
+from ..config import Experiment, MapSettings, Preprocess, experiment
 from ..errors import InputError
 from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING, MAP_SETTINGS
 
@@ -31,12 +31,15 @@ def model_settings(config: dict[str, Any], exp: Experiment) -> dict[str, Any]:
     """What preparation needs of a model (dataset, channels, image_size, classes, us_maps), from its bundle
     ``config``; a model logged without a bundle is taken to use the current experiment's settings."""
     mexp = (config or {}).get("experiment") or {}
+    dataset = mexp.get("dataset", exp.dataset)
     return {
-        "dataset": mexp.get("dataset", exp.dataset),
+        "dataset": dataset,
         "channels": list(mexp.get("channels", exp.channels)),
         "image_size": int(mexp.get("image_size", exp.image_size)),
         "classes": int(mexp.get("classes", exp.classes)),
         "us_maps": (config or {}).get("us_maps"),
+        "preprocess": Preprocess.from_dict(mexp["preprocess"]) if "preprocess" in mexp
+        else Preprocess.legacy(dataset) if config else exp.preprocess,
     }
 
 
@@ -96,29 +99,23 @@ def maps_differences(model_maps: dict[str, Any] | None, today: dict[str, Any], c
 
 
 def prepare_subset(exp: Experiment, interim_dir: Path, patients: list[str],
-                   maps_settings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                   maps_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The slices of ``patients`` prepared for ``exp`` from ``interim_dir/<patient>/``, in memory, in the layout
     (and dtypes) of :func:`breastseg.data.slices.load_subset` (``maps_settings``: ultrasound maps made from the
     decoded cache with these ``us_maps`` settings)."""
-    from ..data.slices import prepare_mri, prepare_us
+    from ..data.slices import object_array, prepare_mri, prepare_us, slice_arrays
 
-    size, c = int(exp.image_size), len(exp.channels)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "label", "case", "index", "spacing_mm",
-                                                          "spacing_known", "patient")}
+    parts: dict[str, list[Any]] = {}
     for pid in patients:
         folder = Path(interim_dir) / pid
         d = prepare_mri(exp, folder) if exp.dataset == "mri" else prepare_us(exp, folder, maps_settings)
-        n = len(d["images"])
-        parts["image"].append(np.asarray(d["images"], dtype=np.float32).reshape(n, c, size, size))
-        parts["label"].append(np.asarray(d["labels"], dtype=np.uint8).reshape(n, size, size))
-        parts["case"].append(np.asarray(d["cases"], dtype=str).reshape(n))
-        parts["index"].append(np.asarray(d["index"], dtype=np.int32).reshape(n))
-        parts["spacing_mm"].append(np.asarray(d["spacing"], dtype=np.float32).reshape(n, 2))
-        parts["spacing_known"].append(np.asarray(d["spacing_known"], dtype=bool).reshape(n))
-        parts["patient"].append(np.full(n, pid))
-    if not parts["image"]:
+        arrays = {**slice_arrays(exp, d), "patient": np.full(len(d["images"]), pid)}
+        for k, v in arrays.items():
+            parts.setdefault(k, []).append(v)
+    if not parts or not sum(len(v) for v in parts["label"]):
         return {}
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    natives = [a for chunk in parts.pop("native_label") for a in chunk]
+    return {**{k: np.concatenate(v) for k, v in parts.items()}, "native_label": object_array(natives)}
 
 
 def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, version: str | None,
@@ -132,8 +129,8 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     """
     from ..data.slices import load_subset
     from ..data.split import subset_patients
-    from ..models.bundle import load_model, predict_slices
-    from .evaluate import figures_of, score
+    from ..models.bundle import load_model
+    from .evaluate import figures_of, native_view, score, segment_subset
 
     exp = experiment(params, name)
     patients = list(subset_patients(split_file, SUBSET))
@@ -166,19 +163,21 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
             return refuse(f"{label} was trained on maps with " + ", ".join(f"{k}={a}" for k, a, _ in diff)
                           + "; today's maps use " + ", ".join(f"{k}={b}" for k, _, b in diff)
                           + ": not compared, not promoted")
-    if remake is None and s["image_size"] == int(exp.image_size) and s["channels"] == list(exp.channels):
+    own = exp.with_data(channels=s["channels"], image_size=s["image_size"], preprocess=s["preprocess"])
+    if remake is None and (s["image_size"], s["channels"], s["preprocess"]) == (
+            int(exp.image_size), list(exp.channels), exp.preprocess):
         data, out["slices"] = load_subset(processed_dir, split_file, SUBSET), "prepared"
     else:
-        own = exp.with_data(channels=s["channels"], image_size=s["image_size"])
         try:
             data = prepare_subset(own, interim_dir, patients, remake)
         except InputError as exc:
             return refuse(f"{label} needs its own {s['image_size']}-px {'+'.join(s['channels'])} slices, which "
                           f"cannot be prepared from {interim_dir} ({exc}): not compared, not promoted")
         out["slices"] = "interim"
-    pred = predict_slices(model, data["image"])
+    seg = segment_subset(model, own, data)
     cfg = params["evaluation"]
-    _, _, summary = score(exp, data, pred, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
+    _, _, summary = score(exp, native_view(data), seg.native, cutoffs=tuple(cfg["bpe_cutoffs"]),
+                          seed=int(cfg["seed"]))
     flat = figures_of(summary)
     value = flat[metric] if metric in flat else summary.get(metric)
     out["score"] = None if value is None else float(value)

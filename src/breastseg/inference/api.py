@@ -30,7 +30,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_dir, write_json
-from .model import CONFIG_NAME, LoadedModel, bundle_of, load_bundle, predict_slices, read_config, resolved_model
+from .model import CONFIG_NAME, LoadedModel, bundle_of, load_bundle, read_config, resolved_model
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, A
         "model": _model_record(model),
         "lineage": model.config.get("lineage", {}),
         "preprocessing": {"channels": list(exp.channels), "image_size": exp.image_size,
+                          **exp.preprocess.as_dict(),
                           **({"us_maps": model.config.get("us_maps")} if exp.dataset == "us" else {})},
+        "inference": model.config["inference"],
         "input": input_info,
         "readout": readout,
         "outputs": outputs,
@@ -132,7 +134,8 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     from ..models.ranges import mri_intensity, mri_values
     from ..mri.bpe_degree import degree_readout, first_post_subtraction
     from .dicom_seg import mri_seg, save_seg
-    from .preprocess import load_mri_study, mri_labels_to_grid, mri_network_input
+    from ..models.segment import segment
+    from .preprocess import load_mri_study, mri_in_plane, mri_labels_to_grid, mri_network_input
     from .readout import mri_readout
 
     t0 = time.perf_counter()
@@ -141,8 +144,9 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     scale = study_scale(study.volumes["pre"])  # normalises the channels; compared with the training studies'
     warnings = _range_warnings(model, root, {**mri_values(study.pre.spacing),
                                              **mri_intensity(scale, study.volumes.get("sub"))})
-    pred = predict_slices(model, mri_network_input(exp, study, scale))
-    labels = mri_labels_to_grid(pred, study.pre.shape)
+    n = study.pre.shape[2]  # evaluation's path: test-time mirroring, post-processing, back to the native grid
+    seg = segment(model, mri_network_input(exp, study, scale), [study.pre.shape[:2]] * n, [mri_in_plane(study)] * n)
+    labels = mri_labels_to_grid(seg.native, study.pre.shape)
     affine = study.pre.affine
     voxel = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     readout = mri_readout(labels, voxel, model.config["bpe_cutoffs"])
@@ -203,7 +207,8 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
     """Segment one ultrasound scan; write its outputs to ``out`` (atomically); return the read-out record."""
     from ..dicom.nifti import write_nifti
     from .dicom_seg import save_seg, us_seg
-    from .preprocess import square_to_native, us_network_input
+    from ..models.segment import segment
+    from .preprocess import us_network_input
     from .readout import us_overlay, us_readout
 
     t0 = time.perf_counter()
@@ -213,8 +218,7 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
     warnings = _range_warnings(model, scan.path or scan.scan,
                                us_values(scan.mask.shape, scan.spacing_mm, bool(scan.spacing_known)))
     image, arrays, meta = us_network_input(model.config, scan)
-    pred = predict_slices(model, image)[0]
-    mask = square_to_native(pred, scan.mask.shape, scan.spacing_mm)
+    mask = segment(model, image, [scan.mask.shape], [meta["spacing_mm"]]).native[0]  # as evaluation scores it
     dy, dx = (float(v) for v in scan.spacing_mm)
     readout = us_readout(mask, (dy, dx), scan.spacing_known)
     is_dicom = scan.source == "dicom-us"

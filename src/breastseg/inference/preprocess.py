@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Experiment
+from ..data.slices import square_geometry, square_to_native  # noqa: F401 - the way back, where it always was
 from ..dicom.scan import has_dicm_magic
 from ..errors import InputError
 
@@ -101,23 +102,24 @@ def mri_network_input(exp: Experiment, study: MriStudy, scale: float | None = No
                               scale)
     n, size = study.pre.shape[2], exp.image_size
     out = np.empty((n, len(exp.channels), size, size), np.float32)
-    if tuple(study.pre.shape[:2]) == (size, size):  # resizing to the same grid is a copy: take all slices at once
-        for c, ch in enumerate(exp.channels):
-            out[:, c] = np.moveaxis(vols[ch], 2, 0)
-        return out
+    spacing = mri_in_plane(study)
     for k in range(n):
-        out[k] = mri_slice_image(exp, vols, k)
+        out[k] = mri_slice_image(exp, vols, k, spacing)
     return out
 
 
-def mri_labels_to_grid(pred: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Network label slices (K, S, S) back to the pre-contrast grid ``shape`` (nearest neighbour): uint8."""
-    from ..data.slices import resize_to
+def mri_in_plane(study: MriStudy) -> tuple[float, float]:
+    """The pre-contrast grid's voxel size along its first two axes (mm)."""
+    vox = np.sqrt((np.asarray(study.pre.affine)[:3, :3] ** 2).sum(axis=0))
+    return float(vox[0]), float(vox[1])
 
+
+def mri_labels_to_grid(labels: list[np.ndarray] | np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Native label slices (K of ``shape[:2]``, from :func:`breastseg.models.segment.segment`) stacked into the
+    pre-contrast volume ``shape``: uint8, Fortran order."""
     out = np.empty(shape, np.uint8, order="F")
     for k in range(shape[2]):
-        sl = pred[k]
-        out[:, :, k] = sl if sl.shape == tuple(shape[:2]) else resize_to(sl, shape[:2], 0)
+        out[:, :, k] = labels[k]
     return out
 
 
@@ -251,26 +253,3 @@ def us_network_input(config: dict[str, Any], scan: Any) -> tuple[np.ndarray, dic
     arrays, meta = compute_maps(scan, maps=maps, **settings)
     image, _, _ = us_scan_image(exp, arrays, meta, None)
     return image[None], arrays, meta
-
-
-def square_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float], size: int) -> tuple[int, int, int, int]:
-    """Where :func:`breastseg.us.maps.resample_to_square` puts an image of ``shape``: (new_rows, new_cols, top,
-    left) of the resampled image inside the ``size x size`` square."""
-    rows, cols = shape
-    dy, dx = (float(v) for v in spacing_mm)
-    s = max(rows * dy, cols * dx) / size
-    new_r = int(min(size, max(1, round(rows * dy / s))))
-    new_c = int(min(size, max(1, round(cols * dx / s))))
-    return new_r, new_c, (size - new_r) // 2, (size - new_c) // 2
-
-
-def square_to_native(label: np.ndarray, shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
-    """A label map on the network's square grid back to the scan's native grid ``shape`` (nearest neighbour,
-    the inverse of the mask sampling in :func:`breastseg.us.maps.resample_to_square`)."""
-    size = label.shape[0]
-    new_r, new_c, top, left = square_geometry(shape, spacing_mm, size)
-    rows, cols = shape
-    zr, zc = rows / new_r, cols / new_c
-    iy = np.minimum(np.floor((np.arange(rows) + 0.5) / zr).astype(np.intp), new_r - 1) + top
-    ix = np.minimum(np.floor((np.arange(cols) + 0.5) / zc).astype(np.intp), new_c - 1) + left
-    return np.ascontiguousarray(label[np.ix_(iy, ix)], dtype=np.uint8)

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import Experiment
+from ..config import Experiment, InferenceSettings
 from ..errors import InputError
 from ..labels import BPE_CUTOFFS
 from ..mri.bpe_degree import check_settings
@@ -50,20 +50,26 @@ class LoadedModel:
 
     @property
     def experiment(self) -> Experiment:
-        """The experiment the model was trained for (no training settings; ``maps``: its ``us_maps``)."""
-        return Experiment.from_dict(self.config["experiment"], maps=self.config.get("us_maps"))
+        """The experiment the model was trained for (no training settings; ``maps``: its ``us_maps``; its
+        ``preprocess`` and chosen ``inference`` settings, or what models before them did)."""
+        return Experiment.from_dict({**self.config["experiment"], "inference": self.config["inference"]},
+                                    maps=self.config.get("us_maps"))
 
 
 # ------------------------------------------------------------------------------------------ writing
 
 
 def bundle_config(params: dict[str, Any], exp: Experiment, tags: dict[str, str], run_id: str, *,
-                  training_ranges: dict[str, Any] | None = None) -> dict[str, Any]:
+                  training_ranges: dict[str, Any] | None = None,
+                  inference: dict[str, Any] | None = None) -> dict[str, Any]:
     """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``;
-    ``training_ranges``: the geometry of its training data (:func:`breastseg.models.ranges.training_ranges`)."""
+    ``training_ranges``: the geometry of its training data (:func:`breastseg.models.ranges.training_ranges`);
+    ``inference``: the inference settings in force (test-time mirroring axes, post-processing chosen on
+    validation: :func:`breastseg.models.segment.choose_postprocessing`)."""
     return {
         "format": BUNDLE_FORMAT,
         "experiment": exp.settings(),
+        "inference": inference if inference is not None else InferenceSettings.legacy().as_dict(),
         "us_maps": exp.maps.as_dict() if exp.maps is not None else None,
         "bpe_cutoffs": [float(c) for c in params["evaluation"]["bpe_cutoffs"]],
         "bpe_degree": degree_settings(params),
@@ -241,6 +247,17 @@ def read_config(path: Path) -> dict[str, Any]:
                             else default_degree_settings(config["bpe_cutoffs"], source=path))
     config.setdefault("lineage", {})
     config.setdefault("training_ranges", None)  # bundles from before the ranges were recorded: nothing to compare
+    # bundles from before the recipe settings: their own preprocessing (Experiment's legacy values) and no
+    # test-time mirroring or post-processing
+    inference = config.get("inference") or InferenceSettings.legacy().as_dict()
+    try:
+        checked = InferenceSettings.from_dict(inference)
+    except (KeyError, TypeError) as exc:
+        raise InputError(path, f"model configuration has unreadable inference settings ({exc})") from None
+    if checked.auto:
+        raise InputError(path, f"model configuration leaves inference.{checked.auto[0]} 'auto' (never chosen on "
+                               "validation): retrain the model")
+    config["inference"] = {**checked.as_dict(), "mirror": list(checked.mirror)}
     return config
 
 

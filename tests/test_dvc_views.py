@@ -14,14 +14,22 @@ def _dvc(repo, *args):
     return r.stdout
 
 
+def _set_git_identity(repo):
+    """A git identity in the repository's own config: ``dvc exp apply`` (and a commit) need one, and a fresh
+    machine or an empty HOME has none; the user's global config is neither needed nor touched."""
+    for key, value in (("user.name", "breastseg tests"), ("user.email", "tests@breastseg.invalid")):
+        subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True, capture_output=True)
+
+
 def _commit(repo, message):
-    for cmd in (["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
+    for cmd in (["add", "-A"], ["commit", "-qm", message]):
         subprocess.run(["git", *cmd], cwd=repo, check=True, capture_output=True)
 
 
 @pytest.mark.slow
 def test_metrics_in_dvc_views(tmp_path):
     repo = _copy_repo(tmp_path / "repo")
+    _set_git_identity(repo)
     _dvc(repo, "repro")
     for e in ("bpe_mri", "mass_us_entropy", "mass_us_bmode"):
         metrics = json.loads((repo / "metrics" / f"{e}.json").read_text())

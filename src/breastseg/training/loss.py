@@ -30,3 +30,21 @@ class MaskedDiceCELoss(torch.nn.Module):
         denom = (probs.sum(dims) + onehot.sum(dims))[1:]
         dice = (2 * inter + self.smooth) / (denom + self.smooth)
         return ce + (1 - dice.mean())
+
+
+def deep_supervision_weights(heads: int) -> torch.Tensor:
+    """nnU-Net's weights of ``heads`` outputs, full resolution first: 1, 1/2, 1/4, ... normalised to sum 1."""
+    w = 0.5 ** torch.arange(heads, dtype=torch.float64)
+    return (w / w.sum()).float()
+
+
+def deep_supervision_loss(loss: torch.nn.Module, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``loss`` of a network's output against ``target`` (B, H, W): of (B, C, H, W) logits as it is; of a deeply
+    supervised network's (B, K, C, H, W) (MONAI's DynUNet in training: the full-resolution output first, then the
+    lower decoder outputs upsampled to full size), the sum over the K heads weighted by
+    :func:`deep_supervision_weights`."""
+    if outputs.dim() == target.dim() + 1:
+        return loss(outputs, target)
+    heads = outputs.unbind(1)
+    weights = deep_supervision_weights(len(heads)).tolist()
+    return sum(w * loss(h, target) for w, h in zip(weights, heads))

@@ -22,7 +22,11 @@ import torch
 from ..config import Experiment
 from ..labels import NOT_ANNOTATED
 from ..models.factory import build_model
-from .loss import MaskedDiceCELoss
+from .loss import MaskedDiceCELoss, deep_supervision_loss
+
+#: ``train.optimizer`` and ``train.schedule`` values (the first of each: what models trained before them used).
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "poly")
 
 
 def selection_metrics(exp: Experiment) -> tuple[str, ...]:
@@ -45,17 +49,34 @@ def image_counts(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Ten
     return torch.stack(out, dim=1).long()
 
 
+class PolyDecay:
+    """nnU-Net's learning-rate factor at ``epoch``: (1 - epoch / epochs)^0.9 (0 from ``epochs`` on); a class, not
+    a closure, so that the scheduler's state pickles."""
+
+    def __init__(self, epochs: int, exponent: float = 0.9):
+        self.epochs, self.exponent = epochs, exponent
+
+    def __call__(self, epoch: int) -> float:
+        return max(0.0, 1.0 - epoch / self.epochs) ** self.exponent
+
+
 class SegmentationModule(pl.LightningModule):
     def __init__(self, exp: Experiment | dict[str, Any], lr: float, weight_decay: float, max_epochs: int,
-                 class_weights: list[float] | None = None, metric: str = "dice_mean"):
+                 class_weights: list[float] | None = None, metric: str = "dice_mean", optimizer: str = "adamw",
+                 schedule: str = "cosine", momentum: float = 0.99):
         super().__init__()
         # A checkpoint records the experiment as a plain dict (its hyperparameters): loading one passes that dict
         if not isinstance(exp, Experiment):
             exp = Experiment.from_dict(exp)
         if metric not in selection_metrics(exp):
             raise ValueError(f"val_dice cannot follow '{metric}': choose one of {', '.join(selection_metrics(exp))}")
+        if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
+            raise ValueError(f"unknown optimizer '{optimizer}' or schedule '{schedule}' (optimizers: "
+                             f"{', '.join(OPTIMIZERS)}; schedules: {', '.join(SCHEDULES)})")
+        # A checkpoint saved before optimizer, schedule and momentum existed lacks them: the defaults, what it used
         self.save_hyperparameters({"exp": exp.as_dict(), "lr": lr, "weight_decay": weight_decay,
-                                   "max_epochs": max_epochs, "class_weights": class_weights, "metric": metric})
+                                   "max_epochs": max_epochs, "class_weights": class_weights, "metric": metric,
+                                   "optimizer": optimizer, "schedule": schedule, "momentum": momentum})
         self.exp = exp
         self.metric = metric
         self.net = build_model(exp)
@@ -66,11 +87,14 @@ class SegmentationModule(pl.LightningModule):
         self._unindexed: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """(B, C, H, W) logits: of a deeply supervised network in training mode (which returns every head,
+        (B, K, C, H, W)), the full-resolution output alone."""
+        out = self.net(x)
+        return out[:, 0] if out.dim() == x.dim() + 1 else out
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        loss = self.loss(self(x), y)
+        loss = deep_supervision_loss(self.loss, self.net(x), y)  # every head of a deeply supervised network
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
@@ -128,6 +152,17 @@ class SegmentationModule(pl.LightningModule):
         self.log("val_dice", values[self.metric], prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
+        """AdamW or nnU-Net's SGD (Nesterov momentum); cosine annealing or nnU-Net's poly decay
+        lr x (1 - epoch / max_epochs)^0.9, both stepped once per epoch."""
+        hp = self.hparams
+        epochs = max(1, hp.max_epochs)
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=True,
+                                  weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "poly":
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, PolyDecay(epochs))
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -118,7 +118,8 @@ def module_kwargs(hp: TrainSettings, max_epochs: int, params: dict[str, Any] | N
     from .module import selection_metrics
 
     kwargs = {"lr": float(hp.lr), "weight_decay": float(hp.weight_decay), "max_epochs": max_epochs,
-              "class_weights": None if hp.class_weights is None else list(hp.class_weights)}
+              "class_weights": None if hp.class_weights is None else list(hp.class_weights),
+              "optimizer": str(hp.optimizer), "schedule": str(hp.schedule), "momentum": float(hp.momentum)}
     metric = params["register"]["metric"] if params is not None else None
     if exp is not None and metric in selection_metrics(exp):
         kwargs["metric"] = metric
@@ -332,7 +333,9 @@ def train_experiment(
             signature=infer_signature(sample, out),
             input_example=sample,
             serialization_format="pickle",
-            pip_requirements=["torch==2.13.0", "numpy"],
+            # networks of breastseg's own pickle by value; MONAI's (dynunet) by reference, so they need MONAI
+            pip_requirements=["torch==2.13.0", "numpy",
+                              *(["monai==1.6.1"] if type(net).__module__.startswith("monai.") else [])],
             registered_model_name=registered,
             extra_files=[str(f) for f in bundle],
         )

@@ -354,14 +354,19 @@ def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str,
     for pid in subset_patients(split_file, subset):
         f = processed_dir / f"{pid}.npz"
         with np.load(f) as z:
-            if "native_shape" not in z.files:
-                raise InputError(f, "prepared before native labels were kept: run the workflow again to prepare it")
             n = len(z["label"])
-            for k in ("image", "label", "case", "index", "spacing_mm", "spacing_known", "native_shape",
-                      "native_spacing_mm"):
+            for k in ("image", "label", "case", "index", "spacing_mm"):
                 parts[k].append(z[k])
+            parts["spacing_known"].append(z["spacing_known"] if "spacing_known" in z.files else np.ones(n, bool))
             parts["patient"].append(np.full(n, pid))
-            natives += native_labels(z["native_label"], z["native_shape"])
+            if "native_shape" in z.files:
+                parts["native_shape"].append(z["native_shape"])
+                parts["native_spacing_mm"].append(z["native_spacing_mm"])
+                natives += native_labels(z["native_label"], z["native_shape"])
+            else:  # a file without native labels (not written by prepare_patient): its own grid is the native one
+                parts["native_shape"].append(np.tile(np.asarray(z["label"].shape[1:], np.int32), (n, 1)))
+                parts["native_spacing_mm"].append(np.asarray(z["spacing_mm"], np.float64).reshape(n, 2))
+                natives += list(z["label"])
     if not parts["image"]:
         return {}
     return {**{k: np.concatenate(v) for k, v in parts.items()}, "native_label": object_array(natives)}

@@ -140,9 +140,10 @@ def discover_us_inputs(path: Path) -> list[Path]:
 
 
 def _has_masks(path: Path) -> bool:
-    from ..us.readers import glob_escape
+    from ..us.readers import glob_escape, masks_beside
 
-    return any(path.parent.glob(f"{glob_escape(path.stem)}_mask*")) if path.parent.is_dir() else False
+    beside = any(path.parent.glob(f"{glob_escape(path.stem)}_mask*")) if path.parent.is_dir() else False
+    return beside or (path.suffix.lower() == ".png" and bool(masks_beside(path)))  # BUSI snapshot: <class>/mask/
 
 
 def read_us_input(path: Path) -> tuple[list[Any], bool]:

@@ -163,6 +163,26 @@ def warm_start(module: SegmentationModule, registered: str, init_from: str) -> s
     return f"champion v{version}"
 
 
+def inference_settings(exp: Experiment, hp: TrainSettings, net: torch.nn.Module, val: dict[str, Any],
+                       record: Path) -> dict[str, Any]:
+    """The inference settings a trained model's bundle records: test-time mirroring over the axes training mirrored
+    (``inference.tta``) and the post-processing, each ``auto`` setting chosen on the validation images
+    (:func:`breastseg.models.segment.choose_postprocessing`; ``record``: the scores of each candidate, as JSON)."""
+    from ..models.segment import choose_postprocessing, probabilities
+
+    requested = exp.inference
+    mirror = list(hp.augment.mirror) if requested.tta else []
+    probs = probabilities(net, val["image"], mirror)
+    chosen = choose_postprocessing(exp, probs, val["native_label"], val["native_shape"], val["native_spacing_mm"],
+                                   requested)
+    write_json(record, chosen)
+    log.info("%s: post-processing on %d validation images: %s (score %.4f, without %.4f)", exp.name,
+             chosen["validation"]["n_images"], {k: chosen[k] for k in ("keep_largest", "min_component", "empty_below")},
+             chosen["validation"]["with"], chosen["validation"]["without"])
+    return {"tta": bool(requested.tta), "mirror": mirror,
+            **{k: chosen[k] for k in ("keep_largest", "min_component", "empty_below")}}
+
+
 def seeds_of(params: dict[str, Any]) -> list[int]:
     """``run.seeds``, else ``[train.seed]``: the first is the registered model's seed."""
     return [int(x) for x in params["run"]["seeds"]]
@@ -304,13 +324,18 @@ def train_experiment(
     from ..models.ranges import training_ranges
 
     ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"), processed_dir)
-    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges), out_dir / "inference")
+    inference = inference_settings(exp, hp, net, dm.data["val"], out_dir / "postprocessing.json")
+    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference),
+                          out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
         mlflow.log_params(tracking.run_params(exp, hp))
+        # chosen after training on the validation images (the params stay those trials share): tags
+        mlflow.set_tags(tracking.flat_params({k: v for k, v in inference.items() if k != "tta"}, "breastseg.chosen."))
+        mlflow.log_artifact(str(out_dir / "postprocessing.json"))
         tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")

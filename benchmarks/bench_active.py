@@ -171,8 +171,7 @@ def one_seed(job: dict) -> dict:
     cands = data["candidates"]
     images = mri_inputs(exp, data["interim"], cands)
     for strategy in ["random", *args.strategies]:
-        scores = scores_for(strategy, champion, images, seed=seed, mc_passes=4,
-                            intensity=float(exp.train.augment.intensity))
+        scores = scores_for(strategy, champion, images, seed=seed, mc_passes=4, augment=exp.train.augment)
         chosen = select(cands, scores, args.budget, 2)
         added = {"image": images[chosen], "label": np.asarray([data["withheld"][cands[i]] for i in chosen], np.uint8),
                  "patient": np.asarray([cands[i].patient for i in chosen])}

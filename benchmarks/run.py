@@ -43,6 +43,7 @@ BENCHMARKS = {
     "workflow": "bench_workflow",
     "cohort": "bench_cohort",
     "training": "bench_training",
+    "dataloading": "bench_dataloading",
     "predict": "bench_predict",
     "pipeline": "bench_pipeline",
     "active": "bench_active",

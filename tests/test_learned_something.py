@@ -10,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from breastseg.config import Augment, ModelSettings, experiment
+from breastseg.config import ModelSettings, experiment
+from breastseg.data.augment import mirroring_only
 from breastseg.evaluation.evaluate import score
 from breastseg.labels import NOT_ANNOTATED
 
@@ -71,7 +72,7 @@ def _exp(params):
     exp = experiment(p, NAME)
     train = exp.train.with_values(dict(max_epochs=6, batch_size=8, lr=0.01, weight_decay=0.0, threads=1,
                                        precision="32-true", samples_per_epoch=96, seed=0,
-                                       augment=Augment(flip=True, flip_vertical=False, rotate_deg=0.0, intensity=0.0)))
+                                       augment=mirroring_only("lr")))
     return replace(exp, image_size=SIZE, model=ModelSettings("attention_unet", (8, 16)), train=train)
 
 

@@ -42,6 +42,7 @@ def mri_model(tmp_path_factory):
     import mlflow
 
     from breastseg.config import experiment, load_params
+    from breastseg.data.augment import mirroring_only
     from breastseg.data.slices import prepare_patient
     from breastseg.data.split import split_dataset
     from breastseg.dicom.dce import convert_dce_patient
@@ -55,7 +56,7 @@ def mri_model(tmp_path_factory):
         params = copy.deepcopy(load_params(ROOT / "params.yaml"))
         params["experiments"]["bpe_mri"].update(image_size=MATRIX, model={"name": "unet", "features": [8, 16]},
                                                 train={"max_epochs": 40})
-        no_augment = {"flip": False, "flip_vertical": False, "rotate_deg": 0.0, "intensity": 0.0}
+        no_augment = mirroring_only().as_dict()
         params["train"].update(max_epochs=40, batch_size=4, threads=1, lr=0.02, augment=no_augment,
                                early_stopping_patience=40, precision="32-true", init_from="scratch")
         params["tracking"].update(mlflow_uri=f"sqlite:///{tmp}/mlflow.db", optuna_storage=f"sqlite:///{tmp}/optuna.db",

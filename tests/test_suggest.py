@@ -34,8 +34,7 @@ def mri_cohort(tmp_path_factory):
 
 
 def _run(root, model, out, **kw):
-    settings = dict(budget=6, strategy="entropy", min_gap=2, seed=0, mc_passes=3, tta_intensity=0.1,
-                    log_to_mlflow=False)
+    settings = dict(budget=6, strategy="entropy", min_gap=2, seed=0, mc_passes=3, log_to_mlflow=False)
     settings.update(kw)
     rows = suggest(str(model), root / "interim", out, **settings)
     with open(out, newline="") as fh:
@@ -49,6 +48,29 @@ def test_select_takes_the_best_and_skips_near_duplicates():
     assert select(cands, scores, budget=4, min_gap=2) == [1, 3, 6, 5]  # 2 is next to 1; ties by patient, slice
     assert select(cands, scores, budget=10, min_gap=1) == [1, 2, 3, 6, 4, 5, 0]
     assert select(cands, scores, budget=2, min_gap=3) == [1, 6]
+
+
+def test_tta_passes_follow_the_training_mirroring_and_brightness(params):
+    """tta mirrors along the axes training allows (mapped back) and scales by the ends of the brightness range."""
+    import torch
+
+    from breastseg.config import experiment
+    from breastseg.data.augment import mirroring_only
+    from breastseg.suggest import TTA_DEFAULTS, tta_scores, tta_settings
+
+    aug = experiment(params, "mass_us_entropy").train.augment
+    assert tta_settings(aug) == (aug.mirror, (aug.brightness.low, aug.brightness.high))
+    assert tta_settings(None) == TTA_DEFAULTS == (("lr",), (0.9, 1.1))
+    assert tta_settings(mirroring_only("ud")) == (("ud",), (0.9, 1.1))  # training changed no brightness
+
+    class Rows(torch.nn.Module):  # background probability grows downwards: only up-down mirroring changes it
+        def forward(self, x):
+            rows = torch.linspace(-2, 2, x.shape[-2]).view(1, 1, -1, 1).expand(x.shape[0], 1, -1, x.shape[-1])
+            return torch.cat([rows, -rows], 1)
+
+    images = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    assert np.allclose(tta_scores(Rows(), images, ("lr",), (1.0, 1.0)), 0)
+    assert (tta_scores(Rows(), images, ("lr", "ud"), (1.0, 1.0)) > 0.01).all()
 
 
 def test_only_unannotated_slices_are_suggested_and_the_ranking_is_deterministic(mri_cohort, tmp_path):
@@ -121,7 +143,7 @@ def test_an_ultrasound_scan_without_a_mask_is_converted_suggested_and_never_trai
     prepared = prepare_us(exp, tmp_path / "interim" / "P000000000009")
     assert prepared["cases"] == [k for k, m in metas.items() if m["annotated"]]  # training sees the annotated one
     rows = suggest(str(bundle), tmp_path / "interim", tmp_path / "w.csv", budget=5, strategy="tta", min_gap=2,
-                   seed=0, mc_passes=2, tta_intensity=0.1, log_to_mlflow=False)
+                   seed=0, mc_passes=2, log_to_mlflow=False)
     assert [(r["patient"], r["study"], r["slice_index"]) for r in rows] == [("P000000000009", unannotated, 0)]
     assert Path(tmp_path / "w.png").exists()
 

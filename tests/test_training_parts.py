@@ -1,5 +1,3 @@
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -78,19 +76,18 @@ def test_samples_per_epoch_draws_whole_reshuffled_passes():
 
 
 def test_augmentation_mirrors_left_right_and_up_down_only_when_asked():
-    from breastseg.config import Augment
+    from breastseg.data.augment import mirroring_only
     from breastseg.data.datamodule import SliceDataset
 
     rows, cols = np.mgrid[0:8, 0:8]
     image = (10 * rows + cols).astype(np.float32)[None, None]  # depth grows downwards, lateral to the right
     label = np.zeros((1, 8, 8), np.int64)
-    plain = Augment(flip=True, flip_vertical=False, rotate_deg=0.0, intensity=0.0)
     seen = {"lr": 0, "ud": 0}
     for seed in range(40):
-        x, _ = SliceDataset(image, label, plain)[(0, seed)]
+        x, _ = SliceDataset(image, label, mirroring_only("lr"))[(0, seed)]
         x = x[0].numpy()
         assert x[0, 0] < x[-1, 0]  # never upside down by default
         seen["lr"] += int(x[0, 0] > x[0, -1])
-        x, _ = SliceDataset(image, label, replace(plain, flip_vertical=True))[(0, seed)]
+        x, _ = SliceDataset(image, label, mirroring_only("lr", "ud"))[(0, seed)]
         seen["ud"] += int(x[0].numpy()[0, 0] > x[0].numpy()[-1, 0])
     assert 5 < seen["lr"] < 35 and 5 < seen["ud"] < 35, seen

@@ -259,12 +259,11 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     params = _params(args)
     cfg = params["suggest"]
     configure(params)
-    intensity = (experiment(params, args.experiment).train.augment.intensity
-                 if args.experiment in params["experiments"] else 0.1)
+    augment = experiment(params, args.experiment).train.augment if args.experiment in params["experiments"] else None
     out = Path(args.out) if args.out else None
     rows = suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,
                    budget=args.budget or cfg["budget"], strategy=args.strategy or cfg["strategy"],
-                   min_gap=cfg["min_slice_gap"], seed=cfg["seed"], mc_passes=cfg["mc_passes"], tta_intensity=intensity,
+                   min_gap=cfg["min_slice_gap"], seed=cfg["seed"], mc_passes=cfg["mc_passes"], tta_augment=augment,
                    montage=Path(args.montage) if args.montage else True,
                    montage_tiles=cfg["montage"], origin=f"the params file {args.params}",
                    log_to_mlflow=not args.no_mlflow)

@@ -12,8 +12,9 @@ Candidates come from the converted cache only (``data/interim/<dataset>``: pseud
 Strategies (``suggest.strategy``), all on the model's softmax ``p`` (classes ``k``, pixels ``i``):
 
 - ``entropy``: mean predictive entropy over the slice's pixels, ``mean_i -sum_k p_ik log p_ik``;
-- ``tta``: disagreement under test-time augmentation, the augmentations training used (left-right mirroring,
-  intensity scaled by 1 -/+ ``train.augment.intensity``): ``mean_i sum_k var_t p_tik`` over the passes ``t``;
+- ``tta``: disagreement under test-time augmentation, the augmentations training allows (mirroring along each
+  axis of ``train.augment.mirror``, intensity scaled by the ends of ``train.augment.brightness``, low and high,
+  or by 0.9 and 1.1 when training changed no brightness): ``mean_i sum_k var_t p_tik`` over the passes ``t``;
 - ``mc_dropout``: the mutual information (BALD) between prediction and weights over ``suggest.mc_passes``
   forward passes with dropout on, for models trained with dropout only (refused otherwise: without dropout every
   pass is the same);
@@ -30,16 +31,20 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .config import Experiment
+from .config import Augment, Experiment
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("entropy", "tta", "mc_dropout", "random")
+#: ``tta``'s mirroring axes and intensity factors without a training augmentation to follow.
+TTA_DEFAULTS = (("lr",), (0.9, 1.1))
+#: ``train.augment.mirror`` axes -> numpy axis of an (N, C, H, W) batch.
+_MIRROR_AXES = {"lr": -1, "ud": -2}
 #: The worklist's columns (CSV).
 COLUMNS = ("rank", "patient", "study", "slice_index", "score", "strategy", "model", "model_version")
 
@@ -144,16 +149,27 @@ def entropy_scores(net: Any, images: np.ndarray) -> np.ndarray:
     return _entropy(probabilities(net, images)).mean(axis=(-2, -1))
 
 
-def tta_scores(net: Any, images: np.ndarray, intensity: float) -> np.ndarray:
+def tta_settings(augment: Augment | None) -> tuple[tuple[str, ...], tuple[float, float]]:
+    """``tta``'s mirroring axes and intensity factors for a training augmentation: its ``mirror`` axes and the
+    ends (low, high) of its ``brightness`` range; :data:`TTA_DEFAULTS` without an augmentation, and its factors
+    where training used no brightness change (p 0, or the range 1 to 1)."""
+    if augment is None:
+        return TTA_DEFAULTS
+    b = augment.brightness
+    used = b.p > 0 and (b.low, b.high) != (1, 1)
+    return tuple(augment.mirror), ((float(b.low), float(b.high)) if used else TTA_DEFAULTS[1])
+
+
+def tta_scores(net: Any, images: np.ndarray, mirror: Sequence[str], brightness: tuple[float, float]) -> np.ndarray:
     """Variance of the class probabilities over the training augmentations, summed over classes, mean over pixels.
 
-    Passes: the slice as it is, mirrored left-right (mapped back), and its intensities scaled by 1 - ``intensity``
-    and 1 + ``intensity`` (training's jitter range; 0.1 when training used none)."""
-    scale = float(intensity) or 0.1
-    passes = [probabilities(net, images),
-              probabilities(net, images[..., ::-1].copy())[..., ::-1],
-              probabilities(net, images * np.float32(1 - scale)),
-              probabilities(net, images * np.float32(1 + scale))]
+    Passes: the slice as it is, mirrored along each axis of ``mirror`` ("lr" left-right, "ud" up-down; mapped
+    back), and its intensities scaled by each factor of ``brightness`` (training's brightness range, low and
+    high: :func:`tta_settings`)."""
+    passes = [probabilities(net, images)]
+    for axis in (_MIRROR_AXES[a] for a in _MIRROR_AXES if a in mirror):
+        passes.append(np.flip(probabilities(net, np.flip(images, axis).copy()), axis))
+    passes += [probabilities(net, images * np.float32(f)) for f in brightness]
     return np.stack(passes).var(axis=0).sum(axis=1).mean(axis=(-2, -1))
 
 
@@ -177,11 +193,13 @@ def mc_dropout_scores(net: Any, images: np.ndarray, passes: int, seed: int) -> n
 
 
 def scores_for(strategy: str, net: Any, images: np.ndarray, *, seed: int, mc_passes: int,
-               intensity: float) -> np.ndarray:
+               augment: Augment | None = None) -> np.ndarray:
+    """The scores of ``strategy``; ``augment``: the training augmentation whose mirroring and brightness ``tta``
+    follows (:func:`tta_settings`)."""
     if strategy == "entropy":
         return entropy_scores(net, images)
     if strategy == "tta":
-        return tta_scores(net, images, intensity)
+        return tta_scores(net, images, *tta_settings(augment))
     if strategy == "mc_dropout":
         return mc_dropout_scores(net, images, mc_passes, seed)
     if strategy == "random":
@@ -220,12 +238,13 @@ def worklist_patients(path: Path) -> list[str]:
 
 
 def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, budget: int, strategy: str, min_gap: int,
-            seed: int, mc_passes: int, tta_intensity: float, montage: Path | bool = True, montage_tiles: int = 12,
-            origin: str | None = None, log_to_mlflow: bool = True) -> list[dict[str, Any]]:
+            seed: int, mc_passes: int, tta_augment: Augment | None = None, montage: Path | bool = True,
+            montage_tiles: int = 12, origin: str | None = None, log_to_mlflow: bool = True) -> list[dict[str, Any]]:
     """Rank the unannotated units of ``interim_dir`` by ``model_uri``'s uncertainty; write the worklist CSV (and
     the montage PNG of the top ones with the current prediction: ``montage``, True for beside the CSV); log both
     on the model's MLflow run.
-    ``tta_intensity``: the intensity jitter of the experiment's training augmentation (``tta``)."""
+    ``tta_augment``: the experiment's training augmentation (``train.augment``), whose mirroring axes and
+    brightness range ``tta`` uses (None: left-right mirroring, factors 0.9 and 1.1)."""
     from .io import atomic_path
     from .models.bundle import load_model
 
@@ -243,7 +262,7 @@ def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, b
     images = (mri_inputs if exp.dataset == "mri" else us_inputs)(exp, interim_dir, found) if found else \
         np.zeros((0, len(exp.channels), exp.image_size, exp.image_size), np.float32)
     net = model.net.eval()
-    scores = scores_for(strategy, net, images, seed=seed, mc_passes=mc_passes, intensity=tta_intensity) if found else \
+    scores = scores_for(strategy, net, images, seed=seed, mc_passes=mc_passes, augment=tta_augment) if found else \
         np.zeros(0)
     chosen = select(found, scores, int(budget), int(min_gap))
     version = str(model.source.get("version") or "")

@@ -16,21 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import Augment, Experiment
 from ..errors import InputError
+from .augment import augment_sample, build_transforms, is_identity
 from .slices import load_subset
-
-
-def rotate(x: torch.Tensor, y: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate an image (C, H, W; bilinear) and its label map (H, W; nearest, so 255 stays 255) together."""
-    import math
-
-    import torch.nn.functional as F
-
-    a = math.radians(degrees)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]).unsqueeze(0)
-    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
-    xr = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    yr = F.grid_sample(y[None, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)[0, 0]
-    return xr, yr.long()
 
 
 class EpochSampler(Sampler):
@@ -60,11 +47,13 @@ class EpochSampler(Sampler):
 
 
 class SliceDataset(Dataset):
-    """In-memory slices with optional augmentation: mirroring, small rotations, intensity jitter.
+    """In-memory slices with optional augmentation (``train.augment``: :mod:`breastseg.data.augment`, MONAI's
+    dictionary transforms, built once here and seeded per sample).
 
-    Indexed by ``i`` (no augmentation draws needed, or torch's global RNG) or by ``(i, seed)`` from
-    :class:`EpochSampler`, whose per-sample seed makes every draw reproducible. ``with_index``: items are
-    ``(image, label, i)`` (validation scores per patient with it).
+    Indexed by ``(i, seed)`` from :class:`EpochSampler`: the sample's augmentation draws come from its seed alone,
+    so they are the same in any data-loader worker and whatever was drawn before. Indexed by ``i`` alone: no
+    augmentation draws needed (validation, test), or, with augmentation, one seed drawn from torch's global RNG.
+    ``with_index``: items are ``(image, label, i)`` (validation scores per patient with it).
     """
 
     def __init__(self, image: np.ndarray, label: np.ndarray, augment: Augment | None = None, with_index: bool = False):
@@ -72,6 +61,9 @@ class SliceDataset(Dataset):
         self.label = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
         self.augment = augment
         self.with_index = with_index
+        # None: nothing to do (no augmentation, or every transform off); else the Compose, built once
+        self.transforms = (None if is_identity(augment)
+                           else build_transforms(augment, (int(self.image.shape[-2]), int(self.image.shape[-1]))))
 
     def __len__(self) -> int:
         return len(self.label)
@@ -84,25 +76,12 @@ class SliceDataset(Dataset):
         return self._item(i, seed)
 
     def _item(self, i: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        g = None if seed is None else torch.Generator().manual_seed(int(seed))
         x, y = self.image[i], self.label[i]
-        # flip: left-right mirror; flip_vertical: up-down too (off by default: ultrasound depth and the
-        # anterior-posterior axis of an axial MRI slice have a direction: shadows fall below a mass, the heart
-        # lies behind the breasts)
-        aug = self.augment
-        if aug is None:
+        if self.transforms is None:
             return x, y
-        if aug.flip:
-            if torch.rand(1, generator=g) < 0.5:
-                x, y = x.flip(-1), y.flip(-1)
-        if aug.flip_vertical:
-            if torch.rand(1, generator=g) < 0.5:
-                x, y = x.flip(-2), y.flip(-2)
-        if aug.rotate_deg:
-            x, y = rotate(x, y, float((torch.rand(1, generator=g) * 2 - 1) * aug.rotate_deg))
-        if aug.intensity:
-            x = x * (1 + aug.intensity * (2 * torch.rand(1, generator=g) - 1))
-        return x, y
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()))
+        return augment_sample(self.transforms, x, y, seed)
 
 
 class SliceDataModule(pl.LightningDataModule):

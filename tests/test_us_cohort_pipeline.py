@@ -41,11 +41,12 @@ def test_cohort_without_patients_stops_at_dag_build(repo):
     assert "run.experiments names 'bogus'" in line
 
 
-def _run_cohort(repo: Path, name: str, config: str) -> dict:
+def _run_cohort(repo: Path, name: str, config: str, *configs: str) -> dict:
+    """Run the pipeline with ``configs`` (files of the repository) and then ``config`` (written as <name>.yaml)."""
     cfg = _config(repo, name, config)
-    r = _snakemake(repo, "--configfile", cfg)
+    r = _snakemake(repo, "--configfile", *configs, cfg)
     assert r.returncode == 0, r.stderr[-5000:]
-    dry = _snakemake(repo, "-n", "--configfile", cfg)
+    dry = _snakemake(repo, "-n", "--configfile", *configs, cfg)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
     # every figure of each experiment that ran: results/<experiment>/evaluation.json (metrics/ holds the headline)
     return {p.stem: {**json.loads((repo / "results" / p.stem / "evaluation.json").read_text()),
@@ -53,13 +54,24 @@ def _run_cohort(repo: Path, name: str, config: str) -> dict:
 
 
 @pytest.mark.slow
-def test_busi_folder_runs_through_snakemake(tmp_path):
+def test_busi_recipe_runs_through_snakemake(tmp_path):
+    """configs/busi.yaml (the BUSI recipe: DynUNet with deep supervision, SGD + poly, z-score, test-time mirroring,
+    post-processing chosen on validation) on a BUSI-like cohort in the public snapshot's layout, made tiny."""
     repo = _copy_repo(tmp_path / "repo")
-    write_busi_cohort(repo / "data" / "raw" / "busi", n=8)
-    metrics = _run_cohort(repo, "busi", "cohort: {name: busi, root: data/raw/busi}\n"
-                                        "run: {experiments: [mass_us_bmode]}\n")
+    write_busi_cohort(repo / "data" / "raw" / "busi", n=8, normal=3, layout="snapshot")
+    metrics = _run_cohort(repo, "busi-tiny", "experiments:\n  mass_us_bmode: {image_size: 32, model: {features: [8, 16, 32]},"
+                                             " train: {max_epochs: 2, batch_size: 4}}\n", "configs/busi.yaml")
     assert list(metrics) == ["mass_us_bmode"]  # only the chosen experiment ran
     m = metrics["mass_us_bmode"]
+    bundle = json.loads((repo / "models" / "mass_us_bmode" / "inference" / "config.json").read_text())
+    assert bundle["experiment"]["model"] == {"name": "dynunet", "features": [8, 16, 32], "deep_supervision": True}
+    assert bundle["experiment"]["preprocess"] == {"aspect": "keep", "normalization": "zscore"}
+    assert bundle["inference"]["tta"] is True and bundle["inference"]["mirror"] == ["lr"]
+    assert "auto" not in {str(bundle["inference"][k]) for k in ("keep_largest", "min_component", "empty_below")}
+    chosen = json.loads((repo / "models" / "mass_us_bmode" / "postprocessing.json").read_text())
+    assert set(chosen["validation"]["tried"]) == {"keep_largest", "min_component", "empty_below"}
+    # scored on each image's own grid (48 x 64 PNGs), the network grid's figure beside it
+    assert m["n_patients"] >= 1 and 0 <= m["dice_mean"] <= 1 and "dice_mean" in m["network_grid"]
     assert m["n_patients"] >= 1 and 0 <= m["dice_mean"] <= 1
     # BUSI PNGs store no pixel spacing: distances in source pixels, named so, and said so on the summary page.
     assert set(m["per_patient"]["mass"]) >= {"hd95_px", "asd_px"} and "hd95_mm" not in m["per_patient"]["mass"]
@@ -68,7 +80,7 @@ def test_busi_folder_runs_through_snakemake(tmp_path):
     assert m["headline"]["split_by_image"] == 1
     assert "Pixel spacing unknown" in (repo / "results" / "summary.html").read_text()
     converted = sorted((repo / "data" / "interim" / "us").glob("P*"))
-    assert len(converted) == 8 and not (repo / "data" / "interim" / "mri").exists()
+    assert len(converted) == 11 and not (repo / "data" / "interim" / "mri").exists()
     assert len(list((repo / "data" / "interim" / "us").glob("shard-*.json"))) <= 8  # one job per shard, not per image
     for d in converted:  # pseudonymised: no file name of the cohort in the converted scans
         meta = (d / "scan-1" / "meta.json").read_text()

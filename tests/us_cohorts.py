@@ -22,9 +22,10 @@ def _png(path: Path, arr: np.ndarray) -> None:
 
 
 def write_busi_cohort(root: Path, n: int = 8, seed: int = 0, shape: tuple[int, int] = (48, 64),
-                      layout: str = "archive") -> Path:
+                      layout: str = "archive", normal: int = 0) -> Path:
     """``root/us/{benign,malignant}/<class> (N).png`` with a dark mass, its ``_mask.png`` and, for some, a
-    second region in ``_mask_1.png`` (merged by the reader).
+    second region in ``_mask_1.png`` (merged by the reader); ``normal``: as many ``normal/normal (N).png`` images
+    without a mass (an all-black mask, as BUSI ships them).
 
     ``layout="snapshot"`` writes the same files as BUSI's public git snapshot has them: the images in
     ``<class>/images/``, their masks in ``<class>/mask/``.
@@ -46,6 +47,12 @@ def write_busi_cohort(root: Path, n: int = 8, seed: int = 0, shape: tuple[int, i
             extra = np.zeros(shape, np.uint8)
             extra[2:5, 2:6] = 255
             _png(masks / f"{name}_mask_1.png", extra)
+    for i in range(1, normal + 1):
+        image = np.clip(0.55 * rng.rayleigh(0.25, shape) * 255, 0, 255).astype(np.uint8)
+        folder = root / "us" / "normal"
+        images, masks = (folder, folder) if layout == "archive" else (folder / "images", folder / "mask")
+        _png(images / f"normal ({i}).png", np.stack([image] * 3, axis=-1))
+        _png(masks / f"normal ({i})_mask.png", np.zeros(shape, np.uint8))
     return root
 
 

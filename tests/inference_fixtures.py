@@ -21,7 +21,8 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
     params["us_maps"] = {"dynamic_range_db": 50.0, "window_pulses": 3.0, "bins": 32, "entropy_on": "bmode"}
     exp = Experiment.from_dict({"name": name, "dataset": "us", "channels": list(channels), "classes": 2,
                                 "class_names": ["background", "mass"], "image_size": image_size,
-                                "model": {"name": "attention_unet", "features": [4, 8]}}, maps=params["us_maps"])
+                                "model": {"name": "attention_unet", "features": [4, 8]},
+                                "preprocess": params["experiments"][name]["preprocess"]}, maps=params["us_maps"])
     torch.manual_seed(seed)
     write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
                                                  training_ranges=training_ranges), folder)

@@ -167,8 +167,8 @@ def test_changing_test_labels_changes_no_decision(cohort):
 
 def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
     from breastseg.data.slices import load_subset
-    from breastseg.evaluation.evaluate import figures_of, score
-    from breastseg.models.bundle import load_bundle, predict_slices
+    from breastseg.evaluation.evaluate import figures_of, native_view, score, segment_subset
+    from breastseg.models.bundle import load_bundle
 
     params, root = cohort
     split = root / f"data/splits/{NAME}.json"
@@ -187,8 +187,8 @@ def test_champion_with_another_image_size_is_scored_on_its_own_slices(cohort):
         prepare_patient(exp48, root / "data/interim/us" / pid, own / f"{pid}.npz", patient_id=pid)
     data = load_subset(own, split, "val")
     assert data["image"].shape[-1] == 48
-    pred = predict_slices(load_bundle(champion), data["image"])
-    _, _, summary = score(experiment(params, NAME), data, pred)
+    seg = segment_subset(load_bundle(champion), exp48, data)  # scored on the native grids, as the gate does
+    _, _, summary = score(experiment(params, NAME), native_view(data), seg.native)
     assert before["score"] == figures_of(summary)["dice_mean"]
     assert before["n_slices"] == len(data["label"])
 

@@ -105,8 +105,9 @@ def schema_defaults(section: str, schema: Path = SCHEMA) -> dict[str, Any]:
 
     The single source of defaults: the CLI and the library read them here, params.yaml repeats them.
     """
-    props = _schema(schema, schema.stat().st_mtime_ns)["properties"][section].get("properties", {})
-    return copy.deepcopy({k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v})
+    out: dict[str, Any] = {}
+    _fill(out, _schema(schema, schema.stat().st_mtime_ns)["properties"][section])  # nested blocks filled too
+    return out
 
 
 def selected_experiments(params: dict[str, Any], source: str | Path = "params.yaml") -> list[str]:

@@ -59,3 +59,25 @@ def test_snakemake_stops_on_bad_config_with_one_line(tmp_path):
     assert r.returncode == 2  # bad input: status 2, as every breastseg command
     lines = [l for l in r.stderr.splitlines() if "breastseg: error" in l]
     assert len(lines) == 1 and "train.max_epochs" in lines[0], r.stderr
+
+
+def test_recipe_settings_that_cannot_hold_are_refused_in_one_line():
+    from breastseg.config import resolve_params
+
+    raw = load_params(ROOT / "params.yaml", validate=False)
+    up_down = copy.deepcopy(raw)
+    up_down["train"]["augment"] = {"mirror": ["lr", "ud"]}  # ultrasound depth has a direction
+    with pytest.raises(InputError, match="mass_us_entropy is ultrasound.*no up-down mirroring"):
+        resolve_params(up_down)
+    mri_z = copy.deepcopy(raw)
+    mri_z["experiments"]["bpe_mri"]["preprocess"] = {"normalization": "zscore"}
+    with pytest.raises(InputError, match="MRI keeps one scale per study"):
+        resolve_params(mri_z)
+    ds = copy.deepcopy(raw)
+    ds["experiments"]["bpe_mri"]["model"]["deep_supervision"] = True
+    with pytest.raises(InputError, match="only the dynunet network has deep supervision"):
+        resolve_params(ds)
+    ok = resolve_params(copy.deepcopy(raw))  # defaults filled per experiment
+    assert ok["experiments"]["bpe_mri"]["preprocess"] == {"aspect": "keep", "normalization": "fixed"}
+    assert ok["experiments"]["mass_us_bmode"]["preprocess"]["normalization"] == "zscore"
+    assert ok["experiments"]["bpe_mri"]["inference"]["keep_largest"] == "auto"

@@ -69,6 +69,10 @@ def resolve_params(params: dict[str, Any], *, source: str | Path = "params.yaml"
         if exp["dataset"] == "mri" and exp["preprocess"]["normalization"] != "fixed":
             raise InputError(source, f"experiments.{name}.preprocess.normalization: MRI keeps one scale per study "
                                      "(fixed), so that the enhancement ratio survives; zscore is for ultrasound")
+        mirror = {**out["train"]["augment"], **(exp.get("train") or {}).get("augment", {})}["mirror"]
+        if exp["dataset"] == "us" and "ud" in mirror:
+            raise InputError(source, f"train.augment.mirror: {name} is ultrasound, whose depth has a direction "
+                                     "(shadows fall below a mass): no up-down mirroring ('ud')")
         if exp["model"].get("deep_supervision") and exp["model"]["name"] != "dynunet":
             raise InputError(source, f"experiments.{name}.model.deep_supervision: only the dynunet network has "
                                      f"deep supervision, not {exp['model']['name']}")

@@ -79,17 +79,19 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
         before = dict(challenger)
     else:
         before = gate_score(params, name, f"models:/{registered}/{champion_version}", role="champion",
-                            version=champion_version, **kw)
+                            version=champion_version, folds=challenger["folds"], **kw)
     comparable = bool(challenger["comparable"] and before["comparable"])
     reason = challenger["reason"] or before["reason"]
     promote = (comparable and decide(challenger["score"], before["score"], margin)
                and champion_version != str(model["version"]))
     if promote:
         client.set_registered_model_alias(registered, "champion", model["version"])
-    val_patients = list(subset_patients(split_file, SUBSET))
+    # a fold ensemble is decided on every train and val patient, each predicted by the fold that held it out
+    decided_on = "out of fold" if challenger["folds"] else SUBSET
+    val_patients = sorted(challenger["folds"]) if challenger["folds"] else list(subset_patients(split_file, SUBSET))
     decision = {
         "experiment": name, "model_name": registered, "metric": metric, "margin": margin,
-        "decided_on": SUBSET, "val_patients": val_patients, "n": len(val_patients),
+        "decided_on": decided_on, "val_patients": val_patients, "n": len(val_patients),
         "comparable": comparable, "reason": reason,
         "challenger": challenger,
         "champion_before": before,
@@ -98,7 +100,7 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
         "reported_test": _reported_test(evaluation_json or metrics_json, metric),
     }
     for key, value in [("breastseg.gate.promoted", str(promote)),
-                       ("breastseg.gate.decided_on", SUBSET),
+                       ("breastseg.gate.decided_on", decided_on),
                        ("breastseg.gate.comparable", str(comparable)),
                        ("breastseg.gate.challenger_score", str(challenger["score"])),
                        ("breastseg.gate.champion_score", str(before["score"])),

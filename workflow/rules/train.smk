@@ -16,6 +16,7 @@ rule train:
         experiment=lambda wc: config["experiments"][wc.experiment],
         train=config["train"],
         seeds=SEEDS,
+        folds=config["run"]["folds"],
         seed=SEEDS[0],
     log:
         "logs/train/{experiment}.log",
@@ -47,6 +48,7 @@ rule train_seed:
         experiment=lambda wc: config["experiments"][wc.experiment],
         train=config["train"],
         seeds=SEEDS,
+        folds=config["run"]["folds"],
     log:
         "logs/train/{experiment}-seed{seed}.log",
     threads: TRAIN_THREADS

@@ -347,12 +347,17 @@ def prepare_experiments(exps: list[Experiment], interim: Path, processed_dir: Pa
 
 def load_subset(processed_dir: Path, split_file: Path, subset: str) -> dict[str, np.ndarray]:
     """Concatenate the prepared slices of every patient of ``subset`` (in patient order)."""
+    return load_patients(processed_dir, subset_patients(split_file, subset))
+
+
+def load_patients(processed_dir: Path, patients: list[str]) -> dict[str, np.ndarray]:
+    """Concatenate the prepared slices of ``patients`` (in that order)."""
     keys = ("image", "label", "case", "index", "spacing_mm", "spacing_known", "patient", "native_shape",
             "native_spacing_mm")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     natives: list[np.ndarray] = []
-    for pid in subset_patients(split_file, subset):
-        f = processed_dir / f"{pid}.npz"
+    for pid in patients:
+        f = Path(processed_dir) / f"{pid}.npz"
         with np.load(f) as z:
             n = len(z["label"])
             for k in ("image", "label", "case", "index", "spacing_mm"):

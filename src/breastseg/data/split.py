@@ -179,3 +179,34 @@ def write_manifest(files: list[Path], assignment: dict[str, str], strata: dict[s
             w = csv.writer(fh)
             w.writerow(["patient", "case", "slice", "annotated", "stratum", "subset", "file"])
             w.writerows(rows)
+
+
+# ------------------------------------------------------------------------------------------ folds
+
+
+def fold_assignment(split_file: Path, k: int, seed: int) -> dict[str, int]:
+    """``run.folds``: the train and val patients of ``split_file`` in ``k`` folds (patient -> fold), stratified:
+    within each stratum, patients in the split seed's order are dealt to the folds in turn, the next stratum
+    starting where the last one stopped. Test patients are in no fold. The same ledger and seed give the same
+    folds on every machine."""
+    if k < 2:
+        raise ValueError(f"k-fold training needs at least 2 folds, got {k}")
+    split = read_split(split_file)
+    pool = sorted((p for p, v in split.items() if v["subset"] in ("train", "val")),
+                  key=lambda p: (str(split[p].get("stratum", "")), _order_key(seed, p)))
+    if len(pool) < k:
+        raise InputError(split_file, f"{len(pool)} train and val patients cannot make {k} folds (run.folds)")
+    return {p: i % k for i, p in enumerate(pool)}
+
+
+def fold_split(split_file: Path, assignment: dict[str, int], fold: int, out: Path) -> Path:
+    """Write the split of fold ``fold`` to ``out``: its patients are val, the other folds' train, test unchanged
+    (the same format as ``split_file``, with ``fold`` recording the fold and the number of folds)."""
+    doc = json.loads(Path(split_file).read_text())
+    k = max(assignment.values()) + 1
+    for pid, entry in doc["patients"].items():
+        if pid in assignment:
+            entry["subset"] = "val" if assignment[pid] == fold else "train"
+    doc["fold"] = {"index": int(fold), "k": int(k), "of": str(split_file)}
+    write_json(out, doc)
+    return out

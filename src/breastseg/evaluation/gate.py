@@ -119,27 +119,36 @@ def prepare_subset(exp: Experiment, interim_dir: Path, patients: list[str],
 
 
 def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, version: str | None,
-               split_file: Path, processed_dir: Path, interim_dir: Path, metric: str) -> dict[str, Any]:
-    """Score one model on the val patients through its own preprocessing.
+               split_file: Path, processed_dir: Path, interim_dir: Path, metric: str,
+               folds: dict[str, int] | None = None) -> dict[str, Any]:
+    """Score one model on the val patients through its own preprocessing; a fold ensemble (``run.folds``) on the
+    train and val patients of its folds, each predicted by the member that held it out (out of fold), and the
+    champion on those same patients (``folds``: the challenger's assignment; a champion that is an ensemble of
+    the same folds out of fold too, any other as it is).
 
     Returns ``score`` (``metric`` as evaluation computes it: a :func:`~breastseg.evaluation.evaluate.figures_of`
     key such as ``dice_mean``), ``comparable`` and ``reason`` (why not), the model's ``image_size`` and
-    ``channels``, and ``slices``: ``prepared`` (the experiment's prepared slices) or ``interim`` (prepared again
-    from the converted data for this model).
+    ``channels``, ``slices``: ``prepared`` (the experiment's prepared slices) or ``interim`` (prepared again
+    from the converted data for this model), ``patients`` and ``folds`` (the assignment scored out of fold).
     """
-    from ..data.slices import load_subset
+    from ..data.slices import load_patients
     from ..data.split import subset_patients
     from ..models.bundle import load_model
     from .evaluate import figures_of, native_view, score, segment_subset
 
     exp = experiment(params, name)
-    patients = list(subset_patients(split_file, SUBSET))
+    model = load_model(model_uri, allow_pickle=True)
+    own_folds = ((model.config or {}).get("folds") or {}).get("assignment")
+    if role == "challenger":  # the champion is scored on the challenger's patients (folds=None: the val ones)
+        folds = own_folds
+    patients = sorted(folds) if folds else list(subset_patients(split_file, SUBSET))
     if not patients:
         raise InputError(split_file, "no val patients: the champion gate decides on the validation patients")
-    model = load_model(model_uri, allow_pickle=True)
     s = model_settings(model.config, exp)
     out: dict[str, Any] = {"version": version, "score": None, "comparable": True, "reason": None,
-                           "image_size": s["image_size"], "channels": s["channels"], "slices": None}
+                           "image_size": s["image_size"], "channels": s["channels"], "slices": None,
+                           "patients": "out of fold" if folds else SUBSET, "folds": folds,
+                           "scored_out_of_fold": bool(folds) and own_folds == folds}
     label = f"{role} v{version}" if version else role
 
     def refuse(reason: str) -> dict[str, Any]:
@@ -166,7 +175,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     own = exp.with_data(channels=s["channels"], image_size=s["image_size"], preprocess=s["preprocess"])
     if remake is None and (s["image_size"], s["channels"], s["preprocess"]) == (
             int(exp.image_size), list(exp.channels), exp.preprocess):
-        data, out["slices"] = load_subset(processed_dir, split_file, SUBSET), "prepared"
+        data, out["slices"] = load_patients(processed_dir, patients), "prepared"
     else:
         try:
             data = prepare_subset(own, interim_dir, patients, remake)
@@ -174,12 +183,34 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
             return refuse(f"{label} needs its own {s['image_size']}-px {'+'.join(s['channels'])} slices, which "
                           f"cannot be prepared from {interim_dir} ({exc}): not compared, not promoted")
         out["slices"] = "interim"
-    seg = segment_subset(model, own, data)
+    if out["scored_out_of_fold"]:
+        native = out_of_fold(model, own, data, folds)
+    else:
+        native = segment_subset(model, own, data).native
     cfg = params["evaluation"]
-    _, _, summary = score(exp, native_view(data), seg.native, cutoffs=tuple(cfg["bpe_cutoffs"]),
-                          seed=int(cfg["seed"]))
+    _, _, summary = score(exp, native_view(data), native, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
     flat = figures_of(summary)
     value = flat[metric] if metric in flat else summary.get(metric)
     out["score"] = None if value is None else float(value)
     out["n_slices"] = int(summary["n_slices"])
     return out
+
+
+def out_of_fold(model: Any, exp: Experiment, data: dict[str, Any], folds: dict[str, int]) -> list[np.ndarray]:
+    """Each image of ``data`` segmented by the member of the fold ensemble ``model`` that held its patient out
+    (the bundle's inference settings; in ``data``'s order)."""
+    from ..models.bundle import LoadedModel
+    from .evaluate import segment_subset
+
+    native: list[Any] = [None] * len(data["label"])
+    fold_of_image = np.asarray([folds[str(p)] for p in data["patient"]])
+    for i, member in enumerate(model.net.members):
+        idx = np.flatnonzero(fold_of_image == i)
+        if not len(idx):
+            continue
+        part = {k: (v[idx] if isinstance(v, np.ndarray) and len(v) == len(fold_of_image) else v)
+                for k, v in data.items()}
+        seg = segment_subset(LoadedModel(member, model.config, model.source), exp, part)
+        for j, labels in zip(idx, seg.native):
+            native[j] = labels
+    return native

@@ -247,6 +247,7 @@ def read_config(path: Path) -> dict[str, Any]:
                             else default_degree_settings(config["bpe_cutoffs"], source=path))
     config.setdefault("lineage", {})
     config.setdefault("training_ranges", None)  # bundles from before the ranges were recorded: nothing to compare
+    config.setdefault("folds", None)  # a fold ensemble: {"k": ..., "assignment": {patient: fold}}
     # bundles from before the recipe settings: their own preprocessing (Experiment's legacy values) and no
     # test-time mirroring or post-processing
     inference = config.get("inference") or InferenceSettings.legacy().as_dict()
@@ -273,7 +274,12 @@ def load_bundle(folder: Path, source: dict[str, Any] | None = None) -> LoadedMod
     config = read_config(folder / CONFIG_NAME)
     try:
         exp = Experiment.from_dict(config["experiment"], source=folder / CONFIG_NAME)
-        net = build_model(exp)
+        if config.get("folds"):  # a fold ensemble (run.folds): one network per fold, probabilities averaged
+            from .ensemble import FoldEnsemble
+
+            net = FoldEnsemble([build_model(exp) for _ in range(int(config["folds"]["k"]))])
+        else:
+            net = build_model(exp)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(folder / CONFIG_NAME, f"cannot build the network: {exc}") from None
     weights = folder / WEIGHTS_NAME

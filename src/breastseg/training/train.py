@@ -57,13 +57,15 @@ def networks_by_value():
     runs, so that MLflow's logged model loads with torch and MLflow alone, where breastseg is not installed."""
     import cloudpickle
 
-    from ..models import networks
+    from ..models import ensemble, networks
 
-    cloudpickle.register_pickle_by_value(networks)
+    for module in (networks, ensemble):
+        cloudpickle.register_pickle_by_value(module)
     try:
         yield
     finally:
-        cloudpickle.unregister_pickle_by_value(networks)
+        for module in (networks, ensemble):
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def hyperparameters(exp: Experiment, best_params: Path | None) -> TrainSettings:
@@ -183,6 +185,145 @@ def inference_settings(exp: Experiment, hp: TrainSettings, net: torch.nn.Module,
             **{k: chosen[k] for k in ("keep_largest", "min_component", "empty_below")}}
 
 
+def training_tags(params: dict[str, Any], exp: Experiment, split_file: Path, processed_dir: Path,
+                  best_params: Path | None) -> dict[str, str]:
+    """The lineage tags of a training run (and of its model version): commit, data, split and params hashes,
+    whether the split could tell women apart, the DVC data hash and version, the best trial."""
+    data_files = split_data_files(processed_dir, split_file)
+    tags = tracking.lineage_tags(params, exp, split_file, data_files)
+    interim = Path(processed_dir).parent.parent / "interim" / exp.dataset
+    split = split_check(params, exp.dataset, split_file, interim)
+    if split["by_image"] and is_rank_zero():
+        log.warning("%s: %s (%s)", exp.name, SPLIT_BY_IMAGE_WARNING, split["reason"])
+    tags.update(split_tags(split))
+    cohort_dvc = dvc_hash(params["cohort"]["root"])
+    if cohort_dvc:
+        tags["breastseg.data_hash"] = cohort_dvc
+        tags["breastseg.data_hash_source"] = "dvc"
+    versions = json.loads(Path(split_file).read_text()).get("data_versions") or []
+    if versions:
+        tags["breastseg.data_version"] = str(versions[-1])
+    if best_params and best_params.exists():
+        tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
+    return tags
+
+
+def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path,
+                best_params: Path | None, out_dir: Path, curve_csv: Path | None = None, seed: int | None = None,
+                register: bool = True) -> dict[str, Any]:
+    """``run.folds`` k >= 2: k networks, fold i holding out the i-th fold of the train and val patients
+    (:func:`breastseg.data.split.fold_assignment`; ``out_dir/folds/<i>/``, MLflow runs nested under one
+    ``train-<experiment>-folds`` run), their ensemble (:class:`breastseg.models.ensemble.FoldEnsemble`) registered
+    as the model. Its post-processing is chosen on the out-of-fold predictions (each patient predicted by the
+    network that did not see it); the bundle records the folds, so the champion gate scores it the same way."""
+    import mlflow
+
+    from ..data.slices import load_subset
+    from ..data.split import fold_assignment, fold_split
+    from ..models.bundle import load_bundle
+    from ..models.ensemble import FoldEnsemble
+    from ..models.ranges import training_ranges
+    from ..models.segment import choose_postprocessing, probabilities
+
+    exp = experiment(params, name)
+    hp = hyperparameters(exp, best_params)
+    if seed is not None:
+        hp = hp.with_values({"seed": int(seed)})
+    k = int(params["run"]["folds"])
+    assignment = fold_assignment(split_file, k, int(params["split"]["seed"]))
+    tracking.configure(params)
+    tags = training_tags(params, exp, split_file, processed_dir, best_params)
+    registered = tracking.model_name(name)
+    run = mlflow.MlflowClient().create_run(tracking.experiment_id(params, name), run_name=f"train-{name}-folds",
+                                           tags={**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed),
+                                                 "breastseg.folds": str(k)})
+    run_id = run.info.run_id
+    members, oof = [], {"probs": [], "truth": [], "shapes": [], "spacings": []}
+    mirror = list(hp.augment.mirror) if exp.inference.tta else []
+    for i in range(k):
+        folder = Path(out_dir) / "folds" / str(i)
+        fsplit = fold_split(split_file, assignment, i, folder / "split.json")
+        member = train_experiment(params, name, split_file=fsplit, processed_dir=processed_dir,
+                                  best_params=best_params, out_dir=folder, curve_csv=curve_csv if i == 0 else None,
+                                  seed=hp.seed, register=False, fold=i, parent_run=run_id)
+        net = load_bundle(Path(member["model_uri"])).net
+        members.append((member, net))
+        held_out = load_subset(processed_dir, fsplit, "val")
+        oof["probs"].append(probabilities(net, held_out["image"], mirror))
+        oof["truth"] += list(held_out["native_label"])
+        oof["shapes"].append(held_out["native_shape"])
+        oof["spacings"].append(held_out["native_spacing_mm"])
+    chosen = choose_postprocessing(exp, np.concatenate(oof["probs"]), oof["truth"], np.concatenate(oof["shapes"]),
+                                   np.concatenate(oof["spacings"]), exp.inference)
+    write_json(Path(out_dir) / "postprocessing.json", chosen)
+    inference = {"tta": bool(exp.inference.tta), "mirror": mirror,
+                 **{key: chosen[key] for key in ("keep_largest", "min_component", "empty_below")}}
+    ensemble = FoldEnsemble([net for _, net in members]).eval()
+    interim = Path(processed_dir).parent.parent / "interim" / exp.dataset
+    ranges = training_ranges(exp.dataset, interim, [p for p in assignment], processed_dir)
+    config = bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference)
+    config["folds"] = {"k": k, "assignment": dict(sorted(assignment.items()))}
+    bundle = write_bundle(ensemble, config, Path(out_dir) / "inference")
+    sample = load_subset(processed_dir, split_file, "val")["image"][:2].astype(np.float32)
+    oof_score = chosen["validation"]["with"]
+    with mlflow.start_run(run_id=run_id):
+        from ..environment import environment, mlflow_tags
+
+        mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
+        mlflow.log_params({**tracking.run_params(exp, hp), "run.folds": k})
+        mlflow.set_tags(tracking.flat_params({key: v for key, v in inference.items() if key != "tta"},
+                                             "breastseg.chosen."))
+        mlflow.log_metric("oof_dice_per_image", oof_score)
+        mlflow.log_artifact(str(Path(out_dir) / "postprocessing.json"))
+        tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
+        mlflow.log_artifact(str(split_file), artifact_path="split")
+        if not register:
+            for f in bundle:
+                mlflow.log_artifact(str(f), artifact_path="inference")
+    mlflow.MlflowClient().set_terminated(run_id)
+    result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": None, "seed": int(hp.seed),
+              "model_uri": str(Path(bundle[0]).parent), "folds": k, "oof_score": oof_score,
+              "members": [m["run_id"] for m, _ in members], "hyperparameters": hp.as_dict(),
+              "best_val_dice": float(np.mean([m["best_val_dice"] for m, _ in members]))}
+    if register:
+        version, model_id = log_and_register(ensemble, sample, bundle, run_id, registered, tags)
+        result.update(version=version, model_id=model_id, model_uri=f"models:/{registered}/{version}")
+        log.info("registered %s version %s (ensemble of %d folds) as challenger", registered, version, k)
+    write_json(Path(out_dir) / "model.json", result)
+
+    return result
+
+
+def log_and_register(net: torch.nn.Module, sample: np.ndarray, bundle: list[Path], run_id: str, registered: str,
+                     tags: dict[str, str]) -> tuple[str, str]:
+    """Log ``net`` with its inference ``bundle`` as the model of run ``run_id``, register it as a new version of
+    ``registered`` with alias ``challenger`` and the lineage ``tags``; return (version, logged model id)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        out = net(torch.from_numpy(sample)).softmax(1).numpy()
+    monai = any(type(m).__module__.startswith("monai.") for m in net.modules())
+    with mlflow.start_run(run_id=run_id), networks_by_value():
+        info = mlflow.pytorch.log_model(
+            net,
+            name="model",
+            signature=infer_signature(sample, out),
+            input_example=sample,
+            serialization_format="pickle",
+            # networks of breastseg's own pickle by value; MONAI's (dynunet) by reference, so they need MONAI
+            pip_requirements=["torch==2.13.0", "numpy", *(["monai==1.6.1"] if monai else [])],
+            registered_model_name=registered,
+            extra_files=[str(f) for f in bundle],
+        )
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(registered, "challenger", version)
+    for k, v in tags.items():
+        client.set_model_version_tag(registered, version, k, v)
+    return version, info.model_id
+
+
 def seeds_of(params: dict[str, Any]) -> list[int]:
     """``run.seeds``, else ``[train.seed]``: the first is the registered model's seed."""
     return [int(x) for x in params["run"]["seeds"]]
@@ -223,16 +364,21 @@ def train_experiment(
     extra_callbacks: list[Callback] | None = None,
     seed: int | None = None,
     register: bool = True,
+    fold: int | None = None,
+    parent_run: str | None = None,
 ) -> dict[str, Any]:
     """Train ``name`` and register the model as a new version with alias ``challenger``.
 
     ``seed`` overrides ``train.seed`` (one of ``run.seeds``). ``register=False`` (the seeds after the first):
     the model is logged with its run and kept as an inference bundle in ``out_dir``, but not registered. With
-    several ``run.seeds`` each training is a nested run under one parent run per experiment.
+    several ``run.seeds`` each training is a nested run under one parent run per experiment. With ``run.folds``
+    k >= 2: :func:`train_folds` (``fold``: one member of it, nested under ``parent_run``).
     """
     import mlflow
-    from mlflow.models import infer_signature
 
+    if fold is None and int(params["run"]["folds"]) >= 2:
+        return train_folds(params, name, split_file=split_file, processed_dir=processed_dir, best_params=best_params,
+                           out_dir=out_dir, curve_csv=curve_csv, seed=seed, register=register)
     exp = experiment(params, name)
     hp = hyperparameters(exp, best_params)
     if seed is not None:
@@ -244,22 +390,8 @@ def train_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    data_files = split_data_files(processed_dir, split_file)
-    tags = tracking.lineage_tags(params, exp, split_file, data_files)
     interim = Path(processed_dir).parent.parent / "interim" / exp.dataset
-    split = split_check(params, exp.dataset, split_file, interim)
-    if split["by_image"] and is_rank_zero():
-        log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
-    tags.update(split_tags(split))
-    cohort_dvc = dvc_hash(params["cohort"]["root"])
-    if cohort_dvc:
-        tags["breastseg.data_hash"] = cohort_dvc
-        tags["breastseg.data_hash_source"] = "dvc"
-    versions = json.loads(split_file.read_text()).get("data_versions") or []
-    if versions:
-        tags["breastseg.data_version"] = str(versions[-1])
-    if best_params and best_params.exists():
-        tags["breastseg.best_trial"] = str(json.loads(best_params.read_text()).get("trial"))
+    tags = training_tags(params, exp, split_file, processed_dir, best_params)
     # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
     fingerprint = params_hash({"exp": exp.as_dict(), "hp": hp.as_dict(), "split": tags["breastseg.split_hash"],
                                "data": tags["breastseg.data_hash"]})
@@ -278,7 +410,10 @@ def train_experiment(
         seeds = seeds_of(params)
         run_tags = {**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed)}
         run_name = f"train-{name}"
-        if len(seeds) > 1:
+        if parent_run is not None:  # a fold of train_folds
+            run_tags.update({"mlflow.parentRunId": parent_run, "breastseg.fold": str(fold)})
+            run_name = f"train-{name}-fold{fold}"
+        elif len(seeds) > 1:
             parent = seeds_parent_run(params, name, exp_id, Path(out_dir), fingerprint=params_hash(
                 {"exp": exp.as_dict(), "hp": {k: v for k, v in hp.as_dict().items() if k != "seed"}, "seeds": seeds,
                  "split": tags["breastseg.split_hash"], "data": tags["breastseg.data_hash"]}), tags=tags)
@@ -314,8 +449,6 @@ def train_experiment(
     net = best.net.eval().float().cpu()
     dm.setup()
     sample = dm.data["val"]["image"][:2].astype(np.float32)
-    with torch.no_grad():
-        out = net(torch.from_numpy(sample)).softmax(1).numpy()
     registered = tracking.model_name(name)
     # The inference bundle (config + state dict) travels inside the model: `breastseg predict` rebuilds the network
     # from it and loads tensors only (no unpickling), with the preprocessing settings this model was trained with.
@@ -351,26 +484,9 @@ def train_experiment(
         resume_file.unlink(missing_ok=True)
         log.info("trained %s seed %s, not registered (val Dice %.3f)", name, hp.seed, best_score)
         return result
-    with mlflow.start_run(run_id=run_id), networks_by_value():
-        info = mlflow.pytorch.log_model(
-            net,
-            name="model",
-            signature=infer_signature(sample, out),
-            input_example=sample,
-            serialization_format="pickle",
-            # networks of breastseg's own pickle by value; MONAI's (dynunet) by reference, so they need MONAI
-            pip_requirements=["torch==2.13.0", "numpy",
-                              *(["monai==1.6.1"] if type(net).__module__.startswith("monai.") else [])],
-            registered_model_name=registered,
-            extra_files=[str(f) for f in bundle],
-        )
-    client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(registered, "challenger", version)
-    for k, v in tags.items():
-        client.set_model_version_tag(registered, version, k, v)
+    version, model_id = log_and_register(net, sample, bundle, run_id, registered, tags)
     result = {"experiment": name, "run_id": run_id, "model_name": registered, "version": version,
-              "model_id": info.model_id,  # MLflow's logged model: evaluation runs link it
+              "model_id": model_id,  # MLflow's logged model: evaluation runs link it
               "seed": int(hp.seed), "model_uri": f"models:/{registered}/{version}", "best_val_dice": best_score,
               "hyperparameters": hp.as_dict()}
     write_json(out_dir / "model.json", result)

@@ -206,3 +206,19 @@ def test_a_demo_workspace_from_before_the_fixed_key_is_refused_with_how(tmp_path
     (tmp_path / "splits" / "mri-ledger.json").write_text(json.dumps({"patients": {}}))
     with pytest.raises(InputError, match="make clean"):
         workspace_key({"name": "demo", "root": "x"}, ["mri"], tmp_path / "splits")
+
+
+def test_a_public_cohort_has_one_key_everywhere_and_its_key_is_refused_elsewhere(tmp_path, monkeypatch):
+    """cohort.public: the same pseudonyms on every machine, no key file read or made; a key file holding that
+    public key is refused for a cohort not marked public; a public cohort's key cannot be rotated."""
+    from breastseg.pseudonym import ENV_KEY_FILE, cohort_key, key_fingerprint, public_key
+
+    monkeypatch.setenv(ENV_KEY_FILE, str(tmp_path / "never.key"))
+    busi = cohort_key({"name": "busi", "public": True})
+    assert busi.key == public_key("busi") and busi.fingerprint == key_fingerprint(public_key("busi"))
+    assert not (tmp_path / "never.key").exists()
+    assert cohort_key({"name": "other", "public": True}).fingerprint != busi.fingerprint
+    (tmp_path / "busi.key").write_bytes(public_key("busi"))
+    monkeypatch.setenv(ENV_KEY_FILE, str(tmp_path / "busi.key"))
+    with pytest.raises(InputError, match="public key of cohort 'busi', which is not marked public"):
+        cohort_key({"name": "busi"})

@@ -10,6 +10,11 @@ The demo cohort (``cohort.name: demo``) is synthetic and carries no identity: it
 :data:`DEMO_KEY`, a fixed, public key, so every machine draws the same demo split. The demo key is applied in
 code only when the cohort is named ``demo``, and a key file holding it is refused for any other cohort.
 
+A published, anonymous cohort (BUSI, OASBUD: ``cohort.public: true``) has no identity to protect either: its
+patients are named with :func:`public_key` of its name, so every machine that downloads it draws the same split
+and its ledger can be committed. The setting is the user's statement that the cohort is public; a key file
+holding a cohort's public key is refused for a cohort not marked so.
+
 Each ledger records the key's fingerprint (:func:`key_fingerprint`: a keyed hash of a fixed string, never the
 key), so a run with another key is refused instead of silently renaming and re-splitting every patient.
 """
@@ -81,17 +86,30 @@ class CohortKey:
     fingerprint: str
 
 
+def public_key(name: str) -> bytes:
+    """The public pseudonym key of a published, anonymous cohort named ``name`` (``cohort.public: true``)."""
+    return f"breastseg public cohort key: {name}: published anonymous images only, never a site's patients".encode()
+
+
 def cohort_key(cohort: dict[str, Any], *, create: bool = True) -> CohortKey:
-    """The key in force for ``cohort`` (the ``cohort`` block of params): the public demo key for ``demo``, else
-    the key file (see :func:`key_file`), which must not hold the demo key."""
-    if cohort.get("name") == DEMO_COHORT:
+    """The key in force for ``cohort`` (the ``cohort`` block of params): the public demo key for ``demo``, the
+    cohort's :func:`public_key` for a cohort marked ``public``, else the key file (see :func:`key_file`), which
+    must not hold a public key."""
+    name = str(cohort.get("name"))
+    if name == DEMO_COHORT:
         return CohortKey(DEMO_KEY, "the built-in demo key", DEMO_FINGERPRINT)
+    if cohort.get("public"):
+        key = public_key(name)
+        return CohortKey(key, f"the public key of cohort '{name}' (cohort.public)", key_fingerprint(key))
     path = key_file(cohort.get("pseudonym_key_file"))
     key = load_key(path, create=create)
     fingerprint = key_fingerprint(key)
     if fingerprint == DEMO_FINGERPRINT:
-        raise InputError(path, f"holds the public demo key, which cohort '{cohort.get('name')}' must never use: "
+        raise InputError(path, f"holds the public demo key, which cohort '{name}' must never use: "
                                "give real patients a key of their own")
+    if fingerprint == key_fingerprint(public_key(name)):
+        raise InputError(path, f"holds the public key of cohort '{name}', which is not marked public "
+                               "(cohort.public): give real patients a key of their own")
     return CohortKey(key, str(path), fingerprint)
 
 

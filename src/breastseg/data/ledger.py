@@ -167,8 +167,9 @@ def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | 
     from .cohort import discover
 
     cohort = params["cohort"]
-    if cohort["name"] == DEMO_COHORT:
-        raise InputError("params.yaml", "the demo cohort's key is fixed and public: there is nothing to rotate")
+    if cohort["name"] == DEMO_COHORT or cohort.get("public"):
+        raise InputError("params.yaml", f"cohort '{cohort['name']}' has a fixed, public key (the demo, or "
+                                        "cohort.public): there is nothing to rotate")
     old_file, new_file = Path(old_key_file).expanduser(), Path(new_key_file).expanduser()
     old, new = load_key(old_file, create=False), load_key(new_file, create=True)
     old_fp, new_fp = key_fingerprint(old), key_fingerprint(new)

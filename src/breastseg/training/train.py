@@ -165,18 +165,22 @@ def warm_start(module: SegmentationModule, registered: str, init_from: str) -> s
     return f"champion v{version}"
 
 
-def inference_settings(exp: Experiment, hp: TrainSettings, net: torch.nn.Module, val: dict[str, Any],
+def inference_settings(exp: Experiment, hp: TrainSettings, scored: list[tuple[torch.nn.Module, dict[str, Any]]],
                        record: Path) -> dict[str, Any]:
     """The inference settings a trained model's bundle records: test-time mirroring over the axes training mirrored
-    (``inference.tta``) and the post-processing, each ``auto`` setting chosen on the validation images
-    (:func:`breastseg.models.segment.choose_postprocessing`; ``record``: the scores of each candidate, as JSON)."""
+    (``inference.tta``) and the post-processing, each ``auto`` setting chosen on validation images
+    (:func:`breastseg.models.segment.choose_postprocessing`; ``record``: the scores of each candidate, as JSON).
+    ``scored``: (network, the validation slices it is scored on) pairs: one for a single model, one per fold (its
+    held-out patients) for a fold ensemble."""
     from ..models.segment import choose_postprocessing, probabilities
 
     requested = exp.inference
     mirror = list(hp.augment.mirror) if requested.tta else []
-    probs = probabilities(net, val["image"], mirror)
-    chosen = choose_postprocessing(exp, probs, val["native_label"], val["native_shape"], val["native_spacing_mm"],
-                                   requested)
+    probs = np.concatenate([probabilities(net, val["image"], mirror) for net, val in scored])
+    truth = [label for _, val in scored for label in val["native_label"]]
+    shapes = np.concatenate([val["native_shape"] for _, val in scored])
+    spacings = np.concatenate([val["native_spacing_mm"] for _, val in scored])
+    chosen = choose_postprocessing(exp, probs, truth, shapes, spacings, requested)
     write_json(record, chosen)
     log.info("%s: post-processing on %d validation images: %s (score %.4f, without %.4f)", exp.name,
              chosen["validation"]["n_images"], {k: chosen[k] for k in ("keep_largest", "min_component", "empty_below")},
@@ -223,7 +227,6 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     from ..models.bundle import load_bundle
     from ..models.ensemble import FoldEnsemble
     from ..models.ranges import training_ranges
-    from ..models.segment import choose_postprocessing, probabilities
 
     exp = experiment(params, name)
     hp = hyperparameters(exp, best_params)
@@ -238,8 +241,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
                                            tags={**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed),
                                                  "breastseg.folds": str(k)})
     run_id = run.info.run_id
-    members, oof = [], {"probs": [], "truth": [], "shapes": [], "spacings": []}
-    mirror = list(hp.augment.mirror) if exp.inference.tta else []
+    members, held_out = [], []
     for i in range(k):
         folder = Path(out_dir) / "folds" / str(i)
         fsplit = fold_split(split_file, assignment, i, folder / "split.json")
@@ -248,24 +250,16 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
                                   seed=hp.seed, register=False, fold=i, parent_run=run_id)
         net = load_bundle(Path(member["model_uri"])).net
         members.append((member, net))
-        held_out = load_subset(processed_dir, fsplit, "val")
-        oof["probs"].append(probabilities(net, held_out["image"], mirror))
-        oof["truth"] += list(held_out["native_label"])
-        oof["shapes"].append(held_out["native_shape"])
-        oof["spacings"].append(held_out["native_spacing_mm"])
-    chosen = choose_postprocessing(exp, np.concatenate(oof["probs"]), oof["truth"], np.concatenate(oof["shapes"]),
-                                   np.concatenate(oof["spacings"]), exp.inference)
-    write_json(Path(out_dir) / "postprocessing.json", chosen)
-    inference = {"tta": bool(exp.inference.tta), "mirror": mirror,
-                 **{key: chosen[key] for key in ("keep_largest", "min_component", "empty_below")}}
+        held_out.append((net, load_subset(processed_dir, fsplit, "val")))
+    inference = inference_settings(exp, hp, held_out, Path(out_dir) / "postprocessing.json")  # out of fold
     ensemble = FoldEnsemble([net for _, net in members]).eval()
     interim = Path(processed_dir).parent.parent / "interim" / exp.dataset
-    ranges = training_ranges(exp.dataset, interim, [p for p in assignment], processed_dir)
+    ranges = training_ranges(exp.dataset, interim, list(assignment), processed_dir)
     config = bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference)
     config["folds"] = {"k": k, "assignment": dict(sorted(assignment.items()))}
     bundle = write_bundle(ensemble, config, Path(out_dir) / "inference")
     sample = load_subset(processed_dir, split_file, "val")["image"][:2].astype(np.float32)
-    oof_score = chosen["validation"]["with"]
+    oof_score = json.loads((Path(out_dir) / "postprocessing.json").read_text())["validation"]["with"]
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags
 
@@ -457,7 +451,7 @@ def train_experiment(
     from ..models.ranges import training_ranges
 
     ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"), processed_dir)
-    inference = inference_settings(exp, hp, net, dm.data["val"], out_dir / "postprocessing.json")
+    inference = inference_settings(exp, hp, [(net, dm.data["val"])], out_dir / "postprocessing.json")
     bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference),
                           out_dir / "inference")
     with mlflow.start_run(run_id=run_id):

@@ -42,6 +42,8 @@ def test_per_mass_figures_leave_no_mass_images_apart(params):
     assert summary["dice_per_mass"]["median"] == pytest.approx(np.median(per_image))
     assert summary["no_mass_images"]["n"] == 3 and summary["no_mass_images"]["with_predicted_mass"] == 2
     assert summary["no_mass_images"]["fp_rate"] == pytest.approx(2 / 3)
+    lo, hi = summary["no_mass_images"]["fp_rate_ci95"]   # bootstrap over the three images: 0, 1/3, 2/3 or 1
+    assert 0 <= lo < 2 / 3 < hi <= 1 and {lo, hi} <= {0, 1 / 3, 2 / 3, 1}
     by_patient = {r["patient"]: r for r in prow}
     assert np.isnan(by_patient["Pc"]["dice_mass"])     # no mass: no Dice (not 0), counted in the FP rate
     assert by_patient["Pd"]["dice_mass"] == pytest.approx(rows[5]["dice_mass"])  # its no-mass image left out

@@ -228,6 +228,7 @@ def score(exp: Experiment, data: dict[str, np.ndarray], pred, *, cutoffs=BPE_CUT
         nm = figs["no_mass"]
         summary["no_mass_images"] = {
             "n": nm["n"], "with_predicted_mass": nm["with_prediction"], "fp_rate": _nan_to_none(nm["fp_rate"]),
+            "fp_rate_ci95": [_nan_to_none(v) for v in st.bootstrap_ci(nm["flagged"].astype(float), seed=seed)],
             "mass_images": int(scored.sum()),
             "definition": CONVENTIONS["no_mass_images"],
         }

@@ -202,7 +202,8 @@ def dice_figures(counts: np.ndarray, patients, *, no_mass_apart: bool) -> dict:
     ``patient_dice`` (P, K), ``patient_mean`` (P,: each patient's mean over its defined classes),
     ``class_mean`` (K,), ``dice_mean``, ``dice_median``, ``image_dice`` (N, K), ``image_mean`` (N,),
     ``scored`` (N,) bool, ``image_class_mean`` (K,), ``image_mean_over_classes``, ``image_median``, and
-    ``no_mass`` (``n``, ``with_prediction``, ``fp_rate``; only with ``no_mass_apart``).
+    ``no_mass`` (``n``, ``with_prediction``, ``fp_rate``, ``flagged``: per image without a mass, whether any
+    mass pixel was predicted; only with ``no_mass_apart``).
     """
     counts = np.asarray(counts, dtype=np.int64)
     patients = np.asarray(patients).astype(str)
@@ -248,5 +249,5 @@ def dice_figures(counts: np.ndarray, patients, *, no_mass_apart: bool) -> dict:
         flagged = counts[empty, :, 1].sum(axis=1) > 0
         n = int(empty.sum())
         out["no_mass"] = {"n": n, "with_prediction": int(flagged.sum()),
-                          "fp_rate": float(flagged.mean()) if n else float("nan")}
+                          "fp_rate": float(flagged.mean()) if n else float("nan"), "flagged": flagged}
     return out

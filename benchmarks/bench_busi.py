@@ -74,6 +74,25 @@ def learning_curve(path: Path) -> list[dict[str, float]]:
         return [{k: round(float(v), 4) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
+def next_hundredth(curve: list[dict[str, float]], train_seconds: float, last: int = 20) -> dict[str, Any]:
+    """What the next 0.01 of validation Dice would cost if the curve went on as it ended: the least-squares slope
+    of val Dice over the last ``last`` epochs, the epochs that slope needs for 0.01, and their minutes at this
+    run's seconds per epoch. A linear extrapolation of a flattening curve: a lower bound on the cost."""
+    pts = [(r["epoch"], r["val_dice"]) for r in curve if "val_dice" in r][-last:]
+    if len(pts) < 3 or not curve:
+        return {"slope_per_epoch": None, "epochs": None, "minutes": None}
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    per_epoch = train_seconds / len(curve)
+    epochs = 0.01 / slope if slope > 0 else None
+    return {"over_last_epochs": n, "slope_per_epoch": round(slope, 6),
+            "epochs": None if epochs is None else round(epochs, 1),
+            "minutes": None if epochs is None else round(epochs * per_epoch / 60, 1),
+            "seconds_per_epoch": round(per_epoch, 1),
+            "how": "linear extrapolation of the last epochs' validation Dice (a lower bound: the curve flattens)"}
+
+
 def collect(repo: Path) -> dict[str, Any]:
     """The test and validation figures of a finished run in ``repo``."""
     ev = json.loads((repo / "results" / EXPERIMENT / "evaluation.json").read_text())
@@ -140,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the recipe failed (exit {rc}):\n{text[-3000:]}", file=sys.stderr)
             return 1
         figures = collect(repo)
-        jobs = summarise_jobs(job_spans(text))
+        spans = job_spans(text)
+        jobs = summarise_jobs(spans)
+        train_s = sum(e - b for b, e, rule, _ in spans if rule == "train")
+        figures["validation"]["next_0.01"] = next_hundredth(figures["validation"]["learning_curve"], train_s)
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

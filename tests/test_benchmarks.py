@@ -223,3 +223,33 @@ def test_committed_table_gives_no_verdict_against_published_real_data_figures():
         assert "not comparable" in (r.get("result") or "") + r["reference"], r["name"]
     table = (root / "benchmarks" / "results.md").read_text().split("\n", 1)[1].strip()
     assert table in (root / "README.md").read_text()
+
+
+def test_busi_row_targets_say_by_how_much_each_is_missed():
+    import bench_busi
+
+    rows = bench_busi.target_rows({"dice_mean": 0.7512, "no_mass_fp_rate": 0.1, "run_minutes": 50.0})
+    assert rows["dice_mean"] == {"figure": 0.7512, "target": 0.80, "direction": ">=", "met": False,
+                                 "missed_by": 0.0488}
+    assert rows["no_mass_fp_rate"]["met"] is True and rows["no_mass_fp_rate"]["missed_by"] == 0.0
+    assert rows["run_minutes"]["met"] is False and rows["run_minutes"]["missed_by"] == 5.0
+    assert bench_busi.target_rows({"dice_mean": None})["dice_mean"]["met"] is None
+
+
+def test_busi_bench_refuses_a_folder_that_is_not_busi(tmp_path, capsys):
+    import bench_busi
+
+    (tmp_path / "benign").mkdir()
+    assert bench_busi.main(["--busi", str(tmp_path), "--out", str(tmp_path / "row.json")]) == 2
+    assert "not a BUSI snapshot" in capsys.readouterr().err and not (tmp_path / "row.json").exists()
+
+
+def test_busi_row_prices_the_next_hundredth_from_the_curve_it_ended_on():
+    import bench_busi
+
+    curve = [{"epoch": e, "val_dice": 0.5 + 0.002 * e} for e in range(40)]   # 0.002 per epoch at the end
+    got = bench_busi.next_hundredth(curve, train_seconds=40 * 30.0)
+    assert got["slope_per_epoch"] == pytest.approx(0.002) and got["epochs"] == pytest.approx(5.0)
+    assert got["minutes"] == pytest.approx(2.5) and got["over_last_epochs"] == 20
+    flat = [{"epoch": e, "val_dice": 0.7} for e in range(10)]
+    assert bench_busi.next_hundredth(flat, 100.0)["epochs"] is None   # a flat curve: no price

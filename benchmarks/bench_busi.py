@@ -121,6 +121,43 @@ def collect(repo: Path) -> dict[str, Any]:
     }
 
 
+def _ci(pair: list[float | None] | None) -> str:
+    return "n/a" if not pair or None in pair else f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def _target(t: dict[str, Any], unit: str = "") -> str:
+    if t["met"] is None:
+        return "n/a"
+    bound = f"{t['direction']} {t['target']:g}{unit}"
+    return f"{bound}: met" if t["met"] else f"{bound}: missed by {t['missed_by']:g}{unit}"
+
+
+def markdown(row: dict[str, Any]) -> str:
+    """The row as the README quotes it (``benchmarks/busi.md``; a test checks the README holds it verbatim)."""
+    test, val, tg = row["test"], row["validation"], row["targets"]
+    nxt = val.get("next_0.01") or {}
+    m = row["machine"]
+    lines = [
+        f"Measured {row['date']} on {m['cpu']}, {m['cores']} cores, from a fresh clone with an empty HOME, commit "
+        f"`{row['commit'][:7]}` (`benchmarks/busi.json`: `{row['bench_command']}`):",
+        "",
+        "| BUSI, `configs/busi.yaml` | figure | 95 % interval (bootstrap over images) | target |",
+        "| --- | --- | --- | --- |",
+        f"| test: Dice on images with a mass (`dice_mean`, {test['n_mass_images']} images) | {test['dice_mean']:.3f} "
+        f"| {_ci(test['dice_mean_ci95'])} | {_target(tg['dice_mean'])} |",
+        f"| test: normal images with a predicted mass (`no_mass_fp_rate`, {test['n_no_mass_images']} images) | "
+        f"{test['no_mass_fp_rate']:.3f} | {_ci(test['no_mass_fp_rate_ci95'])} | {_target(tg['no_mass_fp_rate'])} |",
+        f"| the whole Snakemake run | {row['run_seconds'] / 60:.1f} min | | {_target(tg['run_minutes'], ' min')} |",
+        f"| validation: Dice the gate decided on ({val['gate']['n']} images) | {val['gate']['challenger']['score']:.3f} "
+        f"| | chosen on |",
+    ]
+    if nxt.get("epochs") is not None:
+        lines += ["", f"The validation curve rose {nxt['slope_per_epoch']:.4f} per epoch over its last "
+                      f"{nxt['over_last_epochs']} epochs: the next 0.01 would take at least {nxt['epochs']:.0f} more "
+                      f"epochs ({nxt['minutes']:.0f} min at {nxt['seconds_per_epoch']:.0f} s per epoch)."]
+    return "\n".join(lines) + "\n"
+
+
 def run(repo: Path, log: Path, home: Path) -> tuple[float, int]:
     env = environment(home)
     env["PATH"] = f"{repo / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -186,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "run_minutes": round(seconds / 60, 2)}),
     }
     args.out.write_text(json.dumps(row, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(row))
     lo, hi = test["dice_mean_ci95"]
     print(f"test: dice_mean {test['dice_mean']:.3f} [{lo:.3f}, {hi:.3f}] on {test['n_mass_images']} images with "
           f"a mass; no_mass_fp_rate {test['no_mass_fp_rate']:.3f} {test['no_mass_fp_rate_ci95']} on "

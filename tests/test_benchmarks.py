@@ -253,3 +253,23 @@ def test_busi_row_prices_the_next_hundredth_from_the_curve_it_ended_on():
     assert got["minutes"] == pytest.approx(2.5) and got["over_last_epochs"] == 20
     flat = [{"epoch": e, "val_dice": 0.7} for e in range(10)]
     assert bench_busi.next_hundredth(flat, 100.0)["epochs"] is None   # a flat curve: no price
+
+
+def test_committed_busi_row_is_the_readme_table_and_measured_on_the_committed_recipe():
+    """The README's BUSI figures are the committed row's (benchmarks/busi.md rendered from busi.json), and that row
+    was measured with the recipe configs/busi.yaml holds now (same settings at the row's commit)."""
+    import bench_busi
+    import yaml
+
+    row = json.loads((ROOT / "benchmarks" / "busi.json").read_text())
+    table = (ROOT / "benchmarks" / "busi.md").read_text()
+    assert bench_busi.markdown(row) == table
+    assert table.strip() in (ROOT / "README.md").read_text()
+    for key in ("command", "commit", "machine", "date", "load"):
+        assert row[key], key
+    then = subprocess.run(["git", "show", f"{row['commit']}:configs/busi.yaml"], cwd=ROOT, capture_output=True,
+                          text=True)
+    if then.returncode != 0:
+        pytest.skip("the row's commit is not in this clone's history")
+    assert yaml.safe_load(then.stdout) == yaml.safe_load((ROOT / "configs" / "busi.yaml").read_text())
+    assert row["validation"]["gate"]["decided_on"] == "val"   # chosen on validation; test only reported

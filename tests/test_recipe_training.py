@@ -153,8 +153,6 @@ def test_logged_dynunet_loads_with_monai_where_breastseg_is_not_installed(tmp_pa
     """MONAI's network pickles by reference: MLflow's logged model then needs MONAI (train.py asks for it)."""
     import mlflow.pytorch
 
-    from breastseg.training.train import networks_by_value
-
     net = build_model(_exp((4, 8, 16), channels=("bmode",), classes=2))
     net.train()
     net(torch.randn(2, 1, 32, 32)).sum().backward()
@@ -163,9 +161,8 @@ def test_logged_dynunet_loads_with_monai_where_breastseg_is_not_installed(tmp_pa
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
         torch.save(net(x), tmp_path / "y.pt")
-    with networks_by_value():
-        mlflow.pytorch.save_model(net, str(tmp_path / "model"), serialization_format="pickle",
-                                  pip_requirements=["torch", "monai"])
+    mlflow.pytorch.save_model(net, str(tmp_path / "model"), serialization_format="pickle",
+                              pip_requirements=["torch", "monai"])
     code = ("import sys, torch\n"
             f"torch.set_num_threads({torch.get_num_threads()})\n"
             "sys.modules['breastseg'] = None  # not installed\n"

@@ -1,5 +1,5 @@
-"""The networks: U-Net for BPE/FGT MRI, attention-gated U-Net (Oktay et al. 2018) for ultrasound (MONAI's definitions,
-:mod:`.networks`), and MONAI's DynUNet, the nnU-Net-style network, optionally with deep supervision."""
+"""The networks, all MONAI's own: U-Net for BPE/FGT MRI, attention-gated U-Net (Oktay et al. 2018) for ultrasound,
+and DynUNet, the nnU-Net-style network, optionally with deep supervision."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -28,7 +28,7 @@ def build_model(exp: Experiment) -> torch.nn.Module:
     features = list(m.features)
     if m.name == "dynunet":
         return _dynunet(exp)
-    from .networks import AttentionUnet, UNet
+    from monai.networks.nets import AttentionUnet, UNet
 
     strides = [2] * (len(features) - 1)
     common = dict(spatial_dims=2, in_channels=len(exp.channels), out_channels=exp.classes,

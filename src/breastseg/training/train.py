@@ -52,20 +52,19 @@ class CurveRecorder(Callback):
 
 
 @contextmanager
-def networks_by_value():
-    """Pickle the network classes (:mod:`breastseg.models.networks`) with the model they define while the block
-    runs, so that MLflow's logged model loads with torch and MLflow alone, where breastseg is not installed."""
+def ensemble_by_value():
+    """Pickle breastseg's fold ensemble (:mod:`breastseg.models.ensemble`) with the model while the block runs, so
+    that MLflow's logged model loads with torch, MONAI and MLflow alone, where breastseg is not installed (the
+    networks themselves are MONAI's and pickle by reference)."""
     import cloudpickle
 
-    from ..models import ensemble, networks
+    from ..models import ensemble
 
-    for module in (networks, ensemble):
-        cloudpickle.register_pickle_by_value(module)
+    cloudpickle.register_pickle_by_value(ensemble)
     try:
         yield
     finally:
-        for module in (networks, ensemble):
-            cloudpickle.unregister_pickle_by_value(module)
+        cloudpickle.unregister_pickle_by_value(ensemble)
 
 
 def hyperparameters(exp: Experiment, best_params: Path | None) -> TrainSettings:
@@ -297,16 +296,15 @@ def log_and_register(net: torch.nn.Module, sample: np.ndarray, bundle: list[Path
 
     with torch.no_grad():
         out = net(torch.from_numpy(sample)).softmax(1).numpy()
-    monai = any(type(m).__module__.startswith("monai.") for m in net.modules())
-    with mlflow.start_run(run_id=run_id), networks_by_value():
+    with mlflow.start_run(run_id=run_id), ensemble_by_value():
         info = mlflow.pytorch.log_model(
             net,
             name="model",
             signature=infer_signature(sample, out),
             input_example=sample,
             serialization_format="pickle",
-            # networks of breastseg's own pickle by value; MONAI's (dynunet) by reference, so they need MONAI
-            pip_requirements=["torch==2.13.0", "numpy", *(["monai==1.6.1"] if monai else [])],
+            # the networks are MONAI's and pickle by reference: the logged model needs MONAI
+            pip_requirements=["torch==2.13.0", "numpy", "monai==1.6.1"],
             registered_model_name=registered,
             extra_files=[str(f) for f in bundle],
         )

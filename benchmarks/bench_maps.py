@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from breastseg.config import us_map_settings as with_maps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +75,7 @@ def bench(argv: list[str] | None = None, quick: bool = False) -> list[dict]:
             roi = scans["roi1"]
             scan = Scan("bench", "scan-1", scans["rf1"].astype(np.float64), None, roi, probe.fs, probe.f0, probe.pitch,
                         probe.c, probe.bandwidth, None, spacing, "npz")
-            maps, meta = compute_maps(scan)
+            maps, meta = compute_maps(scan, **with_maps())
             inner, outer = us._contrast_regions(roi, probe)
             for name in scores:
                 scores[name].append(separability(maps[name], inner, outer))

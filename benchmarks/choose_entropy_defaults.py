@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from breastseg.config import us_map_settings as with_maps
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -154,8 +155,7 @@ def choose(argv: list[str] | None = None) -> dict:
           + f"  {'mean AUC':>8}")
     for wp in WINDOW_PULSES:
         for bins in BINS:
-            auc = score(lambda c: compute_maps(c["scan"], window_pulses=wp, bins=bins,
-                                               entropy_on="envelope")[0]["entropy"], cases)
+            auc = score(lambda c: compute_maps(c["scan"], **with_maps(window_pulses=wp, bins=bins, entropy_on="envelope"))[0]["entropy"], cases)
             w = window_of(wp)
             table.append({"window_pulses": wp, "bins": bins, "window": list(w),
                           "auc": {e: round(auc[e], 4) for e in echoes}, "mean_auc": round(auc["mean"], 4),
@@ -180,8 +180,8 @@ def choose(argv: list[str] | None = None) -> dict:
         "envelope, each window over 0..3x its RMS": score(
             lambda c: _window_entropy(envs[id(c)], w, bins, "rms"), cases),
         "log-compressed B-mode, bins over [0, 1] (entropy_on: bmode)": score(
-            lambda c: compute_maps(c["scan"], window_pulses=wp, bins=bins, entropy_on="bmode")[0]["entropy"], cases),
-        "the B-mode image itself": score(lambda c: compute_maps(c["scan"], maps=("bmode",))[0]["bmode"], cases),
+            lambda c: compute_maps(c["scan"], **with_maps(window_pulses=wp, bins=bins, entropy_on="bmode"))[0]["entropy"], cases),
+        "the B-mode image itself": score(lambda c: compute_maps(c["scan"], maps=("bmode",), **with_maps())[0]["bmode"], cases),
     }
     print(f"\ncontext at the chosen pair (not used to choose):\n{'':<62}" + " ".join(f"{e:>11}" for e in echoes)
           + f"  {'mean AUC':>8}")

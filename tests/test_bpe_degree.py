@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from breastseg.errors import InputError
+from breastseg.evaluation.degree import evaluate_degree
 from breastseg.mri import bpe_degree as bd
 
 IDENTITY = {"patient_id": "BRS-00001", "name": "Doe^Jane", "birth_date": "19700101", "age": "050Y",
@@ -170,7 +171,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
             "index": np.array(prepared["index"] * 2), "label": np.concatenate([lab, lab])}
     rows = [{"patient": first.name, "bpe_category_true": 2, "bpe_category_pred": 2},
             {"patient": second.name, "bpe_category_true": 2, "bpe_category_pred": 0}]
-    out = bd.evaluate_degree(_resolved({}), data, pred, interim, rows)
+    out = evaluate_degree(_resolved({}), data, pred, interim, rows)
     assert out["n"] == 1 and out["n_undefined"] == 1
     first_row = out["per_patient"][0]
     assert first_row["re_mean_true"] == rows[1]["bpe_re_mean_true"]  # same converted study under both names
@@ -182,7 +183,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     assert out["degree_category"]["n"] == 1 and out["settings"] == bd.default_settings()
     json.dumps(out)
     with pytest.raises(InputError, match="converted"):
-        bd.evaluate_degree(_resolved({}), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
+        evaluate_degree(_resolved({}), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
 
 
 def test_edge_counts_equal_numpy_histogram_on_and_beside_every_edge():

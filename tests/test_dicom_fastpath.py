@@ -24,7 +24,8 @@ from breastseg.dicom.fastheader import fast_slice_ref, read_fast
 from breastseg.dicom.headers import read_header, slice_refs
 from breastseg.dicom.nifti import make_image, nifti_header, write_nifti
 from breastseg.dicom.pixels import native_plan, read_stack
-from breastseg.dicom.scan import Quarantine, scan
+from breastseg.dicom.scan import scan
+from breastseg.dicom.slices import Quarantine
 from breastseg.dicom.series import build_stacks
 from breastseg.errors import InputError
 from breastseg.synth import dicom_files as syn

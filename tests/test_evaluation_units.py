@@ -12,6 +12,7 @@ from breastseg.evaluation import figures
 from breastseg.evaluation.evaluate import score
 from breastseg.report import write_summary
 from breastseg.us.maps import write_us_maps
+from breastseg.config import us_map_settings as with_maps
 
 
 def _data(known: bool, n: int = 2, size: int = 32) -> tuple[dict, np.ndarray]:
@@ -55,7 +56,7 @@ def test_ultrasound_overlay_shows_depth_downward_like_the_preview(params, tmp_pa
     mask = np.zeros((40, 80), np.uint8)
     mask[2:10, 30:50] = 255  # near the transducer: top rows of the image
     Image.fromarray(mask).save(png.with_name("benign (1)_mask.png"))
-    write_us_maps(png, tmp_path / "interim", maps=("bmode",), patient_id="P000000000001")
+    write_us_maps(png, tmp_path / "interim", maps=("bmode",), patient_id="P000000000001", **with_maps())
     preview = np.asarray(Image.open(tmp_path / "interim" / "scan-1" / "preview.png").convert("RGB")).astype(int)
     red = (preview[..., 0] == 255) & (preview[..., 1] == 0) & (preview[..., 2] == 0)
     assert red.any() and np.flatnonzero(red.any(axis=1)).max() < preview.shape[0] / 3

@@ -123,3 +123,82 @@ def test_bpe_category_is_defined_only_in_labels():
     defined = sorted(rel for rel, tree in _modules().items() for node in ast.walk(tree)
                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "bpe_category")
     assert defined == ["labels.py"]
+
+
+#: The package's layers, lowest first: a module may import the modules of its own package (folder) and those of
+#: the layers below its own, never a layer above nor a neighbour on its own layer. ``breastseg`` itself (the
+#: version) is below everything.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "labels", "io", "environment"),   # no breastseg imports but the version
+    ("pseudonym", "server"),                      # the key, the team server's accounts
+    ("dicom",),                                   # DICOM reading, NIfTI writing, volume resampling
+    ("us",),                                      # ultrasound readers and maps
+    ("config",),                                  # the params schema and the typed settings
+    ("tracking",),                                # MLflow and Optuna stores
+    ("synth",),                                   # the demo cohort's phantoms
+    ("data",),                                    # cohorts, conversion shards, slices, splits, data module
+    ("mri",),                                     # the degree of BPE
+    ("models",),                                  # networks, bundles, segmentation
+    ("evaluation",),                              # metrics, evaluation, the gate
+    ("inference",),                               # predict
+    ("training", "registry", "report", "suggest"),
+    ("cli",),
+)
+
+
+def _unit(rel: str) -> str:
+    """The layer unit of a module: its top-level package, or the top-level module itself."""
+    return rel.split("/")[0].removesuffix(".py")
+
+
+def test_every_module_has_a_layer():
+    units = {u for layer in LAYERS for u in layer}
+    assert {_unit(rel) for rel in _modules()} - {"__init__"} <= units
+    assert len(units) == sum(map(len, LAYERS))
+
+
+def test_no_import_runs_up_a_layer_or_sideways():
+    level = {u: i for i, layer in enumerate(LAYERS) for u in layer}
+    offenders = []
+    for rel, tree in _modules().items():
+        me = _unit(rel)
+        for name in imported_modules(rel, tree):
+            parts = name.split(".")
+            if parts[0] != "breastseg" or len(parts) < 2 or parts[1] not in level or parts[1] == me:
+                continue
+            if me != "__init__" and level[parts[1]] >= level[me]:
+                offenders.append(f"{rel} -> {name}")
+    assert not offenders, "imports against the layer table:\n" + "\n".join(sorted(offenders))
+
+
+def test_no_module_imports_itself_in_a_circle():
+    """No circle of imports between files (inside functions too), within a package or across packages."""
+    modules = _modules()
+
+    def dotted(rel: str) -> str:
+        return ("breastseg." + rel[:-3].replace("/", ".")).removesuffix(".__init__")
+
+    known = {dotted(rel) for rel in modules}
+    graph = {dotted(rel): {n for n in imported_modules(rel, tree) if n in known and n != dotted(rel)
+                           and n != "breastseg"} for rel, tree in modules.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        path.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        path.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state:
+            circle = visit(v)
+            assert circle is None, " -> ".join(circle)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from breastseg.mri import relative_enhancement, resample_to_grid, subtraction
+from breastseg.dicom.resample import resample_to_grid
+from breastseg.dicom.subtraction import relative_enhancement, subtraction
 
 
 def test_subtraction_float32_no_wraparound():

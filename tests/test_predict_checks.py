@@ -148,7 +148,7 @@ def test_library_info_logs_are_quiet(tmp_path):
 
 def test_us_input_deeper_than_training_is_warned(tmp_path, capsys):
     from breastseg.cli import main
-    from breastseg.models.ranges import training_ranges
+    from breastseg.data.ranges import training_ranges
     from breastseg.us.maps import write_decoded_patient
 
     write_decoded_patient([_rf_npz(tmp_path / "train.npz", samples=200, roi=True)], tmp_path / "interim" / "P1",
@@ -181,7 +181,7 @@ def test_us_input_deeper_than_training_is_warned(tmp_path, capsys):
 def test_mri_study_with_thick_slices_is_warned(tmp_path, capsys):
     from breastseg.cli import main
     from breastseg.dicom.dce import convert_dce_patient
-    from breastseg.models.ranges import training_ranges
+    from breastseg.data.ranges import training_ranges
     from breastseg.synth import mri as mri_mod
 
     identity = {"patient_id": "BRS-1", "name": "Doe^Jane", "birth_date": "19700101", "age": "050Y",
@@ -217,7 +217,7 @@ def test_mri_study_with_other_intensities_is_warned(tmp_path, capsys):
     from breastseg.config import Experiment
     from breastseg.data.slices import prepare_patient
     from breastseg.dicom.dce import convert_dce_patient
-    from breastseg.models.ranges import training_ranges
+    from breastseg.data.ranges import training_ranges
     from breastseg.synth import mri as mri_mod
 
     identity = {"patient_id": "BRS-2", "name": "Doe^Jane", "birth_date": "19700101", "age": "050Y",

@@ -176,9 +176,7 @@ def test_predict_uses_the_settings_the_model_was_trained_with_not_todays_default
     real = breastseg.config.schema_defaults
     monkeypatch.setattr(breastseg.config, "schema_defaults",
                         lambda section, *a, **k: dict(other) if section == "us_maps" else real(section, *a, **k))
-    from breastseg.us.maps import map_defaults
-
-    assert map_defaults() == other  # today's defaults did change
+    assert breastseg.config.us_map_settings() == other  # today's defaults did change
     np.testing.assert_array_equal(us_network_input(model.config, scan)[0], before)
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     del cfg["us_maps"]["window_pulses"]

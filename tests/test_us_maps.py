@@ -10,6 +10,7 @@ from PIL import Image
 from breastseg.errors import InputError
 from breastseg.us.maps import resample_to_square, write_us_maps
 from breastseg.us.rf import window_from_pulses
+from breastseg.config import us_map_settings as with_maps
 
 
 def _speckle_rf(rng, shape=(96, 16), fs=40e6, f0=7e6):
@@ -46,7 +47,7 @@ def test_npz_writes_full_layout(tmp_path):
     rng = np.random.default_rng(0)
     src = _npz(tmp_path / "pat.npz", rng)
     out = tmp_path / "maps"
-    result = write_us_maps(src, out, bins=32, window_pulses=1.0, entropy_on="envelope")
+    result = write_us_maps(src, out, **with_maps(bins=32, window_pulses=1.0, entropy_on="envelope"))
     assert [s["key"] for s in result["scans"]] == ["scan-1"]
     d = out / "scan-1"
     assert sorted(p.name for p in d.iterdir()) == ["bmode.npy", "entropy.npy", "mask.npy", "meta.json", "preview.png"]
@@ -71,8 +72,8 @@ def test_npz_writes_full_layout(tmp_path):
 def test_dynamic_range_and_bmode_only_selection(tmp_path):
     rng = np.random.default_rng(1)
     src = _npz(tmp_path / "pat.npz", rng)
-    write_us_maps(src, tmp_path / "a", maps=("bmode",), dynamic_range_db=20.0)
-    write_us_maps(src, tmp_path / "b", maps=("bmode",), dynamic_range_db=60.0)
+    write_us_maps(src, tmp_path / "a", maps=("bmode",), **with_maps(dynamic_range_db=20.0))
+    write_us_maps(src, tmp_path / "b", maps=("bmode",), **with_maps(dynamic_range_db=60.0))
     assert not (tmp_path / "a" / "scan-1" / "entropy.npy").exists()
     a, b = (np.load(tmp_path / x / "scan-1" / "bmode.npy") for x in "ab")
     assert (a == 0).mean() > (b == 0).mean()  # a narrower range clips more of the image to black
@@ -81,19 +82,18 @@ def test_dynamic_range_and_bmode_only_selection(tmp_path):
 def test_oasbud_keys_and_patient_selection(tmp_path):
     rng = np.random.default_rng(2)
     src = _mat(tmp_path / "oasbud.mat", rng, ["P1", "P2"])
-    res = write_us_maps(src, tmp_path / "all", maps=("bmode",))
+    res = write_us_maps(src, tmp_path / "all", maps=("bmode",), **with_maps())
     assert [s["key"] for s in res["scans"]] == ["P1/scan-1", "P1/scan-2", "P2/scan-1", "P2/scan-2"]
     assert (tmp_path / "all" / "P2" / "scan-2" / "bmode.npy").exists()
-    res = write_us_maps(src, tmp_path / "one", patients=["P2"], bins=16)
+    res = write_us_maps(src, tmp_path / "one", patients=["P2"], **with_maps(bins=16))
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2"]
     meta = json.loads((tmp_path / "one" / "scan-2" / "meta.json").read_text())
     assert meta["patient"] == "P2" and meta["class"] == "malignant" and meta["birads"] == "3"
-    from breastseg.us.maps import map_defaults
-
-    wp = map_defaults()["window_pulses"]
+    
+    wp = with_maps()["window_pulses"]
     assert meta["window"] == list(window_from_pulses(wp, f0=10e6, bandwidth=0.6, fs=40e6, pitch=38e-3 / 510))
     with pytest.raises(InputError, match="no scans of patient"):
-        write_us_maps(src, tmp_path / "none", patients=["P9"])
+        write_us_maps(src, tmp_path / "none", patients=["P9"], **with_maps())
 
 
 def test_bmode_only_inputs_refuse_entropy(tmp_path):
@@ -105,10 +105,10 @@ def test_bmode_only_inputs_refuse_entropy(tmp_path):
     Image.fromarray(m).save(root / "malignant (3)_mask.png")
     out = tmp_path / "out"
     with pytest.raises(InputError, match="entropy maps need raw RF") as err:
-        write_us_maps(tmp_path / "busi", out)
+        write_us_maps(tmp_path / "busi", out, **with_maps())
     assert err.value.path.endswith("malignant (3).png")
     assert not out.exists()
-    res = write_us_maps(tmp_path / "busi", out, maps=("bmode",))
+    res = write_us_maps(tmp_path / "busi", out, maps=("bmode",), **with_maps())
     d = out / res["scans"][0]["key"]
     assert res["scans"][0]["key"] == "scan-1"
     assert np.load(d / "mask.npy").sum() == 9 and json.loads((d / "meta.json").read_text())["class"] == "malignant"
@@ -123,10 +123,10 @@ def test_bad_input_in_a_folder_writes_nothing(tmp_path):
     _npz(cohort / "b.npz", rng, roi=np.ones((95, 16), np.uint8))
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"b\.npz: mask 'roi' has shape"):
-        write_us_maps(cohort, out)
+        write_us_maps(cohort, out, **with_maps())
     assert not out.exists() or not any(out.rglob("*"))
     with pytest.raises(ValueError):
-        write_us_maps(cohort / "a.npz", out, maps=("doppler",))
+        write_us_maps(cohort / "a.npz", out, maps=("doppler",), **with_maps())
 
 
 def test_resample_to_square_keeps_aspect_and_labels():
@@ -158,27 +158,26 @@ def test_resample_to_square_keeps_aspect_and_labels():
 def test_patient_id_pseudonym_replaces_names(tmp_path):
     rng = np.random.default_rng(4)
     src = _npz(tmp_path / "Doe_Jane.npz", rng)
-    res = write_us_maps(src, tmp_path / "out", maps=("bmode",), patient_id="P-0007")
+    res = write_us_maps(src, tmp_path / "out", maps=("bmode",), patient_id="P-0007", **with_maps())
     meta = json.loads((tmp_path / "out" / "scan-1" / "meta.json").read_text())
     assert res["scans"][0]["patient"] == meta["patient"] == "P-0007"
     assert "Doe_Jane" not in (tmp_path / "out" / "scan-1" / "meta.json").read_text()
     mat = _mat(tmp_path / "oasbud.mat", rng, ["P1", "P2"])
     with pytest.raises(InputError, match="several patients"):
-        write_us_maps(mat, tmp_path / "x", patient_id="P-0008")
-    res = write_us_maps(mat, tmp_path / "y", maps=("bmode",), patients=["P2"], patient_id="P-0008")
+        write_us_maps(mat, tmp_path / "x", patient_id="P-0008", **with_maps())
+    res = write_us_maps(mat, tmp_path / "y", maps=("bmode",), patients=["P2"], patient_id="P-0008", **with_maps())
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2"]
 
 
 def test_cli_and_library_defaults_are_the_params_defaults(params, tmp_path):
     from breastseg.cli import build_parser
-    from breastseg.us.maps import map_defaults
-
+    
     pipeline = params["us_maps"]
-    assert map_defaults() == pipeline
+    assert with_maps() == pipeline
     args = build_parser().parse_args(["us-maps", "in.npz", "out"])
     assert {k: getattr(args, k) for k in pipeline} == pipeline
     rng = np.random.default_rng(5)
-    res = write_us_maps(_npz(tmp_path / "p.npz", rng), tmp_path / "maps")
+    res = write_us_maps(_npz(tmp_path / "p.npz", rng), tmp_path / "maps", **with_maps())
     meta = json.loads((Path(res["scans"][0]["dir"]) / "meta.json").read_text())
     assert {k: meta[k] for k in ("dynamic_range_db", "bins", "entropy_on", "window_pulses")} == pipeline
 
@@ -186,13 +185,13 @@ def test_cli_and_library_defaults_are_the_params_defaults(params, tmp_path):
 def test_pseudonymised_scans_of_several_inputs_are_numbered(tmp_path):
     rng = np.random.default_rng(6)
     src = _mat(tmp_path / "o.mat", rng, ["L1", "L2", "L3"])
-    res = write_us_maps([src], tmp_path / "p", patients=["L1", "L3"], patient_id="Pabc", maps=("bmode",))
+    res = write_us_maps([src], tmp_path / "p", patients=["L1", "L3"], patient_id="Pabc", maps=("bmode",), **with_maps())
     assert [s["key"] for s in res["scans"]] == ["scan-1", "scan-2", "scan-3", "scan-4"]
     metas = [json.loads((tmp_path / "p" / f"scan-{i}" / "meta.json").read_text()) for i in range(1, 5)]
     assert {m["patient"] for m in metas} == {"Pabc"} and [m["scan"] for m in metas] == [s["key"] for s in res["scans"]]
     assert not any("L1" in json.dumps(m) or "o.mat" in json.dumps(m) for m in metas)
     with pytest.raises(InputError, match="holds several patients"):
-        write_us_maps(src, tmp_path / "q", patient_id="Pabc", maps=("bmode",))
+        write_us_maps(src, tmp_path / "q", patient_id="Pabc", maps=("bmode",), **with_maps())
 
 
 def _scan(rf, shape=(96, 16)):
@@ -203,18 +202,18 @@ def _scan(rf, shape=(96, 16)):
 
 
 def test_envelope_entropy_is_the_default_binned_over_a_robust_scale():
-    from breastseg.us.maps import compute_maps, envelope_range, map_defaults
+    from breastseg.us.maps import compute_maps, envelope_range
     from breastseg.us.rf import envelope
 
-    assert map_defaults()["entropy_on"] == "envelope"
+    assert with_maps()["entropy_on"] == "envelope"
     rf = _speckle_rf(np.random.default_rng(7), (200, 16))
-    maps, meta = compute_maps(_scan(rf, (200, 16)))
+    maps, meta = compute_maps(_scan(rf, (200, 16)), **with_maps())
     env = envelope(rf)
     assert meta["entropy_on"] == "envelope"
     assert meta["entropy_value_range"] == pytest.approx([0.0, np.percentile(env, 99)])
     assert envelope_range(env) == (0.0, pytest.approx(np.percentile(env, 99)))
     # independent of the receiver gain (and of the display's dynamic range, which only the B-mode uses)
-    louder, _ = compute_maps(_scan(rf * 4.0, (200, 16)), dynamic_range_db=30.0)
+    louder, _ = compute_maps(_scan(rf * 4.0, (200, 16)), **with_maps(dynamic_range_db=30.0))
     np.testing.assert_array_equal(louder["entropy"], maps["entropy"])
     # one strong specular echo (a short pulse 40x the speckle) barely moves the scale: the map away from it
     # keeps its values, while bins over the scan's min..max squeeze the tissue into the lowest bins
@@ -226,7 +225,7 @@ def test_envelope_entropy_is_the_default_binned_over_a_robust_scale():
     spiked[:, 8] += echo
     far = np.ones(rf.shape, bool)
     far[60:140, 4:13] = False
-    robust, _ = compute_maps(_scan(spiked, (200, 16)))
+    robust, _ = compute_maps(_scan(spiked, (200, 16)), **with_maps())
     assert np.abs(robust["entropy"][far] - maps["entropy"][far]).mean() < 0.05 * maps["entropy"][far].mean()
     fragile = entropy_map(envelope(spiked), tuple(meta["window"]), meta["bins"])
     assert fragile[far].mean() < 0.6 * robust["entropy"][far].mean()
@@ -237,8 +236,8 @@ def test_bmode_entropy_stays_an_option():
     from breastseg.us.maps import compute_maps
 
     rf = _speckle_rf(np.random.default_rng(8))
-    env_maps, _ = compute_maps(_scan(rf), window_pulses=1.0, bins=16)
-    bm_maps, meta = compute_maps(_scan(rf), window_pulses=1.0, bins=16, entropy_on="bmode")
+    env_maps, _ = compute_maps(_scan(rf), **with_maps(window_pulses=1.0, bins=16))
+    bm_maps, meta = compute_maps(_scan(rf), **with_maps(window_pulses=1.0, bins=16, entropy_on="bmode"))
     assert meta["entropy_on"] == "bmode" and meta["entropy_value_range"] == [0.0, 1.0]
     assert not np.array_equal(env_maps["entropy"], bm_maps["entropy"])
 
@@ -247,8 +246,8 @@ def test_the_entropy_binning_is_recorded_and_another_one_refused(tmp_path):
     """Maps record how the entropy histogram was binned; a model's maps of another binning cannot be remade."""
     rng = np.random.default_rng(4)
     src = _npz(tmp_path / "pat.npz", rng)
-    write_us_maps(src, tmp_path / "maps", entropy_on="envelope", entropy_binning="envelope-p99")
+    write_us_maps(src, tmp_path / "maps", entropy_binning="envelope-p99", **with_maps(entropy_on="envelope"))
     assert json.loads((tmp_path / "maps" / "scan-1" / "meta.json").read_text())["entropy_binning"] == "envelope-p99"
     with pytest.raises(InputError, match="binned 'envelope-minmax'"):
-        write_us_maps(src, tmp_path / "old", entropy_on="envelope", entropy_binning="envelope-minmax")
+        write_us_maps(src, tmp_path / "old", entropy_binning="envelope-minmax", **with_maps(entropy_on="envelope"))
     assert not (tmp_path / "old").exists()

@@ -114,6 +114,15 @@ def schema_defaults(section: str, schema: Path = SCHEMA) -> dict[str, Any]:
     return out
 
 
+def us_map_settings(**given: Any) -> dict[str, Any]:
+    """The four ``us_maps`` settings :func:`breastseg.us.maps.compute_maps` takes: the schema's defaults under
+    ``given`` (for a script or a notebook; the workflow reads them from params)."""
+    unknown = sorted(set(given) - set(schema_defaults("us_maps")))
+    if unknown:
+        raise TypeError(f"unknown us_maps setting '{unknown[0]}'")
+    return {**schema_defaults("us_maps"), **given}
+
+
 def selected_experiments(params: dict[str, Any], source: str | Path = "params.yaml") -> list[str]:
     """The experiments a run builds: ``run.experiments`` (checked against ``experiments``), else all of them."""
     chosen = (params.get("run") or {}).get("experiments")

@@ -36,7 +36,7 @@ STAMP = ".converted"
 #: Bumped when what conversion writes changes: every patient is converted again.
 CONVERT_VERSION = 3
 #: Bumped when what preparation writes changes: every patient is prepared again.
-PREPARE_VERSION = 3  # 2: MRI patient files record the studies' intensities (models.ranges); 3: native labels, preprocess
+PREPARE_VERSION = 3  # 2: MRI patient files record the studies' intensities (data.ranges); 3: native labels, preprocess
 
 
 def _progress(items: list[str], what: str, enabled: bool) -> Iterable[str]:

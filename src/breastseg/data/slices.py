@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Experiment, MapSettings
+from ..config import Experiment, MapSettings, schema_defaults
 from ..errors import InputError
 from ..io import atomic_path
 from ..labels import BPE, FGT, NOT_ANNOTATED, bpe_category
-from ..models.ranges import INTENSITY, mri_intensity
+from .ranges import INTENSITY, mri_intensity
 from .split import subset_patients
 
 #: The experiment settings preparation reads (the workflow reprepares a patient when one of them changes).
@@ -50,40 +50,9 @@ def resize_to(image: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarr
     return out[:rows, :cols]
 
 
-def top_percentile(values: Any, q: float) -> Any:
-    """``np.percentile(values, q)``, exactly, for a high ``q`` (the top few per cent) of a large array, in a
-    fifth of the time.
-
-    numpy's linear percentile depends on the sorted values at two positions near the top, on how many values
-    there are and on their dtype. The values above a threshold drawn from every 64th value hold both positions;
-    numpy's own ``percentile`` then runs on an array of the same length and dtype that holds those values and,
-    below them, copies of the threshold, so it has the same sorted values at both positions and gives the same
-    result. A threshold that leaves too few values above it, NaNs, or a small array go to ``np.percentile``
-    directly.
-    """
-    a = np.asarray(values)
-    flat = a.ravel(order="K")  # the order of the values does not matter to a percentile
-    n = flat.size
-    if n < 1 << 16 or not 50.0 <= q <= 100.0 or a.dtype.kind not in "fiu":
-        return np.percentile(a, q)
-    need = n - int(np.floor((n - 1) * (q / 100.0))) + 2  # values at and above the lower of the two positions
-    sample = flat[::64]
-    pos = max(0, sample.size - 2 - 2 * (need // 64 + 1))  # twice the expected share of the sample
-    threshold = np.partition(sample, pos)[pos]
-    if a.dtype.kind == "f" and (np.isnan(threshold) or np.isnan(flat).any()):
-        return np.percentile(a, q)
-    keep = flat >= threshold
-    m = int(np.count_nonzero(keep))
-    if m < need:
-        return np.percentile(a, q)
-    surrogate = np.full(n, threshold, dtype=flat.dtype)
-    surrogate[:m] = flat[keep]
-    return np.percentile(surrogate, q, overwrite_input=True)
-
-
 def study_scale(pre: np.ndarray) -> float:
     """The per-study normalisation: the 99.5th percentile of the pre-contrast volume (1 for an empty one)."""
-    return float(top_percentile(pre, 99.5)) or 1.0
+    return float(np.percentile(pre, 99.5)) or 1.0
 
 
 def mri_study_channels(exp: Experiment, pre: np.ndarray, others: dict[str, np.ndarray],
@@ -191,7 +160,7 @@ def prepare_mri(exp: Experiment, interim: Path) -> dict[str, Any]:
         vols = mri_study_channels(exp, pre, raw, scale)
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         in_plane = (float(vox[0]), float(vox[1]))
-        if not np.all(lab == NOT_ANNOTATED):  # what predict compares a new study with (models.ranges)
+        if not np.all(lab == NOT_ANNOTATED):  # what predict compares a new study with (data.ranges)
             for q, v in mri_intensity(scale, raw.get("sub")).items():
                 intensity[q].extend(v)
         for k in range(lab.shape[2]):
@@ -247,11 +216,12 @@ def prepare_us(exp: Experiment, interim: Path, maps_settings: MapSettings | dict
 
 def map_kwargs(maps_settings: MapSettings | dict[str, Any] | None) -> dict[str, Any]:
     """The ``us_maps`` settings :func:`breastseg.us.maps.maps_from_decoded` takes (the entropy binning, which the
-    settings imply, left out); {} for none (the schema's defaults)."""
+    settings imply, left out); a model bundle from before they were recorded (None, or a key missing) made its
+    maps with the schema's defaults."""
     if isinstance(maps_settings, MapSettings):
         maps_settings = maps_settings.as_dict()
-    return {k: v for k, v in (maps_settings or {}).items()
-            if k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
+    given = {**schema_defaults("us_maps"), **(maps_settings or {})}
+    return {k: given[k] for k in ("dynamic_range_db", "window_pulses", "bins", "entropy_on")}
 
 
 def scan_maps(exp: Experiment, sdir: Path, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -27,7 +27,8 @@ from ..errors import InputError
 from ..io import atomic_dir, write_json
 from .nifti import nifti_name, write_nifti, write_nifti_copy, write_nifti_stream
 from .pixels import iter_native_slices, native_plan, native_segments, read_stack
-from .scan import Quarantine, scan
+from .scan import scan
+from .slices import Quarantine
 from .series import Stack, build_stacks
 from .sidecar import stack_sidecar, stack_start_time
 

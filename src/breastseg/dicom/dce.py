@@ -48,7 +48,8 @@ from .labelfiles import is_label_file_name, load_label_file, parse_label_map
 from .nifti import write_nifti
 from .philips import study_scaling
 from .pixels import read_stack
-from .scan import Quarantine, scan
+from .scan import scan
+from .slices import Quarantine
 from .series import Stack, build_stacks, series_location
 from .sidecar import sanitize_text, stack_sidecar, stack_start_time
 
@@ -136,8 +137,8 @@ def select_dce_phases(members: list[Stack], root: Path, phase_rule: PhaseRule = 
 def subtraction_on_pre_grid(pre: Stack, pre_data: np.ndarray, post1: Stack, post1_data: np.ndarray) -> np.ndarray:
     """The subtraction image (first post-contrast - pre-contrast, float32) on the pre-contrast grid; the post
     phase is resampled linearly onto that grid when the grids differ."""
-    from ..mri.resample import resample_to_grid
-    from ..mri.subtraction import subtraction
+    from .resample import resample_to_grid
+    from .subtraction import subtraction
 
     if not same_grid(post1.shape, post1.affine, pre.shape, pre.affine):
         post1_data = resample_to_grid(post1_data, post1.affine, pre.shape, pre.affine, order=1)

@@ -26,37 +26,9 @@ from pydicom.dataset import Dataset
 from ..errors import InputError
 from .fastheader import fast_slice_ref
 from .headers import MEDIA_STORAGE_DIRECTORY, NON_IMAGE_PREFIXES, SEG_SOP_CLASS, read_header, slice_refs
-from .slices import SliceRef, short_reason
+from .slices import Quarantine, SliceRef, short_reason
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
-
-
-class Quarantine:
-    """What was skipped and why (``on_error="skip"``), or the switch that raises at once (``"fail"``)."""
-
-    def __init__(self, on_error: str = "fail", root: str | Path | None = None):
-        if on_error not in ("fail", "skip"):
-            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
-        self.on_error = on_error
-        self.root = Path(root) if root is not None else None
-        self.entries: list[dict[str, str]] = []
-
-    def report(self, path: str | Path | None, reason: str, *, kind: str = "file") -> None:
-        if self.on_error == "fail":
-            raise InputError(path, reason)
-        self.entries.append({"kind": kind, "path": self.rel(path), "reason": reason})
-
-    def rel(self, path: str | Path | None) -> str:
-        """A path relative to the input root: file names below it are the user's own, never DICOM values."""
-        if path is None:
-            return ""
-        p = Path(path)
-        if self.root is not None:
-            try:
-                return p.relative_to(self.root).as_posix()
-            except ValueError:
-                pass
-        return p.as_posix()
 
 
 @dataclass

@@ -19,8 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from .geometry import affine_ras, slice_normal
-from .scan import Quarantine
-from .slices import SliceRef
+from .slices import Quarantine, SliceRef
 
 MAX_ORIENTATIONS = 3
 IOP_TOL = 1e-3

@@ -84,3 +84,31 @@ def short_reason(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters), to word why a file was refused."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+class Quarantine:
+    """What was skipped and why (``on_error="skip"``), or the switch that raises at once (``"fail"``)."""
+
+    def __init__(self, on_error: str = "fail", root: str | Path | None = None):
+        if on_error not in ("fail", "skip"):
+            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        self.on_error = on_error
+        self.root = Path(root) if root is not None else None
+        self.entries: list[dict[str, str]] = []
+
+    def report(self, path: str | Path | None, reason: str, *, kind: str = "file") -> None:
+        if self.on_error == "fail":
+            raise InputError(path, reason)
+        self.entries.append({"kind": kind, "path": self.rel(path), "reason": reason})
+
+    def rel(self, path: str | Path | None) -> str:
+        """A path relative to the input root: file names below it are the user's own, never DICOM values."""
+        if path is None:
+            return ""
+        p = Path(path)
+        if self.root is not None:
+            try:
+                return p.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()

@@ -410,7 +410,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     if exp.dataset == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
-        from ..mri.bpe_degree import evaluate_degree
+        from .degree import evaluate_degree
 
         summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
                                                 seed=int(params["evaluation"]["seed"]))

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,33 +30,6 @@ from ..io import atomic_dir, write_json
 from .model import CONFIG_NAME, LoadedModel, bundle_of, load_bundle, read_config, resolved_model
 
 log = logging.getLogger(__name__)
-
-_SWITCH_LOCK = threading.Lock()
-_switch_state = {"users": 0, "saved": 0.005}
-
-
-@contextmanager
-def short_gil_slices(seconds: float = 5e-4):
-    """Hand the GIL between threads every ``seconds`` (Python's default: 5 ms) while the block runs.
-
-    predict's output threads alternate short numpy calls (which release the GIL) with Python glue; beside the
-    SEG's pure-Python thread, each return from numpy waited up to a whole default slice for the GIL, which made
-    the degree read-out 1.7x slower there (0.64 s instead of 0.37 s; 0.40 s with 0.5 ms slices). Nested and
-    concurrent uses share one setting; the last one out restores the previous interval.
-    """
-    with _SWITCH_LOCK:
-        if _switch_state["users"] == 0:
-            _switch_state["saved"] = sys.getswitchinterval()
-            sys.setswitchinterval(min(seconds, _switch_state["saved"]))
-        _switch_state["users"] += 1
-    try:
-        yield
-    finally:
-        with _SWITCH_LOCK:
-            _switch_state["users"] -= 1
-            if _switch_state["users"] == 0:
-                sys.setswitchinterval(_switch_state["saved"])
-
 
 @dataclass
 class Unit:
@@ -84,7 +54,7 @@ def _model_record(model: LoadedModel) -> dict[str, Any]:
 
 def _range_warnings(model: LoadedModel, where: Any, values: dict[str, list[float]]) -> list[dict[str, Any]]:
     """The input's values outside the model's training ranges, each also written to stderr in one line."""
-    from ..models.ranges import out_of_range
+    from ..data.ranges import out_of_range
 
     found = out_of_range(model.config.get("training_ranges"), values)
     for w in found:
@@ -109,7 +79,7 @@ def _record(model: LoadedModel, input_info: dict[str, Any], readout: dict[str, A
         "input": input_info,
         "readout": readout,
         "outputs": outputs,
-        # inputs unlike the training data (geometry outside the model's training ranges): see models.ranges
+        # inputs unlike the training data (geometry outside the model's training ranges): see data.ranges
         "warnings": list(warnings or []),
         "seconds": round(seconds, 3),
     }
@@ -131,7 +101,7 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
                       *, write_seg: bool = True) -> dict[str, Any]:
     """Segment one DCE study; write its outputs to ``out`` (atomically); return the read-out record."""
     from ..data.slices import study_scale
-    from ..models.ranges import mri_intensity, mri_values
+    from ..data.ranges import mri_intensity, mri_values
     from ..mri.bpe_degree import degree_readout, first_post_subtraction
     from .dicom_seg import mri_seg, save_seg
     from ..models.segment import segment
@@ -155,13 +125,8 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
     info = {"kind": "dicom-dce-study", "study": key, "phases": study.phases, "phase_timing": study.timing,
             "shape": list(study.pre.shape), "voxel_mm": [round(float(v), 6) for v in voxel]}
     seg_note = None
-    with atomic_dir(out) as tmp, short_gil_slices(), \
-            ThreadPoolExecutor(2, thread_name_prefix="predict-outputs") as pool:
-        # the degree read-out and labels.nii.gz + overlay.png (numpy, ISA-L and PIL: mostly outside the GIL) are
-        # made on two other threads while this one assembles the DICOM SEG (pydicom and highdicom: Python)
-        degree = pool.submit(degree_readout, labels, study.volumes["pre"], post_sub, model.config["bpe_degree"],
-                             readout["bpe_category_index"], len(model.config["bpe_cutoffs"]) + 1)
-        images = pool.submit(_write_mri_images, tmp, labels, affine, study.volumes["pre"], voxel)
+    with atomic_dir(out) as tmp:
+        _write_mri_images(tmp, labels, affine, study.volumes["pre"], voxel)
         if write_seg:
             try:
                 seg = mri_seg(study.pre, labels, exp.name, model.source.get("version"))
@@ -174,8 +139,8 @@ def predict_mri_study(model: LoadedModel, key: str, members: list[Any], root: Pa
         if seg_note:
             outputs["dicom_seg_note"] = seg_note
         # degree next to area: relative enhancement of the predicted BPE at the first post-contrast phase
-        readout.update(degree.result())
-        images.result()
+        readout.update(degree_readout(labels, study.volumes["pre"], post_sub, model.config["bpe_degree"],
+                                      readout["bpe_category_index"], len(model.config["bpe_cutoffs"]) + 1))
         record = _record(model, info, readout, outputs, time.perf_counter() - t0, warnings)
         write_json(tmp / "readout.json", record)
     return record
@@ -213,7 +178,7 @@ def predict_us_scan(model: LoadedModel, scan: Any, out: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     exp = model.experiment
-    from ..models.ranges import us_values
+    from ..data.ranges import us_values
 
     warnings = _range_warnings(model, scan.path or scan.scan,
                                us_values(scan.mask.shape, scan.spacing_mm, bool(scan.spacing_known)))

@@ -44,7 +44,8 @@ class MriStudy:
 def discover_mri_studies(input_dir: Path) -> list[tuple[str, list[Any], Path]]:
     """The DCE studies below ``input_dir``: ``[(study key, stacks, study folder)]``, ordered like ``convert``."""
     from ..dicom.convert import order_studies
-    from ..dicom.scan import Quarantine, scan
+    from ..dicom.scan import scan
+    from ..dicom.slices import Quarantine
     from ..dicom.series import build_stacks, series_location
 
     if not input_dir.is_dir():
@@ -86,7 +87,7 @@ def load_mri_study(key: str, members: list[Any], root: Path, exp: Experiment) ->
             volumes["sub"] = subtraction_on_pre_grid(pre, pre_data, post1, post1_data)
         if "post1" in needed:
             from ..dicom.gridmatch import same_grid
-            from ..mri.resample import resample_to_grid
+            from ..dicom.resample import resample_to_grid
 
             volumes["post1"] = (post1_data if same_grid(post1.shape, post1.affine, pre.shape, pre.affine)
                                 else resample_to_grid(post1_data, post1.affine, pre.shape, pre.affine, order=1))

@@ -63,7 +63,7 @@ def bundle_config(params: dict[str, Any], exp: Experiment, tags: dict[str, str],
                   training_ranges: dict[str, Any] | None = None,
                   inference: dict[str, Any] | None = None) -> dict[str, Any]:
     """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``;
-    ``training_ranges``: the geometry of its training data (:func:`breastseg.models.ranges.training_ranges`);
+    ``training_ranges``: the geometry of its training data (:func:`breastseg.data.ranges.training_ranges`);
     ``inference``: the inference settings in force (test-time mirroring axes, post-processing chosen on
     validation: :func:`breastseg.models.segment.choose_postprocessing`)."""
     return {

@@ -225,7 +225,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     from ..data.split import fold_assignment, fold_split
     from ..models.bundle import load_bundle
     from ..models.ensemble import FoldEnsemble
-    from ..models.ranges import training_ranges
+    from ..data.ranges import training_ranges
 
     exp = experiment(params, name)
     hp = hyperparameters(exp, best_params)
@@ -446,7 +446,7 @@ def train_experiment(
     # from it and loads tensors only (no unpickling), with the preprocessing settings this model was trained with.
     # The training patients' geometry (from conversion's sidecars, no image read): predict warns outside it.
     from ..data.split import subset_patients
-    from ..models.ranges import training_ranges
+    from ..data.ranges import training_ranges
 
     ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"), processed_dir)
     inference = inference_settings(exp, hp, [(net, dm.data["val"])], out_dir / "postprocessing.json")

@@ -125,20 +125,8 @@ def resample_to_square(
 # ------------------------------------------------------------------------------------------ maps
 
 
-def map_defaults() -> dict[str, Any]:
-    """``us_maps`` defaults (dynamic_range_db, window_pulses, bins, entropy_on) from the params schema."""
-    from breastseg.config import schema_defaults
-
-    return schema_defaults("us_maps")
-
-
 def _settings(dynamic_range_db, window_pulses, bins, entropy_on) -> tuple[float, float, int, str]:
-    given = {"dynamic_range_db": dynamic_range_db, "window_pulses": window_pulses, "bins": bins,
-             "entropy_on": entropy_on}
-    if any(v is None for v in given.values()):
-        given = {k: map_defaults()[k] if v is None else v for k, v in given.items()}
-    return (float(given["dynamic_range_db"]), float(given["window_pulses"]), int(given["bins"]),
-            str(given["entropy_on"]))
+    return float(dynamic_range_db), float(window_pulses), int(bins), str(entropy_on)
 
 
 def envelope_range(env: np.ndarray) -> tuple[float, float]:
@@ -195,15 +183,15 @@ def maps_from_decoded(
     meta: dict[str, Any],
     *,
     maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float | None = None,
-    window_pulses: float | None = None,
-    bins: int | None = None,
-    entropy_on: str | None = None,
+    dynamic_range_db: float,
+    window_pulses: float,
+    bins: int,
+    entropy_on: str,
     entropy_binning: str | None = None,
     where: str | Path | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Maps (always including ``bmode``) of one decoded scan (:func:`decode_scan`) and its metadata with the
-    settings. Settings left ``None`` take the ``us_maps`` defaults of the params schema (:func:`map_defaults`).
+    settings (the ``us_maps`` block, all four required).
     ``entropy_binning``: the binning a model's maps were made with (its bundle records it); refused when this
     version bins otherwise, since the maps would not be those the model learned from. ``where``: the input named
     in errors (default: the scan's patient).
@@ -369,10 +357,10 @@ def write_us_maps(
     out_dir: str | Path,
     *,
     maps: Sequence[str] = MAP_NAMES,
-    dynamic_range_db: float | None = None,
-    window_pulses: float | None = None,
-    bins: int | None = None,
-    entropy_on: str | None = None,
+    dynamic_range_db: float,
+    window_pulses: float,
+    bins: int,
+    entropy_on: str,
     entropy_binning: str | None = None,
     patients: Iterable[str] | None = None,
     patient_id: str | None = None,
@@ -388,8 +376,8 @@ def write_us_maps(
 
     See the module doc for the layout. ``maps``: any of ``"bmode"``, ``"entropy"`` (entropy needs raw RF).
     ``bins``: histogram bins of the entropy (equal width over 0..99th percentile of the scan's envelope with
-    ``entropy_on="envelope"``; over [0, 1] with ``"bmode"``; see the module doc). Settings left ``None`` take the ``us_maps``
-    defaults of the params schema. ``patients``: convert only these patient ids (lesion ids for OASBUD). ``fs``, ``f0`` (Hz), ``pitch`` (m),
+    ``entropy_on="envelope"``; over [0, 1] with ``"bmode"``; see the module doc); the four ``us_maps`` settings
+    are required (the params schema holds their defaults). ``patients``: convert only these patient ids (lesion ids for OASBUD). ``fs``, ``f0`` (Hz), ``pitch`` (m),
     ``c`` (m/s), ``bandwidth`` (fractional): override the acquisition parameters of RF inputs.
     ``patient_id``: a pseudonym recorded as the patient instead of the input's own name; the input must hold
     one patient, unless ``patients`` names the units that make up this patient or ``one_patient`` says that

@@ -45,11 +45,11 @@ def mri_intensity(scale: float, sub: Any | None) -> dict[str, list[float]]:
     """The intensity quantities of one study: ``scale``, its pre-contrast 99.5th percentile (the normalisation,
     :func:`breastseg.data.slices.study_scale`), and its subtraction (None: the model's channels hold no
     subtraction, and its enhancement is not checked)."""
-    from ..data.slices import top_percentile
+    import numpy as np
 
     out = {"pre_p995": [float(scale)]}
     if sub is not None:
-        out["enhancement_p995"] = [float(top_percentile(sub, 99.5)) / scale]
+        out["enhancement_p995"] = [float(np.percentile(sub, 99.5)) / scale]
     return out
 
 

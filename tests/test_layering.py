@@ -137,6 +137,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tracking",),                                # MLflow and Optuna stores
     ("synth",),                                   # the demo cohort's phantoms
     ("data",),                                    # cohorts, conversion shards, slices, splits, data module
+    ("stages",),                                  # what each workflow stage reads (its rerun trigger)
     ("mri",),                                     # the degree of BPE
     ("models",),                                  # networks, bundles, segmentation
     ("evaluation",),                              # metrics, evaluation, the gate

@@ -7,8 +7,9 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .errors import InputError
 
@@ -248,10 +249,136 @@ class SplitSettings:
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists (how params hold sequences), recursively: what is hashed or written stays as before."""
+    """Tuples as lists and read-only mappings as dicts (how params hold them), recursively: what is hashed or
+    written stays as before."""
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples and dicts as read-only mappings, recursively."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    return value
+
+
+class Section:
+    """A frozen view of one top-level section of resolved params (``SECTION``): one field per schema key, filled
+    from the schema's defaults by :func:`resolve_params` (a key the schema gives no default and params leave out
+    is None)."""
+
+    SECTION: ClassVar[str] = ""
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]):
+        return cls.from_dict(params[cls.SECTION])
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        return cls(**{f.name: _frozen(d.get(f.name)) for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class CohortSettings(Section):
+    """``cohort``: where the raw data is and how patients are named."""
+
+    SECTION: ClassVar[str] = "cohort"
+    name: str
+    root: str
+    pseudonym_key_file: str | None
+    public: bool
+    patient_map: str | None
+    label_map: Mapping[str, int] | None
+
+
+@dataclass(frozen=True)
+class RunSettings(Section):
+    """``run``: which experiments, seeds and folds a run builds."""
+
+    SECTION: ClassVar[str] = "run"
+    experiments: tuple[str, ...] | None
+    seeds: tuple[int, ...]
+    folds: int
+
+
+@dataclass(frozen=True)
+class SynthSettings(Section):
+    """``synth``: the demo cohort's phantoms."""
+
+    SECTION: ClassVar[str] = "synth"
+    patients: int
+    seed: int
+    mri_matrix: int
+    mri_slices: int
+    mri_spacing_mm: float
+    mri_slice_mm: float
+    mri_post_phases: int
+    workers: int
+    us_lines: int
+    us_depth_mm: float
+    annotated_fraction: float
+
+
+@dataclass(frozen=True)
+class ConvertSettings(Section):
+    """``convert``: what conversion does with a bad file, and how many shards it works in."""
+
+    SECTION: ClassVar[str] = "convert"
+    on_error: str
+    shards: int
+
+
+@dataclass(frozen=True)
+class TuneSettings(Section):
+    """``tune``: the Optuna study (``max_epochs`` None: the experiment's own ``train.max_epochs``)."""
+
+    SECTION: ClassVar[str] = "tune"
+    n_trials: int
+    workers: int
+    max_epochs: int | None
+    pruner: str
+    space: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(Section):
+    """``evaluation``: the bootstrap seed, the BPE categories and the comparisons."""
+
+    SECTION: ClassVar[str] = "evaluation"
+    seed: int
+    bpe_cutoffs: tuple[float, ...]
+    bpe_degree: Mapping[str, Any]
+    comparisons: tuple[Mapping[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SuggestSettings(Section):
+    """``suggest``: how the annotation worklist is chosen."""
+
+    SECTION: ClassVar[str] = "suggest"
+    strategy: str
+    budget: int
+    min_slice_gap: int
+    mc_passes: int
+    seed: int
+    montage: int
+
+
+@dataclass(frozen=True)
+class RegisterSettings(Section):
+    """``register``: the metric checkpoints and the champion gate select on, and the gate's margin."""
+
+    SECTION: ClassVar[str] = "register"
+    metric: str
+    margin: float
 
 
 @dataclass(frozen=True)
@@ -516,3 +643,34 @@ def write_effective_params(params: dict[str, Any], path: str | Path) -> str:
         with atomic_path(p) as tmp:
             tmp.write_text(text)
     return str(p)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section of resolved params as its typed, frozen object; ``experiments``: each experiment's merged
+    settings (:func:`experiment`)."""
+
+    cohort: CohortSettings
+    run: RunSettings
+    synth: SynthSettings
+    convert: ConvertSettings
+    us_maps: MapSettings
+    tracking: TrackingSettings
+    split: SplitSettings
+    train: TrainSettings
+    tune: TuneSettings
+    evaluation: EvaluationSettings
+    suggest: SuggestSettings
+    register: RegisterSettings
+    experiments: Mapping[str, Experiment]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Settings:
+        """Of resolved params (:func:`resolve_params`)."""
+        return cls(cohort=CohortSettings.from_params(params), run=RunSettings.from_params(params),
+                   synth=SynthSettings.from_params(params), convert=ConvertSettings.from_params(params),
+                   us_maps=MapSettings.from_params(params), tracking=TrackingSettings.from_params(params),
+                   split=SplitSettings.from_params(params), train=TrainSettings.from_dict(params["train"]),
+                   tune=TuneSettings.from_params(params), evaluation=EvaluationSettings.from_params(params),
+                   suggest=SuggestSettings.from_params(params), register=RegisterSettings.from_params(params),
+                   experiments=MappingProxyType({name: experiment(params, name) for name in params["experiments"]}))

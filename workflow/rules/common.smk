@@ -6,9 +6,9 @@
 # workflow, not parameters of a job's computation: the configuration they name reaches the jobs through that
 # file, and the rules' `params:` carry what each job reads from it, so changing a setting reruns exactly the jobs
 # that read it. Moving the constants into `params:` would add nothing to provenance.
-from breastseg.config import resolve_params, selected_experiments, write_effective_params
+from breastseg import stages
+from breastseg.config import Settings, resolve_params, selected_experiments, write_effective_params
 from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
-from breastseg.data.shards import preparation
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.errors import InputError
 
@@ -25,6 +25,9 @@ try:
     config.clear()
     config.update(RESOLVED)
     EXPERIMENTS = selected_experiments(config, source=SOURCE)  # run.experiments, else every experiment
+    # Every section as a typed, frozen object: each rule's `params:` is what its stage reads
+    # (breastseg.stages), so a changed setting reruns exactly the jobs that read it.
+    SETTINGS = Settings.from_params(config)
 except InputError as exc:
     stop(exc)
 

@@ -18,8 +18,7 @@ for _dataset in DATASETS:
             f"data/interim/{_dataset}/shard-{{shard}}.json",
         params:
             dataset=_dataset,  # the shell command is formatted when the job runs, after the loop has ended
-            on_error=config["convert"]["on_error"],
-            label_map=(config["cohort"].get("label_map") or {}) if _dataset == "mri" else {},
+            reads=stages.convert(SETTINGS, _dataset),
         log:
             f"logs/convert/{_dataset}/shard-{{shard}}.log",
         threads: 1
@@ -33,9 +32,9 @@ for _dataset in DATASETS:
 
 
 # The network's slices of one experiment for one shard (data/processed/<experiment>/<patient>.npz), made from the
-# cache; `params.prepared` holds only what preparation reads (channels, image_size and, for ultrasound, the us_maps
+# cache; `params.prepared` holds only what preparation reads (breastseg.stages.prepare) (channels, image_size and, for ultrasound, the us_maps
 # settings of its channels), so changing one experiment's settings prepares that experiment alone.
-PREPARATION = {e: preparation(config, e) for e in EXPERIMENTS}
+PREPARATION = {e: stages.prepare(config, e) for e in EXPERIMENTS}
 
 
 rule prepare:

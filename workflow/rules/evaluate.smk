@@ -32,7 +32,7 @@ for _dataset in DATASETS:
         wildcard_constraints:
             experiment="|".join(experiments_of(_dataset)),
         params:
-            evaluation=config["evaluation"],
+            reads=lambda wc: stages.evaluate(SETTINGS, wc.experiment),
         log:
             "logs/evaluate/{experiment}.log",
         threads: 1
@@ -63,7 +63,7 @@ rule evaluate_seed:
     wildcard_constraints:
         seed="|".join(map(str, EXTRA_SEEDS)) or "-",
     params:
-        evaluation=config["evaluation"],
+        reads=lambda wc: stages.evaluate(SETTINGS, wc.experiment),
     log:
         "logs/evaluate/{experiment}-seed{seed}.log",
     threads: 1
@@ -96,6 +96,7 @@ rule compare:
                       category="Comparisons"),
     params:
         pair=lambda wc: COMPARISONS[wc.comparison],
+        reads=lambda wc: stages.compare(SETTINGS, COMPARISONS[wc.comparison]),
     log:
         "logs/compare/{comparison}.log",
     threads: 1

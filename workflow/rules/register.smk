@@ -14,7 +14,7 @@ rule register:
     output:
         "results/{experiment}/decision.json",
     params:
-        register=config["register"],
+        reads=lambda wc: stages.register(SETTINGS, wc.experiment),
         interim=lambda wc: f"data/interim/{dataset_of(wc.experiment)}",
     log:
         "logs/register/{experiment}.log",

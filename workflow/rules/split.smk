@@ -14,7 +14,7 @@ for _dataset in DATASETS:
             manifests=expand("data/processed/{experiment}/manifest.csv", experiment=experiments_of(_dataset)),
         params:
             dataset=_dataset,
-            split=config["split"],
+            reads=stages.split(SETTINGS),
             version=lambda wc, ds=_dataset: version_of(ds),
         log:
             f"logs/split/{_dataset}.log",

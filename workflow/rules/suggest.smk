@@ -11,7 +11,7 @@ rule suggest:
         montage=report("results/{experiment}/worklist.png", caption="../report/worklist.rst",
                        category="Annotation worklists", subcategory="{experiment}"),
     params:
-        suggest=config["suggest"],
+        reads=lambda wc: stages.suggest(SETTINGS, wc.experiment),
         dataset=lambda wc: dataset_of(wc.experiment),
     log:
         "logs/suggest/{experiment}.log",

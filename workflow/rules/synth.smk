@@ -7,7 +7,7 @@ if COHORT["name"] == "demo":
         output:
             directory(ROOT),
         params:
-            synth=config["synth"],
+            reads=stages.synth(SETTINGS),
         log:
             "logs/synth/synth.log",
         threads: 1

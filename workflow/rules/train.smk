@@ -13,10 +13,7 @@ rule train:
         model="models/{experiment}/model.json",
         curve="plots/{experiment}/learning_curve.csv",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
-        train=config["train"],
-        seeds=SEEDS,
-        folds=config["run"]["folds"],
+        reads=lambda wc: stages.train(SETTINGS, wc.experiment),
         seed=SEEDS[0],
     log:
         "logs/train/{experiment}.log",
@@ -45,10 +42,7 @@ rule train_seed:
     wildcard_constraints:
         seed="|".join(map(str, EXTRA_SEEDS)) or "-",
     params:
-        experiment=lambda wc: config["experiments"][wc.experiment],
-        train=config["train"],
-        seeds=SEEDS,
-        folds=config["run"]["folds"],
+        reads=lambda wc: stages.train(SETTINGS, wc.experiment),
     log:
         "logs/train/{experiment}-seed{seed}.log",
     threads: TRAIN_THREADS

@@ -20,9 +20,7 @@ if TUNE_WORKERS == 1:
             worker="results/{experiment}/tune/worker-0.json",
             best="results/{experiment}/best_params.json",
         params:
-            tune=config["tune"],
-            experiment=lambda wc: config["experiments"][wc.experiment],
-            train=config["train"],
+            reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/worker-0.log",
         threads: config["train"]["threads"]
@@ -47,7 +45,7 @@ else:
         output:
             "results/{experiment}/tune/study.json",
         params:
-            tune=config["tune"],
+            reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/study.log",
         threads: 1
@@ -67,9 +65,7 @@ else:
         output:
             "results/{experiment}/tune/worker-{worker}.json",
         params:
-            tune=config["tune"],
-            experiment=lambda wc: config["experiments"][wc.experiment],
-            train=config["train"],
+            reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/worker-{worker}.log",
         threads: config["train"]["threads"]

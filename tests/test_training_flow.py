@@ -112,6 +112,10 @@ def test_tune_train_evaluate_register(tiny):
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert all(set(t.data.params) == set(train_run.data.params) for t in trials)
     assert "train.lr" in train_run.data.params and "model.features" in train_run.data.params
+    # one name per setting, its path in params.yaml (no second scheme from Lightning's hyperparameters)
+    assert not [k for k in train_run.data.params if "/" in k or k.startswith("exp")]
+    assert train_run.data.params["register.metric"] == "dice_mean"
+    assert {k: float(train_run.data.params[f"train.{k}"]) for k in best["params"]} == best["params"]  # used
     evaluation = next(r for r in runs if r.data.tags.get("breastseg.stage") == "evaluate")
     split_hash = train_run.data.tags["breastseg.split_hash"]
     for run, context in ((train_run, "training"), (trials[0], "training"), (evaluation, "test")):

@@ -140,12 +140,14 @@ def lineage_tags(params: dict[str, Any], exp: Experiment, split_file: Path, data
     }
 
 
-def run_params(exp: Experiment, hp: TrainSettings) -> dict[str, Any]:
-    """The parameters of a training run, named alike in Optuna trials and final trainings (``train.lr``,
-    ``model.features``, ``image_size``...), so both can be compared column by column."""
+def run_params(exp: Experiment, hp: TrainSettings, metric: str) -> dict[str, Any]:
+    """The parameters of a training run, one name per setting (its path in params.yaml: ``train.lr``,
+    ``model.features``, ``image_size``, ``register.metric``...) and the value actually used (``train``: the
+    experiment's block under the study's best values), named alike in Optuna trials and final trainings so that
+    both compare column by column."""
     return flat_params({"model": exp.model.as_dict(), "channels": list(exp.channels), "image_size": exp.image_size,
                         "preprocess": exp.preprocess.as_dict(), "inference": exp.inference.as_dict(),
-                        "train": hp.as_dict()})
+                        "train": hp.as_dict(), "register": {"metric": metric}})
 
 
 def split_input(params: dict[str, Any], exp: Experiment, split_file: Path) -> tuple[Any, dict[str, str]]:

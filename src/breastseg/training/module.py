@@ -73,10 +73,11 @@ class SegmentationModule(pl.LightningModule):
         if optimizer not in OPTIMIZERS or schedule not in SCHEDULES:
             raise ValueError(f"unknown optimizer '{optimizer}' or schedule '{schedule}' (optimizers: "
                              f"{', '.join(OPTIMIZERS)}; schedules: {', '.join(SCHEDULES)})")
-        # A checkpoint saved before optimizer, schedule and momentum existed lacks them: the defaults, what it used
+        # A checkpoint saved before optimizer, schedule and momentum existed lacks them: the defaults, what it used.
         self.save_hyperparameters({"exp": exp.as_dict(), "lr": lr, "weight_decay": weight_decay,
                                    "max_epochs": max_epochs, "class_weights": class_weights, "metric": metric,
-                                   "optimizer": optimizer, "schedule": schedule, "momentum": momentum})
+                                   "optimizer": optimizer, "schedule": schedule, "momentum": momentum},
+                                  logger=False)  # MLflow gets the settings once, by their params names (run_params)
         self.exp = exp
         self.metric = metric
         self.net = build_model(exp)

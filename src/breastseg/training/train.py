@@ -116,15 +116,21 @@ def module_kwargs(hp: TrainSettings, max_epochs: int, params: dict[str, Any] | N
                   exp: Experiment | None = None) -> dict[str, Any]:
     """SegmentationModule arguments from merged hyperparameters; with ``params`` and ``exp``, validation selects
     models on ``register.metric`` (the quantity the champion gate compares), when it is a Dice figure."""
-    from .module import selection_metrics
-
     kwargs = {"lr": float(hp.lr), "weight_decay": float(hp.weight_decay), "max_epochs": max_epochs,
               "class_weights": None if hp.class_weights is None else list(hp.class_weights),
               "optimizer": str(hp.optimizer), "schedule": str(hp.schedule), "momentum": float(hp.momentum)}
-    metric = params["register"]["metric"] if params is not None else None
-    if exp is not None and metric in selection_metrics(exp):
-        kwargs["metric"] = metric
+    if params is not None and exp is not None:
+        kwargs["metric"] = selection_metric(params, exp)
     return kwargs
+
+
+def selection_metric(params: dict[str, Any], exp: Experiment) -> str:
+    """The validation figure checkpoints, early stopping and Optuna select on: ``register.metric`` when it is a
+    Dice figure of ``exp`` (what the champion gate compares), else ``dice_mean``."""
+    from .module import selection_metrics
+
+    metric = params["register"]["metric"]
+    return metric if metric in selection_metrics(exp) else "dice_mean"
 
 
 def is_rank_zero() -> bool:
@@ -263,7 +269,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
         from ..environment import environment, mlflow_tags
 
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
-        mlflow.log_params({**tracking.run_params(exp, hp), "run.folds": k})
+        mlflow.log_params({**tracking.run_params(exp, hp, selection_metric(params, exp)), "run.folds": k})
         mlflow.set_tags(tracking.flat_params({key: v for key, v in inference.items() if key != "tta"},
                                              "breastseg.chosen."))
         mlflow.log_metric("oof_dice_per_image", oof_score)
@@ -457,7 +463,7 @@ def train_experiment(
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
-        mlflow.log_params(tracking.run_params(exp, hp))
+        mlflow.log_params(tracking.run_params(exp, hp, selection_metric(params, exp)))
         # chosen after training on the validation images (the params stay those trials share): tags
         mlflow.set_tags(tracking.flat_params({k: v for k, v in inference.items() if k != "tta"}, "breastseg.chosen."))
         mlflow.log_artifact(str(out_dir / "postprocessing.json"))

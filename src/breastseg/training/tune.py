@@ -81,8 +81,8 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     else:
         parent = client.create_run(exp_id, run_name=f"study-{study.study_name}",
                                    tags={**tags, "breastseg.study": study.study_name, "breastseg.stage": "tune"}).info.run_id
-        client.log_param(parent, "n_trials", params["tune"]["n_trials"])
-        client.log_param(parent, "pruner", params["tune"]["pruner"])
+        client.log_param(parent, "tune.n_trials", params["tune"]["n_trials"])
+        client.log_param(parent, "tune.pruner", params["tune"]["pruner"])
     result = {"experiment": name, "study": study.study_name, "parent_run_id": parent, "experiment_id": exp_id}
     write_json(out_json, result)
     return result
@@ -136,7 +136,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
 
     from ..data.datamodule import SliceDataModule
     from .module import SegmentationModule
-    from .train import make_trainer, module_kwargs
+    from .train import make_trainer, module_kwargs, selection_metric
 
     exp = experiment(params, name)
     cfg = params["tune"]
@@ -172,7 +172,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
                                       "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
                                       "breastseg.worker": str(worker), "breastseg.stage": "trial"}).info.run_id
         trial.set_user_attr("breastseg.mlflow_run", rid)
-        for k, v in tracking.run_params(exp, hp).items():  # named as in the final training
+        for k, v in tracking.run_params(exp, hp, selection_metric(params, exp)).items():  # named as in the final training
             client.log_param(rid, k, v)
         tracking.log_split(rid, *split_input, context="training")
         module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, params, exp))

@@ -36,7 +36,7 @@ rule prepared:
 rule all:
     default_target: True
     input:
-        expand("metrics/{experiment}.json", experiment=EXPERIMENTS),
+        expand(PATHS.metrics("{experiment}"), experiment=EXPERIMENTS),
         expand("results/{experiment}/decision.json", experiment=EXPERIMENTS),
         expand("results/comparisons/{comparison}.json", comparison=COMPARISONS),
         "results/summary.html",

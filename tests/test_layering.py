@@ -129,7 +129,7 @@ def test_bpe_category_is_defined_only_in_labels():
 #: the layers below its own, never a layer above nor a neighbour on its own layer. ``breastseg`` itself (the
 #: version) is below everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "labels", "io", "environment"),   # no breastseg imports but the version
+    ("errors", "labels", "io", "environment", "paths"),  # no breastseg imports but the version
     ("pseudonym", "server"),                      # the key, the team server's accounts
     ("dicom",),                                   # DICOM reading, NIfTI writing, volume resampling
     ("us",),                                      # ultrasound readers and maps

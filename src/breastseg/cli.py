@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .paths import PATHS
 
 log = logging.getLogger("breastseg")
 
@@ -98,7 +99,7 @@ def cmd_convert_shard(args: argparse.Namespace) -> None:
 
     dataset = args.dataset
     convert_shard(_params(args), dataset, Path(args.fingerprints), Path(args.marker),
-                  interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
+                  interim_dir=Path(args.interim_dir or PATHS.interim(dataset)),
                   log_dir=Path(args.log_dir or f"logs/convert/{dataset}"), on_error=args.on_error,
                   progress=not args.quiet)
 
@@ -110,8 +111,8 @@ def cmd_prepare_shard(args: argparse.Namespace) -> None:
     params = _params(args)
     dataset = experiment(params, args.experiment).dataset
     prepare_shard(params, args.experiment, Path(args.converted), Path(args.marker),
-                  interim_dir=Path(args.interim_dir or f"data/interim/{dataset}"),
-                  processed_dir=Path(args.processed_dir or f"data/processed/{args.experiment}"),
+                  interim_dir=Path(args.interim_dir or PATHS.interim(dataset)),
+                  processed_dir=Path(args.processed_dir or PATHS.processed(args.experiment)),
                   progress=not args.quiet)
 
 
@@ -317,7 +318,7 @@ def _prepare_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--prepare", metavar="EXPERIMENT[,...]",
                    help="also write each experiment's prepared slices (as 'prepare') to "
                         "PROCESSED_DIR/<experiment>/<patient>.npz")
-    s.add_argument("--processed-dir", default="data/processed", help="where --prepare writes")
+    s.add_argument("--processed-dir", default=PATHS.processed(), help="where --prepare writes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,25 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", choices=["mri", "us"])
     s.add_argument("prepared", nargs="+", metavar="NPZ|MARKER",
                    help="prepared patient files of the dataset, or the preparation markers that list them")
-    s.add_argument("--splits-dir", default="data/splits")
-    s.add_argument("--processed-dir", default="data/processed")
+    s.add_argument("--splits-dir", default=PATHS.splits())
+    s.add_argument("--processed-dir", default=PATHS.processed())
     s.add_argument("--data-version", help="the data version new patients join in (recorded per patient)")
 
     s = add("rekey", cmd_rekey, "rotate the pseudonym key: the ledger and outputs follow every patient to its new name")
     s.add_argument("--old-key", required=True, metavar="FILE", help="the key file the ledgers were made with")
     s.add_argument("--new-key", required=True, metavar="FILE", help="the new key file (created when missing)")
-    s.add_argument("--splits-dir", default="data/splits")
-    s.add_argument("--interim-dir", default="data/interim")
-    s.add_argument("--processed-dir", default="data/processed")
+    s.add_argument("--splits-dir", default=PATHS.splits())
+    s.add_argument("--interim-dir", default=PATHS.interim())
+    s.add_argument("--processed-dir", default=PATHS.processed())
 
     s = add("withdraw", cmd_withdraw, "withdraw a patient on request: ledger, splits and converted data; model "
                                       "versions trained with the patient are tagged")
     s.add_argument("patient", metavar="PATIENT", help="the raw patient identifier (folder name, lesion id) or its "
                                                      "pseudonym (P + 12 hex digits)")
     s.add_argument("--no-tag", action="store_true", help="do not tag model versions in MLflow")
-    s.add_argument("--splits-dir", default="data/splits")
-    s.add_argument("--interim-dir", default="data/interim")
-    s.add_argument("--processed-dir", default="data/processed")
+    s.add_argument("--splits-dir", default=PATHS.splits())
+    s.add_argument("--interim-dir", default=PATHS.interim())
+    s.add_argument("--processed-dir", default=PATHS.processed())
 
     for name, func, help in [
         ("study", cmd_study, "create or reopen the Optuna study and its MLflow parent run"),
@@ -491,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="comparison name (file stem)")
     s.add_argument("a", help="first experiment (e.g. mass_us_entropy)")
     s.add_argument("b", help="second experiment (e.g. mass_us_bmode)")
-    s.add_argument("--results-dir", default="results")
-    s.add_argument("--out-dir", default="results/comparisons")
+    s.add_argument("--results-dir", default=PATHS.results())
+    s.add_argument("--out-dir", default=PATHS.comparisons())
     s.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="the training seeds evaluated (run.seeds; the first is the registered model's)")
 

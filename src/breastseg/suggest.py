@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import Augment, Experiment
 from .errors import InputError
+from .paths import PATHS
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,8 @@ def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, b
         raise InputError(None, f"unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
     model = load_model(model_uri, allow_pickle=False, origin=origin)
     exp = model.experiment
-    interim_dir = Path(interim_dir or f"data/interim/{exp.dataset}")
-    out_csv = Path(out_csv or f"results/{exp.name}/worklist.csv")
+    interim_dir = Path(interim_dir or PATHS.interim(exp.dataset))
+    out_csv = Path(out_csv or PATHS.worklist(exp.name))
     montage = out_csv.with_suffix(".png") if montage is True else (Path(montage) if montage else None)
     if not interim_dir.is_dir():
         raise InputError(interim_dir, f"no converted {exp.dataset} patients here (run the conversion first)")

@@ -7,15 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Experiment, TrackingSettings, TrainSettings, mlflow_uri, params_hash
-
-MODEL_PREFIX = "breastseg-"
+from .paths import MODEL_PREFIX, PATHS, model_name  # noqa: F401 - the names models are registered under
 #: MLflow 3's UI opens an experiment by its kind: a model-training experiment opens on its runs (without the tag it
 #: opens the GenAI view: traces, token usage).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def model_name(experiment: str) -> str:
-    return f"{MODEL_PREFIX}{experiment}"
 
 
 def configure(params: dict[str, Any]) -> str:
@@ -164,7 +159,7 @@ def split_input(params: dict[str, Any], exp: Experiment, split_file: Path) -> tu
     df = pd.DataFrame(rows, columns=["patient", "subset"])
     digest = file_hash([Path(split_file)])
     name = f"{params['cohort']['name']}-{exp.dataset}"
-    dataset = mlflow.data.from_pandas(df, source=f"data/splits/{Path(split_file).name}", name=name, digest=digest)
+    dataset = mlflow.data.from_pandas(df, source=f"{PATHS.splits()}/{Path(split_file).name}", name=name, digest=digest)
     counts = df["subset"].value_counts().to_dict() if len(df) else {}
     tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]), "split_hash": digest,
             **{f"n_{subset}": str(int(counts.get(subset, 0))) for subset in ("train", "val", "test")}}

@@ -11,6 +11,7 @@ from breastseg.config import Settings, resolve_params, selected_experiments, wri
 from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.errors import InputError
+from breastseg.paths import PATHS, model_name
 
 
 def stop(exc):
@@ -87,7 +88,7 @@ except InputError as exc:
 
 def discover_patients(dataset):
     """Pseudonym -> RawPatient, without the patients withdrawn from the cohort (breastseg withdraw)."""
-    gone = withdrawn("data/splits", COHORT["name"], dataset)
+    gone = withdrawn(PATHS.splits(), COHORT["name"], dataset)
     found = discover(ROOT, dataset, KEY.key, COHORT.get("patient_map"))
     return {pid: p for pid, p in found.items() if pid not in gone}
 
@@ -129,12 +130,12 @@ def fingerprints(dataset):
 
 def converted(dataset):
     """The conversion markers of a dataset's shards (each lists its converted patients)."""
-    return [f"data/interim/{dataset}/shard-{s}.json" for s in fingerprints(dataset)]
+    return [f"{PATHS.interim(dataset)}/shard-{s}.json" for s in fingerprints(dataset)]
 
 
 def prepared(experiment):
     """The preparation markers of an experiment's shards (each lists its prepared patients)."""
-    return [f"data/processed/{experiment}/shard-{s}.json" for s in fingerprints(dataset_of(experiment))]
+    return [f"{PATHS.processed(experiment)}/shard-{s}.json" for s in fingerprints(dataset_of(experiment))]
 
 
 def version_of(dataset):
@@ -144,4 +145,4 @@ def version_of(dataset):
 
 def seed_results(experiment, name):
     """``name`` (per_patient.csv, evaluation.json) of every seed's evaluation of ``experiment``."""
-    return [f"results/{experiment}/{name}", *(f"results/{experiment}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]
+    return [f"{PATHS.results(experiment)}/{name}", *(f"{PATHS.results(experiment)}/seeds/{s}/{name}" for s in EXTRA_SEEDS)]

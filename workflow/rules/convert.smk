@@ -15,7 +15,7 @@ for _dataset in DATASETS:
         input:
             f"{FINGERPRINTS}/{_dataset}/shard-{{shard}}.json",
         output:
-            f"data/interim/{_dataset}/shard-{{shard}}.json",
+            f"{PATHS.interim(_dataset)}/shard-{{shard}}.json",
         params:
             dataset=_dataset,  # the shell command is formatted when the job runs, after the loop has ended
             reads=stages.convert(SETTINGS, _dataset),
@@ -39,9 +39,9 @@ PREPARATION = {e: stages.prepare(config, e) for e in EXPERIMENTS}
 
 rule prepare:
     input:
-        lambda wc: f"data/interim/{dataset_of(wc.experiment)}/shard-{wc.shard}.json",
+        lambda wc: f"{PATHS.interim(dataset_of(wc.experiment))}/shard-{wc.shard}.json",
     output:
-        "data/processed/{experiment}/shard-{shard}.json",
+        PATHS.processed("{experiment}", "shard-{shard}.json"),
     params:
         prepared=lambda wc: PREPARATION[wc.experiment],
     log:

@@ -9,14 +9,14 @@ for _dataset in DATASETS:
         name:
             f"evaluate_{_dataset}"
         input:
-            model="models/{experiment}/model.json",
-            split="data/splits/{experiment}.json",
+            model=PATHS.model("{experiment}"),
+            split=PATHS.split("{experiment}"),
             # MRI: the degree of BPE reads the converted phases (data/interim/mri, beside data/processed)
             interim=lambda wc: converted("mri") if dataset_of(wc.experiment) == "mri" else [],
             # the further run.seeds: metrics/<experiment>.json is the mean over all seeds
             seeds=lambda wc: [f"results/{wc.experiment}/seeds/{s}/evaluation.json" for s in EXTRA_SEEDS],
         output:
-            metrics="metrics/{experiment}.json",
+            metrics=PATHS.metrics("{experiment}"),
             evaluation="results/{experiment}/evaluation.json",
             per_case="results/{experiment}/per_case.csv",
             per_patient="results/{experiment}/per_patient.csv",
@@ -32,6 +32,8 @@ for _dataset in DATASETS:
         wildcard_constraints:
             experiment="|".join(experiments_of(_dataset)),
         params:
+            processed=lambda wc: PATHS.processed(wc.experiment),
+            out_dir=lambda wc: PATHS.results(wc.experiment),
             reads=lambda wc: stages.evaluate(SETTINGS, wc.experiment),
         log:
             "logs/evaluate/{experiment}.log",
@@ -43,8 +45,8 @@ for _dataset in DATASETS:
             "../../envs/breastseg.yaml"
         shell:
             "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
-            "--processed-dir data/processed/{wildcards.experiment} --metrics {output.metrics} "
-            "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment} "
+            "--processed-dir {params.processed} --metrics {output.metrics} "
+            "--evaluation {output.evaluation} --out-dir {params.out_dir} "
             "--dice-plot {output.dice_plot}"
             + (" --seed-evaluation {input.seeds}" if EXTRA_SEEDS else "") + " > {log} 2>&1"
 
@@ -53,7 +55,7 @@ for _dataset in DATASETS:
 rule evaluate_seed:
     input:
         model="models/{experiment}/seeds/{seed}/model.json",
-        split="data/splits/{experiment}.json",
+        split=PATHS.split("{experiment}"),
         interim=lambda wc: converted("mri") if dataset_of(wc.experiment) == "mri" else [],
     output:
         evaluation="results/{experiment}/seeds/{seed}/evaluation.json",
@@ -63,6 +65,8 @@ rule evaluate_seed:
     wildcard_constraints:
         seed="|".join(map(str, EXTRA_SEEDS)) or "-",
     params:
+        processed=lambda wc: PATHS.processed(wc.experiment),
+        out_dir=lambda wc: PATHS.results(wc.experiment, "seeds", wc.seed),
         reads=lambda wc: stages.evaluate(SETTINGS, wc.experiment),
     log:
         "logs/evaluate/{experiment}-seed{seed}.log",
@@ -74,8 +78,8 @@ rule evaluate_seed:
         "../../envs/breastseg.yaml"
     shell:
         "{BREASTSEG} evaluate {wildcards.experiment} --model {input.model} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --metrics {output.headline} "
-        "--evaluation {output.evaluation} --out-dir results/{wildcards.experiment}/seeds/{wildcards.seed} "
+        "--processed-dir {params.processed} --metrics {output.headline} "
+        "--evaluation {output.evaluation} --out-dir {params.out_dir} "
         "--no-figures > {log} 2>&1"
 
 

@@ -6,16 +6,17 @@
 # The decision and both scores go to results/<experiment>/decision.json and to MLflow tags.
 rule register:
     input:
-        model="models/{experiment}/model.json",
-        split="data/splits/{experiment}.json",
-        manifest="data/processed/{experiment}/manifest.csv",
+        model=PATHS.model("{experiment}"),
+        split=PATHS.split("{experiment}"),
+        manifest=PATHS.manifest("{experiment}"),
         interim=lambda wc: converted(dataset_of(wc.experiment)),
         evaluation="results/{experiment}/evaluation.json",
     output:
         "results/{experiment}/decision.json",
     params:
+        processed=lambda wc: PATHS.processed(wc.experiment),
         reads=lambda wc: stages.register(SETTINGS, wc.experiment),
-        interim=lambda wc: f"data/interim/{dataset_of(wc.experiment)}",
+        interim=lambda wc: PATHS.interim(dataset_of(wc.experiment)),
     log:
         "logs/register/{experiment}.log",
     threads: 1
@@ -26,5 +27,5 @@ rule register:
         "../../envs/breastseg.yaml"
     shell:
         "{BREASTSEG} register {wildcards.experiment} --model {input.model} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --interim-dir {params.interim} "
+        "--processed-dir {params.processed} --interim-dir {params.interim} "
         "--evaluation {input.evaluation} --out {output} > {log} 2>&1"

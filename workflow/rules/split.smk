@@ -10,8 +10,8 @@ for _dataset in DATASETS:
             # the preparation markers of every experiment of the dataset (each lists its prepared patients)
             lambda wc, ds=_dataset: [m for e in experiments_of(ds) for m in prepared(e)],
         output:
-            splits=expand("data/splits/{experiment}.json", experiment=experiments_of(_dataset)),
-            manifests=expand("data/processed/{experiment}/manifest.csv", experiment=experiments_of(_dataset)),
+            splits=expand(PATHS.split("{experiment}"), experiment=experiments_of(_dataset)),
+            manifests=expand(PATHS.manifest("{experiment}"), experiment=experiments_of(_dataset)),
         params:
             dataset=_dataset,
             reads=stages.split(SETTINGS),

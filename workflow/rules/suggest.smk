@@ -12,7 +12,8 @@ rule suggest:
                        category="Annotation worklists", subcategory="{experiment}"),
     params:
         reads=lambda wc: stages.suggest(SETTINGS, wc.experiment),
-        dataset=lambda wc: dataset_of(wc.experiment),
+        interim=lambda wc: PATHS.interim(dataset_of(wc.experiment)),
+        model=lambda wc: model_name(wc.experiment),
     log:
         "logs/suggest/{experiment}.log",
     threads: 1
@@ -22,8 +23,8 @@ rule suggest:
     conda:
         "../../envs/breastseg.yaml"
     shell:
-        "{BREASTSEG} suggest models:/breastseg-{wildcards.experiment}@champion --experiment {wildcards.experiment} "
-        "--interim-dir data/interim/{params.dataset} "
+        "{BREASTSEG} suggest models:/{params.model}@champion --experiment {wildcards.experiment} "
+        "--interim-dir {params.interim} "
         "--out {output.worklist} --montage {output.montage} > {log} 2>&1"
 
 

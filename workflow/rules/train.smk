@@ -6,13 +6,15 @@
 # experiment and a nested run per seed.
 rule train:
     input:
-        split="data/splits/{experiment}.json",
-        manifest="data/processed/{experiment}/manifest.csv",
+        split=PATHS.split("{experiment}"),
+        manifest=PATHS.manifest("{experiment}"),
         best="results/{experiment}/best_params.json",
     output:
-        model="models/{experiment}/model.json",
+        model=PATHS.model("{experiment}"),
         curve="plots/{experiment}/learning_curve.csv",
     params:
+        processed=lambda wc: PATHS.processed(wc.experiment),
+        out_dir=lambda wc: PATHS.models(wc.experiment),
         reads=lambda wc: stages.train(SETTINGS, wc.experiment),
         seed=SEEDS[0],
     log:
@@ -27,14 +29,14 @@ rule train:
         "../../envs/breastseg.yaml"
     shell:
         "{TRAIN_LAUNCH}{BREASTSEG} train {wildcards.experiment} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} --seed {params.seed} "
-        "--out-dir models/{wildcards.experiment} --curve {output.curve} > {log} 2>&1"
+        "--processed-dir {params.processed} --best-params {input.best} --seed {params.seed} "
+        "--out-dir {params.out_dir} --curve {output.curve} > {log} 2>&1"
 
 
 rule train_seed:
     input:
-        split="data/splits/{experiment}.json",
-        manifest="data/processed/{experiment}/manifest.csv",
+        split=PATHS.split("{experiment}"),
+        manifest=PATHS.manifest("{experiment}"),
         best="results/{experiment}/best_params.json",
     output:
         model="models/{experiment}/seeds/{seed}/model.json",
@@ -42,6 +44,8 @@ rule train_seed:
     wildcard_constraints:
         seed="|".join(map(str, EXTRA_SEEDS)) or "-",
     params:
+        processed=lambda wc: PATHS.processed(wc.experiment),
+        out_dir=lambda wc: PATHS.models(wc.experiment, "seeds", wc.seed),
         reads=lambda wc: stages.train(SETTINGS, wc.experiment),
     log:
         "logs/train/{experiment}-seed{seed}.log",
@@ -55,6 +59,6 @@ rule train_seed:
         "../../envs/breastseg.yaml"
     shell:
         "{TRAIN_LAUNCH}{BREASTSEG} train {wildcards.experiment} --split {input.split} "
-        "--processed-dir data/processed/{wildcards.experiment} --best-params {input.best} --seed {wildcards.seed} "
-        "--no-register --out-dir models/{wildcards.experiment}/seeds/{wildcards.seed} --curve {output.curve} "
+        "--processed-dir {params.processed} --best-params {input.best} --seed {wildcards.seed} "
+        "--no-register --out-dir {params.out_dir} --curve {output.curve} "
         "> {log} 2>&1"

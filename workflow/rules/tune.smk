@@ -13,13 +13,15 @@ if TUNE_WORKERS == 1:
 
     rule tune:
         input:
-            split="data/splits/{experiment}.json",
-            manifest="data/processed/{experiment}/manifest.csv",
+            split=PATHS.split("{experiment}"),
+            manifest=PATHS.manifest("{experiment}"),
         output:
             study="results/{experiment}/tune/study.json",
             worker="results/{experiment}/tune/worker-0.json",
             best="results/{experiment}/best_params.json",
         params:
+            processed=lambda wc: PATHS.processed(wc.experiment),
+            work_dir=lambda wc: PATHS.results(wc.experiment, "tune"),
             reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/worker-0.log",
@@ -32,19 +34,20 @@ if TUNE_WORKERS == 1:
             "../../envs/breastseg.yaml"
         shell:
             "{BREASTSEG} tune {wildcards.experiment} --study {output.study} --best-params {output.best} "
-            "--worker 0 --split {input.split} --processed-dir data/processed/{wildcards.experiment} "
-            "--out {output.worker} --work-dir results/{wildcards.experiment}/tune > {log} 2>&1"
+            "--worker 0 --split {input.split} --processed-dir {params.processed} "
+            "--out {output.worker} --work-dir {params.work_dir} > {log} 2>&1"
 
 
 else:
 
     rule study:
         input:
-            split="data/splits/{experiment}.json",
-            manifest="data/processed/{experiment}/manifest.csv",
+            split=PATHS.split("{experiment}"),
+            manifest=PATHS.manifest("{experiment}"),
         output:
             "results/{experiment}/tune/study.json",
         params:
+            processed=lambda wc: PATHS.processed(wc.experiment),
             reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/study.log",
@@ -56,15 +59,17 @@ else:
             "../../envs/breastseg.yaml"
         shell:
             "{BREASTSEG} study {wildcards.experiment} --split {input.split} "
-            "--processed-dir data/processed/{wildcards.experiment} --out {output} > {log} 2>&1"
+            "--processed-dir {params.processed} --out {output} > {log} 2>&1"
 
     rule tune:
         input:
             study="results/{experiment}/tune/study.json",
-            split="data/splits/{experiment}.json",
+            split=PATHS.split("{experiment}"),
         output:
             "results/{experiment}/tune/worker-{worker}.json",
         params:
+            processed=lambda wc: PATHS.processed(wc.experiment),
+            work_dir=lambda wc: PATHS.results(wc.experiment, "tune"),
             reads=lambda wc: stages.tune(SETTINGS, wc.experiment),
         log:
             "logs/tune/{experiment}/worker-{worker}.log",
@@ -77,8 +82,8 @@ else:
             "../../envs/breastseg.yaml"
         shell:
             "{BREASTSEG} tune {wildcards.experiment} --study {input.study} --worker {wildcards.worker} "
-            "--split {input.split} --processed-dir data/processed/{wildcards.experiment} --out {output} "
-            "--work-dir results/{wildcards.experiment}/tune > {log} 2>&1"
+            "--split {input.split} --processed-dir {params.processed} --out {output} "
+            "--work-dir {params.work_dir} > {log} 2>&1"
 
     rule best_params:
         input:

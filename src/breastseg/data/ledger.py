@@ -21,10 +21,11 @@ from typing import Any, Iterable
 
 from ..errors import InputError
 from ..io import write_json
+from ..paths import PATHS
 from ..pseudonym import DEMO_COHORT, DEMO_FINGERPRINT, CohortKey, cohort_key, key_fingerprint, load_key, pseudonym
 
 log = logging.getLogger(__name__)
-SPLITS_DIR = Path("data/splits")
+SPLITS_DIR = Path(PATHS.splits())
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -156,8 +157,8 @@ def _rewrite_split_files(params: dict[str, Any], dataset: str, splits_dir: Path,
 
 
 def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | Path, *,
-          splits_dir: Path = SPLITS_DIR, interim_dir: Path = Path("data/interim"),
-          processed_dir: Path = Path("data/processed")) -> dict[str, dict[str, str]]:
+          splits_dir: Path = SPLITS_DIR, interim_dir: Path = Path(PATHS.interim()),
+          processed_dir: Path = Path(PATHS.processed())) -> dict[str, dict[str, str]]:
     """Rotate the pseudonym key: every ledger patient keeps its subset under its new name.
 
     Needs the raw cohort (names are keyed hashes of raw identifiers). The ledger and the split files are
@@ -210,7 +211,7 @@ def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | 
 
 
 def withdraw(params: dict[str, Any], patient: str, *, splits_dir: Path = SPLITS_DIR,
-             interim_dir: Path = Path("data/interim"), processed_dir: Path = Path("data/processed"),
+             interim_dir: Path = Path(PATHS.interim()), processed_dir: Path = Path(PATHS.processed()),
              tag_models: bool = True) -> dict[str, Any]:
     """Withdraw one patient (a raw identifier, or its pseudonym) from the cohort, on request.
 

@@ -59,3 +59,22 @@ def params():
     from breastseg.config import load_params
 
     return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, params):
+    """Six blob patients prepared for both ultrasound experiments and split, the working folder (tiny_setup)."""
+    from tiny_setup import make_tiny
+
+    monkeypatch.chdir(tmp_path)
+    return make_tiny(tmp_path, params)
+
+
+@pytest.fixture
+def cohort(tmp_path, monkeypatch, params):
+    """10 converted ultrasound patients, prepared at 32 px for both ultrasound experiments and split, the
+    working folder (tiny_setup.make_converted)."""
+    from tiny_setup import make_converted
+
+    monkeypatch.chdir(tmp_path)
+    return make_converted(tmp_path, params)

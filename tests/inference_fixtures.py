@@ -79,3 +79,38 @@ def us_dicom(path: Path, rows: int = 40, cols: int = 56, spacing_cm: float = 0.0
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def rf_npz(path, seed=0, samples=200, lines=24, roi=True):
+    """An RF .npz of Gaussian noise (with a rectangular ROI as its mask unless ``roi`` is False)."""
+    rng = np.random.default_rng(seed)
+    content = {"rf": rng.normal(size=(samples, lines)), "fs": 40e6, "f0": 7e6, "pitch": 2e-4}
+    if roi:
+        m = np.zeros((samples, lines), np.uint8)
+        m[60:120, 8:16] = 1
+        content["roi"] = m
+    np.savez(path, **content)
+    return path
+
+
+MATRIX = 24  # = image_size: the network sees the source grid, so predict and evaluation see the same pixels
+
+
+def _identity(i: int) -> dict:
+    return {"patient_id": f"BRS-{i:05d}", "name": f"Doe^Jane{i}", "birth_date": "19700101", "age": "050Y",
+            "study_date": "20200101", "accession": f"A{i}", "study_id": str(i), "institution": "Test Hospital",
+            "referring": "Keller^Thomas"}
+
+
+def write_studies(root: Path, n: int, matrix: int = MATRIX, slices: int = 6) -> list[Path]:
+    """``n`` synthetic DCE studies (real DICOM + labels.nii.gz): ``root/<patient>/study``."""
+    from breastseg.synth import mri as mri_mod
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([11, i])
+        phantom = mri_mod.simulate_mri(rng, matrix, slices, 1)
+        study = root / f"BRS-{i:05d}" / "study"
+        mri_mod.write_study(study, phantom, _identity(i), rng, (11, i, "p"), annotated_fraction=0.7, layout="flat")
+        out.append(study)
+    return out

@@ -122,7 +122,7 @@ def test_merge_keeps_the_rows_of_benchmarks_not_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_quick_benchmarks_run(tmp_path):
-    """Every benchmark but the end-to-end pipeline (tests/test_e2e.py runs that) in quick mode."""
+    """Every benchmark but the end-to-end pipeline (tests/pipeline/test_e2e.py runs that) in quick mode."""
     out = tmp_path / "results.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--skip", "pipeline",
                         "--out", str(out)], capture_output=True, text=True, timeout=1800)

@@ -90,3 +90,39 @@ def write_oasbud_cohort(root: Path, n: int = 8, seed: int = 0) -> Path:
     """``root/us/oasbud.mat`` with ``n`` lesions."""
     write_oasbud_mat(root / "us" / "oasbud.mat", oasbud_records(n, seed))
     return root
+
+
+def write_us_dicom(path, pixels, regions=True, patient_id="PAT-7"):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # US Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientID = patient_id
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    if regions:
+        region = Dataset()
+        region.PhysicalUnitsXDirection = 3
+        region.PhysicalUnitsYDirection = 3
+        region.PhysicalDeltaX = 0.02  # cm
+        region.PhysicalDeltaY = 0.01
+        ds.SequenceOfUltrasoundRegions = [region]
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ round trips

@@ -24,11 +24,6 @@ class Layout:
 
     root: str = "."
 
-    @classmethod
-    def around(cls, processed: str | Path) -> Layout:
-        """The layout an experiment's prepared-slices folder (``<root>/data/processed/<experiment>``) sits in."""
-        return cls(Path(processed).parent.parent.parent.as_posix())
-
     def _at(self, *parts: str) -> str:
         return "/".join(parts) if self.root in ("", ".") else "/".join((self.root.rstrip("/"), *parts))
 
@@ -75,6 +70,12 @@ class Layout:
 
     def worklist(self, experiment: str) -> str:
         return self._at("results", experiment, "worklist.csv")
+
+
+def interim_beside(processed: str | Path, dataset: str) -> Path:
+    """The conversion cache beside an experiment's prepared slices: ``<x>/processed/<experiment>`` ->
+    ``<x>/interim/<dataset>`` (as :class:`Layout` places them)."""
+    return Path(processed).parent.parent / "interim" / dataset
 
 
 #: The layout of a project run from its own folder.

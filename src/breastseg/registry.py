@@ -14,7 +14,7 @@ from typing import Any
 
 from . import tracking
 from .io import write_json
-from .paths import Layout
+from .paths import interim_beside
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     margin = float(cfg["margin"])
     exp = experiment(params, name)
     processed_dir = Path(processed_dir)
-    interim_dir = Path(interim_dir) if interim_dir else Path(Layout.around(processed_dir).interim(exp.dataset))
+    interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
     model = json.loads(Path(model_json).read_text())
     tracking.configure(params)
     client = mlflow.MlflowClient()

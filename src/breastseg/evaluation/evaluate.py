@@ -32,7 +32,7 @@ from ..io import atomic_path, write_json
 from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
 from ..models.bundle import load_model, predict_slices
 from .metrics import CONVENTIONS, SPLIT_BY_IMAGE_WARNING, case_metrics, dice_figures, overlap_counts
-from ..paths import Layout
+from ..paths import interim_beside
 
 log = logging.getLogger(__name__)
 DISTANCES = ("hd95", "asd")
@@ -406,7 +406,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
 
     pred = object_array(seg.native)  # each image's labels on its native grid
     env = environment(precision=exp.train.precision)
-    interim_dir = Path(interim_dir) if interim_dir else Path(Layout.around(processed_dir).interim(exp.dataset))
+    interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
     split = split_check(params, exp.dataset, split_file, interim_dir)
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])

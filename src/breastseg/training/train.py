@@ -24,7 +24,7 @@ from ..evaluation.evaluate import SPLIT_BY_IMAGE_WARNING, split_check, split_tag
 from ..io import atomic_path, write_json
 from ..models.bundle import bundle_config, write_bundle
 from .module import SegmentationModule
-from ..paths import Layout
+from ..paths import interim_beside
 
 log = logging.getLogger(__name__)
 CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice")
@@ -201,7 +201,7 @@ def training_tags(params: dict[str, Any], exp: Experiment, split_file: Path, pro
     whether the split could tell women apart, the DVC data hash and version, the best trial."""
     data_files = split_data_files(processed_dir, split_file)
     tags = tracking.lineage_tags(params, exp, split_file, data_files)
-    interim = Path(Layout.around(processed_dir).interim(exp.dataset))
+    interim = interim_beside(processed_dir, exp.dataset)
     split = split_check(params, exp.dataset, split_file, interim)
     if split["by_image"] and is_rank_zero():
         log.warning("%s: %s (%s)", exp.name, SPLIT_BY_IMAGE_WARNING, split["reason"])
@@ -259,7 +259,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
         held_out.append((net, load_subset(processed_dir, fsplit, "val")))
     inference = inference_settings(exp, hp, held_out, Path(out_dir) / "postprocessing.json")  # out of fold
     ensemble = FoldEnsemble([net for _, net in members]).eval()
-    interim = Path(Layout.around(processed_dir).interim(exp.dataset))
+    interim = interim_beside(processed_dir, exp.dataset)
     ranges = training_ranges(exp.dataset, interim, list(assignment), processed_dir)
     config = bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference)
     config["folds"] = {"k": k, "assignment": dict(sorted(assignment.items()))}
@@ -389,7 +389,7 @@ def train_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    interim = Path(Layout.around(processed_dir).interim(exp.dataset))
+    interim = interim_beside(processed_dir, exp.dataset)
     tags = training_tags(params, exp, split_file, processed_dir, best_params)
     # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
     fingerprint = params_hash({"exp": exp.as_dict(), "hp": hp.as_dict(), "split": tags["breastseg.split_hash"],

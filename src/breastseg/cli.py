@@ -257,9 +257,11 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from .suggest import suggest
     from .tracking import configure
 
+    from .config import TrackingSettings
+
     params = _params(args)
     cfg = params["suggest"]
-    configure(params)
+    configure(TrackingSettings.from_params(params))
     augment = experiment(params, args.experiment).train.augment if args.experiment in params["experiments"] else None
     out = Path(args.out) if args.out else None
     rows = suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,

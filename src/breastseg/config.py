@@ -156,12 +156,12 @@ def trial_epochs(params: dict[str, Any], exp: Experiment) -> int:
     return int(params["tune"]["max_epochs"] if "max_epochs" in params["tune"] else exp.train.max_epochs)
 
 
-def tracking_only(path: str | Path) -> dict[str, Any] | None:
-    """``{"tracking": ...}`` of a params file that names an MLflow store (read without validating the rest: a
-    predict run only needs the store), else ``None``."""
+def tracking_only(path: str | Path) -> TrackingSettings | None:
+    """The stores of a params file that names an MLflow store (read without validating the rest: a predict run
+    only needs the store), else ``None``."""
     block = load_params(path, validate=False).get("tracking")
     if isinstance(block, dict) and block.get("mlflow_uri"):
-        return {"tracking": {**schema_defaults("tracking"), **block}}
+        return TrackingSettings.from_params({"tracking": {"optuna_storage": "", **schema_defaults("tracking"), **block}})
     return None
 
 

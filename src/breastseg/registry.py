@@ -14,6 +14,7 @@ from typing import Any
 
 from . import tracking
 from .io import write_json
+from .config import TrackingSettings
 from .paths import interim_beside
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     processed_dir = Path(processed_dir)
     interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
     model = json.loads(Path(model_json).read_text())
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     client = mlflow.MlflowClient()
     registered = model["model_name"]
     try:

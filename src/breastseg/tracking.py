@@ -6,20 +6,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment, TrackingSettings, TrainSettings, mlflow_uri, params_hash
+from .config import Experiment, TrackingSettings, TrainSettings, params_hash
 from .paths import MODEL_PREFIX, PATHS, model_name  # noqa: F401 - the names models are registered under
 #: MLflow 3's UI opens an experiment by its kind: a model-training experiment opens on its runs (without the tag it
 #: opens the GenAI view: traces, token usage).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def configure(params: dict[str, Any]) -> str:
+def configure(stores: TrackingSettings) -> str:
     """Point MLflow at the configured store; returns the URI in force."""
     import os
 
     import mlflow
 
-    uri = mlflow_uri(params)  # predict's params may name the store only (config.tracking_only)
+    uri = stores.mlflow_uri  # $MLFLOW_TRACKING_URI wins over params (TrackingSettings.from_params)
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -32,7 +32,7 @@ def configure(params: dict[str, Any]) -> str:
     return uri
 
 
-def experiment_id(params: dict[str, Any], name: str) -> str:
+def experiment_id(stores: TrackingSettings, name: str) -> str:
     """The MLflow experiment for one task, created with artifacts under ``tracking.artifact_root``."""
     import mlflow
 
@@ -43,7 +43,6 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
             if found.tags.get(key) != value:
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    stores = TrackingSettings.from_params(params)
     root = stores.artifact_root
     if "://" in root:
         location = root
@@ -58,7 +57,7 @@ def experiment_id(params: dict[str, Any], name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def optuna_storage(params: dict[str, Any], **rdb_options: Any) -> Any:
+def optuna_storage(stores: TrackingSettings, **rdb_options: Any) -> Any:
     """The Optuna storage that ``tracking.optuna_storage`` names.
 
     A database URL (``sqlite:///optuna.db``, ``postgresql://user:password@host:5432/db``, ``mysql://...``) gives an
@@ -67,7 +66,7 @@ def optuna_storage(params: dict[str, Any], **rdb_options: Any) -> Any:
     """
     import optuna
 
-    url = TrackingSettings.from_params(params).optuna_storage
+    url = stores.optuna_storage
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
@@ -94,11 +93,13 @@ def _redact(url: str) -> str:
 
 
 def init_stores(params: dict[str, Any]) -> None:
-    """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema."""
-    configure(params)
+    """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema (the
+    workflow's ``tracking-init``: the stores and the experiments' names are what it reads)."""
+    stores = TrackingSettings.from_params(params)
+    configure(stores)
     for name in params["experiments"]:
-        experiment_id(params, name)
-    optuna_storage(params)
+        experiment_id(stores, name)
+    optuna_storage(stores)
 
 
 def git_commit() -> str:
@@ -123,7 +124,7 @@ def file_hash(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def lineage_tags(params: dict[str, Any], exp: Experiment, split_file: Path, data_files: list[Path]) -> dict[str, str]:
+def lineage_tags(cohort: str, exp: Experiment, split_file: Path, data_files: list[Path]) -> dict[str, str]:
     """Tags that say which code, data, split and params made a run."""
     return {
         "breastseg.experiment": exp.name,
@@ -131,7 +132,7 @@ def lineage_tags(params: dict[str, Any], exp: Experiment, split_file: Path, data
         "breastseg.data_hash": file_hash(data_files),
         "breastseg.split_hash": file_hash([split_file]),
         "breastseg.params_hash": params_hash(exp.as_dict()),
-        "breastseg.cohort": params["cohort"]["name"],
+        "breastseg.cohort": cohort,
     }
 
 
@@ -145,7 +146,7 @@ def run_params(exp: Experiment, hp: TrainSettings, metric: str) -> dict[str, Any
                         "train": hp.as_dict(), "register": {"metric": metric}})
 
 
-def split_input(params: dict[str, Any], exp: Experiment, split_file: Path) -> tuple[Any, dict[str, str]]:
+def split_input(cohort: str, exp: Experiment, split_file: Path) -> tuple[Any, dict[str, str]]:
     """The split a run trained or was evaluated on, as an MLflow dataset (the runs table's Dataset column): one row
     per pseudonymised patient with its subset; named ``<cohort>-<dataset>``, digest the split hash. Returns the
     dataset and its input tags (data version, split hash, subset sizes)."""
@@ -158,7 +159,7 @@ def split_input(params: dict[str, Any], exp: Experiment, split_file: Path) -> tu
     rows = [{"patient": pid, "subset": v["subset"]} for pid, v in sorted(split["patients"].items())]
     df = pd.DataFrame(rows, columns=["patient", "subset"])
     digest = file_hash([Path(split_file)])
-    name = f"{params['cohort']['name']}-{exp.dataset}"
+    name = f"{cohort}-{exp.dataset}"
     dataset = mlflow.data.from_pandas(df, source=f"{PATHS.splits()}/{Path(split_file).name}", name=name, digest=digest)
     counts = df["subset"].value_counts().to_dict() if len(df) else {}
     tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]), "split_hash": digest,

@@ -16,6 +16,7 @@ from breastseg.data.slices import prepare_patient
 from breastseg.data.split import split_dataset, subset_patients
 
 from tiny_setup import MAPS, NAME  # noqa: F401 - the cohort fixture (conftest) is made with them
+from breastseg.config import TrackingSettings
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -29,7 +30,7 @@ def _register(params, root: Path, name: str, bundles: list[Path]) -> list[str]:
 
     from breastseg.tracking import configure
 
-    configure(params)
+    configure(TrackingSettings.from_params(params))
     client = mlflow.MlflowClient()
     registered = f"breastseg-{name}"
     client.create_registered_model(registered)

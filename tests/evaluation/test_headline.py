@@ -7,6 +7,7 @@ import numpy as np
 from breastseg.config import experiment
 from breastseg.environment import environment, isa_fingerprint, mlflow_tags
 from breastseg.evaluation.evaluate import figures_of, headline, score
+from breastseg.config import TrackingSettings
 
 
 def _data(classes: int, n_patients: int = 3, known: bool = True, size: int = 32):
@@ -104,7 +105,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     name = "mass_us_bmode"
     p, root = make_tiny(tmp_path, params)
     init_stores(p)
-    configure(p)
+    configure(TrackingSettings.from_params(p))
     exp = experiment(p, name)
     bundle = root / "bundle"
     write_bundle(build_model(exp), bundle_config(p, exp, {}, "run"), bundle)

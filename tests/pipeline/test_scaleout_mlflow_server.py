@@ -9,6 +9,7 @@ import pytest
 
 from scaleout_services import mlflow_server
 from tiny_setup import make_tiny
+from breastseg.config import TrackingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "mass_us_bmode"
@@ -187,7 +188,7 @@ def test_server_on_a_postgresql_backend(tmp_path, params):
         mp.setenv("MLFLOW_TRACKING_URI", srv.url)
         init_stores({**params, "tracking": {**params["tracking"], "optuna_storage": f"sqlite:///{tmp_path}/o.db"}})
         client = _client(srv)
-        exp = experiment_id(params, NAME)
+        exp = experiment_id(TrackingSettings.from_params(params), NAME)
         parent = client.create_run(exp, run_name="study-x", tags={"breastseg.stage": "tune"}).info.run_id
         child = client.create_run(exp, run_name="trial-0", tags={"mlflow.parentRunId": parent}).info.run_id
         client.log_metric(child, "val_dice", 0.5)

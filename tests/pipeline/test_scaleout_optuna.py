@@ -8,6 +8,7 @@ import optuna
 import pytest
 import yaml
 
+from breastseg.config import TrackingSettings
 from scaleout_services import postgres_server
 from tiny_setup import make_tiny
 
@@ -100,10 +101,10 @@ def test_journal_file_storage_from_params(tmp_path):
     log = tmp_path / "shared" / "optuna.log"
     p = {"tracking": {**STORES, "optuna_storage": f"journal://{log}"}}
     for _ in range(2):  # two "workers" opening the same file see one study
-        study = optuna.create_study(study_name="s", storage=optuna_storage(p), load_if_exists=True)
+        study = optuna.create_study(study_name="s", storage=optuna_storage(TrackingSettings.from_params(p)), load_if_exists=True)
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    assert isinstance(optuna_storage(p), optuna.storages.JournalStorage) and log.exists()
-    assert len(optuna.load_study(study_name="s", storage=optuna_storage(p)).trials) == 4
+    assert isinstance(optuna_storage(TrackingSettings.from_params(p)), optuna.storages.JournalStorage) and log.exists()
+    assert len(optuna.load_study(study_name="s", storage=optuna_storage(TrackingSettings.from_params(p))).trials) == 4
 
 
 def test_unreachable_storage_is_one_line_naming_the_setting():
@@ -113,6 +114,6 @@ def test_unreachable_storage_is_one_line_naming_the_setting():
     from scaleout_services import free_port
 
     with pytest.raises(InputError) as err:
-        optuna_storage({"tracking": {**STORES, "optuna_storage": f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}})
+        optuna_storage(TrackingSettings.from_params({"tracking": {**STORES, "optuna_storage": f"postgresql://u:secret@127.0.0.1:{free_port()}/db"}}))
     message = str(err.value)
     assert "tracking.optuna_storage" in message and "secret" not in message and "\n" not in message

@@ -1,6 +1,8 @@
 """Tune -> train -> evaluate -> register on a tiny prepared data set, with the embedded SQLite stores."""
 import json
 
+from breastseg.config import TrackingSettings
+
 
 def test_tune_train_evaluate_register(tiny):
     import mlflow
@@ -100,7 +102,7 @@ def test_gate_does_not_promote_a_worse_model(tiny):
                              decision_json=root / "d1.json", **kw)["promoted"]
 
     # A challenger that always predicts background: strictly worse on the same test patients.
-    configure(params)
+    configure(TrackingSettings.from_params(params))
     net = mlflow.pytorch.load_model(good["model_uri"])
     with torch.no_grad():
         for p in net.parameters():
@@ -138,7 +140,7 @@ def test_warm_start_from_the_champion(tiny):
     name = "mass_us_bmode"
     split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
     init_stores(params)
-    configure(params)
+    configure(TrackingSettings.from_params(params))
     from breastseg.config import experiment
 
     exp = experiment(params, name)

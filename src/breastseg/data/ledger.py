@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from ..errors import InputError
 from ..io import write_json
 from ..paths import PATHS
+from ..config import TrackingSettings
 from ..pseudonym import DEMO_COHORT, DEMO_FINGERPRINT, CohortKey, cohort_key, key_fingerprint, load_key, pseudonym
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def _tag_model_versions(params: dict[str, Any], experiments: list[str], pid: str
 
     from .. import tracking
 
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     client = mlflow.MlflowClient()
     tagged = []
     for e in experiments:

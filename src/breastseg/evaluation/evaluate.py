@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import tracking
-from ..config import Experiment, experiment
+from ..config import Experiment, TrackingSettings, experiment
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
@@ -345,7 +345,7 @@ def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file
         raise InputError(split_file, f"no {subset} patients")
     # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model, from
     # the store the params name (a models:/ URI is never resolved against a default store)
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     seg = segment_subset(load_model(model_uri, allow_pickle=True), exp, data)
     cfg = params["evaluation"]
     native = native_view(data)
@@ -448,8 +448,8 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         summary["seeds"] = seeds_summary(model.get("seed"), figures_of(summary), seed_evaluations)
         flat_metrics = headline(full=summary["seeds"]["mean"])
     write_json(evaluation_json, summary)
-    tracking.configure(params)
-    exp_id = tracking.experiment_id(params, name)
+    tracking.configure(TrackingSettings.from_params(params))
+    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
     further_seed = model.get("version") is None
     run_tags = {"breastseg.stage": "evaluate", "breastseg.experiment": name,
                 "breastseg.model_version": str(model["version"]), "breastseg.train_run": model["run_id"],
@@ -477,7 +477,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
             flat["test_bpe_degree_mae"] = summary["bpe_degree"]["mae"]
         # the split it was scored on (the runs table's Dataset column) and the model version it scored: the run page
         # links the model, and the model's page lists these metrics
-        dataset, input_tags = tracking.split_input(params, exp, split_file)
+        dataset, input_tags = tracking.split_input(params["cohort"]["name"], exp, split_file)
         tracking.log_split(mlflow.active_run().info.run_id, dataset, input_tags, context="test")
         model_id = None if further_seed else model.get("model_id")  # absent from models trained before it
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id)

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from .. import tracking
-from ..config import Experiment, TrainSettings, experiment, params_hash
+from ..config import Experiment, TrackingSettings, TrainSettings, experiment, params_hash
 from ..data.cohort import dvc_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
@@ -200,7 +200,7 @@ def training_tags(params: dict[str, Any], exp: Experiment, split_file: Path, pro
     """The lineage tags of a training run (and of its model version): commit, data, split and params hashes,
     whether the split could tell women apart, the DVC data hash and version, the best trial."""
     data_files = split_data_files(processed_dir, split_file)
-    tags = tracking.lineage_tags(params, exp, split_file, data_files)
+    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, data_files)
     interim = interim_beside(processed_dir, exp.dataset)
     split = split_check(params, exp.dataset, split_file, interim)
     if split["by_image"] and is_rank_zero():
@@ -240,10 +240,10 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
         hp = hp.with_values({"seed": int(seed)})
     k = int(params["run"]["folds"])
     assignment = fold_assignment(split_file, k, int(params["split"]["seed"]))
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     tags = training_tags(params, exp, split_file, processed_dir, best_params)
     registered = tracking.model_name(name)
-    run = mlflow.MlflowClient().create_run(tracking.experiment_id(params, name), run_name=f"train-{name}-folds",
+    run = mlflow.MlflowClient().create_run(tracking.experiment_id(TrackingSettings.from_params(params), name), run_name=f"train-{name}-folds",
                                            tags={**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed),
                                                  "breastseg.folds": str(k)})
     run_id = run.info.run_id
@@ -275,7 +275,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
                                              "breastseg.chosen."))
         mlflow.log_metric("oof_dice_per_image", oof_score)
         mlflow.log_artifact(str(Path(out_dir) / "postprocessing.json"))
-        tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
+        tracking.log_split(run_id, *tracking.split_input(params["cohort"]["name"], exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         if not register:
             for f in bundle:
@@ -383,8 +383,8 @@ def train_experiment(
     if seed is not None:
         hp = hp.with_values({"seed": int(seed)})
     pl.seed_everything(int(hp.seed), workers=True)
-    tracking.configure(params)
-    exp_id = tracking.experiment_id(params, name)
+    tracking.configure(TrackingSettings.from_params(params))
+    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
@@ -428,7 +428,7 @@ def train_experiment(
         warm = warm_start(module, tracking.model_name(name), str(hp.init_from))
         if warm and rank_zero:
             mlflow.MlflowClient().set_tag(run_id, "breastseg.init_from", warm)
-    logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=run_id)
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=TrackingSettings.from_params(params).mlflow_uri, run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
     callbacks: list[Callback] = [
         checkpoint,
@@ -468,7 +468,7 @@ def train_experiment(
         # chosen after training on the validation images (the params stay those trials share): tags
         mlflow.set_tags(tracking.flat_params({k: v for k, v in inference.items() if k != "tta"}, "breastseg.chosen."))
         mlflow.log_artifact(str(out_dir / "postprocessing.json"))
-        tracking.log_split(run_id, *tracking.split_input(params, exp, split_file), context="training")
+        tracking.log_split(run_id, *tracking.split_input(params["cohort"]["name"], exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")
         if not register:  # a further seed: its bundle in out_dir serves evaluation; no registry entry

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import Experiment, experiment, trial_epochs
+from ..config import Experiment, TrackingSettings, experiment, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -54,7 +54,7 @@ def study_name(name: str, exp: Experiment, tune: dict[str, Any], data_hash: str)
 
 
 def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
-    storage = tracking.optuna_storage(params, heartbeat_interval=30, grace_period=120)
+    storage = tracking.optuna_storage(TrackingSettings.from_params(params), heartbeat_interval=30, grace_period=120)
     return optuna.create_study(
         study_name=study, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"]["pruner"]),
@@ -67,11 +67,11 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     import mlflow
 
     exp = experiment(params, name)
-    tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
+    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, split_data_files(processed_dir, split_file))
     tune = {k: v for k, v in params["tune"].items() if k != "workers"}
     study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp.train.seed))
-    tracking.configure(params)
-    exp_id = tracking.experiment_id(params, name)
+    tracking.configure(TrackingSettings.from_params(params))
+    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
     client = mlflow.MlflowClient()
     found = client.search_runs([exp_id], filter_string=f"tags.`breastseg.study` = '{study.study_name}' and "
                                "tags.`breastseg.stage` = 'tune'", max_results=1)
@@ -144,13 +144,13 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     hp0 = exp.train
     info = json.loads(study_json.read_text())
     study = load_study(params, info["study"], int(hp0.seed) + worker)
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     client = mlflow.MlflowClient()
-    tags = tracking.lineage_tags(params, exp, split_file, split_data_files(processed_dir, split_file))
+    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, split_data_files(processed_dir, split_file))
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
     max_epochs = trial_epochs(params, exp)
-    split_input = tracking.split_input(params, exp, split_file)
+    split_input = tracking.split_input(params["cohort"]["name"], exp, split_file)
     mine: list[int] = []
     optuna.storages.fail_stale_trials(study)
     fail_orphans(study, worker, client)
@@ -176,7 +176,7 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
             client.log_param(rid, k, v)
         tracking.log_split(rid, *split_input, context="training")
         module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, params, exp))
-        logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking.mlflow_uri(params), run_id=rid)
+        logger = MLFlowLogger(experiment_name=name, tracking_uri=TrackingSettings.from_params(params).mlflow_uri, run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
         # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.
         trainer = make_trainer(hp.with_values({"strategy": "auto", "devices": 1, "num_nodes": 1}), max_epochs, logger, callbacks,
@@ -220,7 +220,7 @@ def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json
     if not completed:
         raise RuntimeError(f"study {study.study_name}: no completed trial (all {len(finished)} pruned or failed)")
     best = study.best_trial
-    tracking.configure(params)
+    tracking.configure(TrackingSettings.from_params(params))
     client = mlflow.MlflowClient()
     client.log_metric(info["parent_run_id"], "best_val_dice", float(best.value))
     client.set_tag(info["parent_run_id"], "breastseg.best_trial", str(best.number))

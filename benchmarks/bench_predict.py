@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from breastseg.config import EvaluationSettings
+
 RATIO_TARGET = 1.1
 
 
@@ -63,7 +65,7 @@ def make_bundle(folder: Path, image_size: int, features: list[int]) -> Path:
                                 "model": {"name": "unet", "features": features}})
     torch.manual_seed(0)
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # resolved: every default filled
-    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "bench"}, "bench"), folder)
+    write_bundle(build_model(exp), bundle_config(EvaluationSettings.from_params(params), exp, {"breastseg.git_commit": "bench"}, "bench"), folder)
     return folder
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from breastseg.config import EvaluationSettings
 
 
 def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int = 0,
@@ -24,7 +25,7 @@ def us_bundle(folder: Path, channels=("bmode",), image_size: int = 32, seed: int
                                 "model": {"name": "attention_unet", "features": [4, 8]},
                                 "preprocess": params["experiments"][name]["preprocess"]}, maps=params["us_maps"])
     torch.manual_seed(seed)
-    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
+    write_bundle(build_model(exp), bundle_config(EvaluationSettings.from_params(params), exp, {"breastseg.git_commit": "test"}, "run-test",
                                                  training_ranges=training_ranges), folder)
     return folder
 
@@ -41,7 +42,7 @@ def mri_bundle(folder: Path, image_size: int = 24, seed: int = 0, training_range
     params["experiments"]["bpe_mri"].update(image_size=image_size, model={"name": "unet", "features": [4, 8]})
     exp = experiment(params, "bpe_mri")
     torch.manual_seed(seed)
-    write_bundle(build_model(exp), bundle_config(params, exp, {"breastseg.git_commit": "test"}, "run-test",
+    write_bundle(build_model(exp), bundle_config(EvaluationSettings.from_params(params), exp, {"breastseg.git_commit": "test"}, "run-test",
                                                  training_ranges=training_ranges), folder)
     return folder
 

@@ -45,8 +45,8 @@ READ_BY = {
     "experiments.E.train.augment.brightness": {"tune", "train", "suggest"},
     "tune": {"tune"},
     "evaluation.seed": {"evaluate", "register", "compare"},
-    "evaluation.bpe_cutoffs": {"evaluate", "register"},
-    "evaluation.bpe_degree": {"evaluate", "register"},
+    "evaluation.bpe_cutoffs": {"evaluate", "register", "train"},  # the model bundle records them for predict
+    "evaluation.bpe_degree": {"evaluate", "register", "train"},
     "suggest": {"suggest"},
     "register.metric": {"tune", "train", "register"},
     "register.margin": {"register"},
@@ -200,9 +200,20 @@ PROVENANCE = {"cohort", "cohort.root", "cohort.name", "tracking", "experiments"}
 
 
 def _params_reads(path: Path) -> set[str]:
-    """Dotted paths of ``params["a"]["b"]`` (or ``params["a"]``) read in a module."""
+    """Dotted paths of the settings a module reads: ``params["a"]["b"]`` (or ``params["a"]``), and ``s.a.b`` of a
+    name ``s`` bound to ``Settings.from_params(...)``."""
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typed = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+             and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == "Settings"
+             for t in node.targets if isinstance(t, ast.Name)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Name) and node.value.value.id in typed:
+            out.add(f"{node.value.attr}.{node.attr}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in typed:
+            out.add(node.attr)
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
             keys, inner = [node.slice.value], node.value
             while isinstance(inner, ast.Subscript) and isinstance(inner.slice, ast.Constant):
@@ -215,7 +226,7 @@ def _params_reads(path: Path) -> set[str]:
 
 def _covered(read: str, keys: set[str]) -> bool:
     head = read.split(".")[0]
-    return (read in keys or head in keys or read in PROVENANCE
+    return (read in keys or head in keys or read in PROVENANCE or head == "tracking"
             or ("." not in read and any(k.startswith(read + ".") for k in keys))  # the section read into a local
             or ("experiment" in keys and head in ("experiments", "train", "us_maps")))
 

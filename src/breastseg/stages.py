@@ -50,10 +50,14 @@ def tune(s: Settings, name: str) -> dict[str, Any]:
 
 def train(s: Settings, name: str) -> dict[str, Any]:
     """The final training of one experiment (the study's best parameters are the rule's input): the experiment,
-    the seeds, the folds (and the split seed they are drawn with; a new split retrains anyway) and the metric
-    checkpoints are chosen on."""
-    return {"experiment": s.experiments[name].as_dict(), "run.seeds": list(s.run.seeds), "run.folds": s.run.folds,
-            "split.seed": s.split.seed, "register.metric": s.register.metric}
+    the seeds, the folds (and the split seed they are drawn with; a new split retrains anyway), the metric
+    checkpoints are chosen on and, for MRI, the BPE categories and degree settings the bundle records."""
+    out = {"experiment": s.experiments[name].as_dict(), "run.seeds": list(s.run.seeds), "run.folds": s.run.folds,
+           "split.seed": s.split.seed, "register.metric": s.register.metric}
+    if s.experiments[name].dataset == "mri":  # the model bundle records them for predict's read-out
+        out["evaluation.bpe_cutoffs"] = _plain(s.evaluation.bpe_cutoffs)
+        out["evaluation.bpe_degree"] = _plain(s.evaluation.bpe_degree)
+    return out
 
 
 def evaluate(s: Settings, name: str) -> dict[str, Any]:

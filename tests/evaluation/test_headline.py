@@ -8,6 +8,7 @@ from breastseg.config import experiment
 from breastseg.environment import environment, isa_fingerprint, mlflow_tags
 from breastseg.evaluation.evaluate import figures_of, headline, score
 from breastseg.config import TrackingSettings
+from breastseg.config import EvaluationSettings
 
 
 def _data(classes: int, n_patients: int = 3, known: bool = True, size: int = 32):
@@ -108,7 +109,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     configure(TrackingSettings.from_params(p))
     exp = experiment(p, name)
     bundle = root / "bundle"
-    write_bundle(build_model(exp), bundle_config(p, exp, {}, "run"), bundle)
+    write_bundle(build_model(exp), bundle_config(EvaluationSettings.from_params(p), exp, {}, "run"), bundle)
     client = mlflow.MlflowClient()
     client.create_registered_model(f"breastseg-{name}")
     v = client.create_model_version(f"breastseg-{name}", source=str(bundle), run_id=None).version

@@ -38,11 +38,11 @@ def test_split_check_reads_the_converted_patients(tmp_path, params, layout, pati
     p = copy.deepcopy(params)
     if patient_map:
         p["cohort"]["patient_map"] = patient_map
-    out = split_check(p, "us", split, tmp_path / "interim")
+    out = split_check(p["cohort"]["patient_map"], "us", split, tmp_path / "interim")
     assert out["by_image"] == bool(expected) and out["patients"] == expected
     assert out["warning"] == (SPLIT_BY_IMAGE_WARNING if expected else None)
-    assert split_check(p, "mri", split, tmp_path / "interim")["by_image"] is False
-    assert split_check(p, "us", split, tmp_path / "missing")["checked"] == 0  # not converted here: not judged
+    assert split_check(p["cohort"]["patient_map"], "mri", split, tmp_path / "interim")["by_image"] is False
+    assert split_check(p["cohort"]["patient_map"], "us", split, tmp_path / "missing")["checked"] == 0  # not converted here: not judged
 
 
 def test_no_val_patients_stops_training_with_one_line(tmp_path):

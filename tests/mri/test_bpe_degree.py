@@ -14,6 +14,7 @@ from scipy import ndimage
 from breastseg.errors import InputError
 from breastseg.evaluation.degree import evaluate_degree
 from breastseg.mri import bpe_degree as bd
+from breastseg.config import EvaluationSettings
 
 IDENTITY = {"patient_id": "BRS-00001", "name": "Doe^Jane", "birth_date": "19700101", "age": "050Y",
             "study_date": "20200101", "accession": "A1", "study_id": "1", "institution": "Test Hospital",
@@ -53,17 +54,17 @@ def test_settings_from_the_schema_and_checked():
     from breastseg.config import load_params, schema_defaults
 
     default = schema_defaults("evaluation")["bpe_degree"]
-    assert bd.default_settings() == bd.settings(_resolved({})) == {**default,
+    assert bd.default_settings() == bd.settings(EvaluationSettings.from_params(_resolved({}))) == {**default,
                                                                     "cutoffs": [float(c) for c in default["cutoffs"]]}
     root = Path(__file__).resolve().parents[2]
-    assert bd.settings(load_params(root / "params.yaml")) == bd.default_settings()  # params.yaml repeats the defaults
-    partial = bd.settings(_resolved({"bpe_degree": {"combine": "degree"}}))  # a partial block is completed at load
+    assert bd.settings(EvaluationSettings.from_params(load_params(root / "params.yaml"))) == bd.default_settings()  # params.yaml repeats the defaults
+    partial = bd.settings(EvaluationSettings.from_params(_resolved({"bpe_degree": {"combine": "degree"}})))  # a partial block is completed at load
     assert partial["combine"] == "degree" and partial["cutoffs"] == default["cutoffs"]
     with pytest.raises(InputError, match="as many cut-offs"):
-        bd.settings(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6]}}))
-    assert bd.settings(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6], "combine": "area"}}))
+        bd.settings(EvaluationSettings.from_params(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6]}})))
+    assert bd.settings(EvaluationSettings.from_params(_resolved({"bpe_cutoffs": [0.5], "bpe_degree": {"cutoffs": [0.3, 0.6], "combine": "area"}})))
     with pytest.raises(InputError, match="ascending"):
-        bd.settings(_resolved({"bpe_degree": {"cutoffs": [0.8, 0.5, 0.3]}}))
+        bd.settings(EvaluationSettings.from_params(_resolved({"bpe_degree": {"cutoffs": [0.8, 0.5, 0.3]}})))
 
 
 def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp_path):
@@ -73,7 +74,7 @@ def test_bundle_records_the_degree_settings_and_old_bundles_get_the_defaults(tmp
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     params["evaluation"]["bpe_degree"].update(cutoffs=[0.3, 0.5, 0.9], combine="degree")
     exp = experiment(params, "bpe_mri")
-    config = bundle_config(params, exp, {}, "run")
+    config = bundle_config(EvaluationSettings.from_params(params), exp, {}, "run")
     assert config["bpe_degree"]["cutoffs"] == [0.3, 0.5, 0.9] and config["bpe_degree"]["combine"] == "degree"
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert read_config(tmp_path / "config.json")["bpe_degree"] == config["bpe_degree"]
@@ -171,7 +172,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
             "index": np.array(prepared["index"] * 2), "label": np.concatenate([lab, lab])}
     rows = [{"patient": first.name, "bpe_category_true": 2, "bpe_category_pred": 2},
             {"patient": second.name, "bpe_category_true": 2, "bpe_category_pred": 0}]
-    out = evaluate_degree(_resolved({}), data, pred, interim, rows)
+    out = evaluate_degree(EvaluationSettings.from_params(_resolved({})), data, pred, interim, rows)
     assert out["n"] == 1 and out["n_undefined"] == 1
     first_row = out["per_patient"][0]
     assert first_row["re_mean_true"] == rows[1]["bpe_re_mean_true"]  # same converted study under both names
@@ -183,7 +184,7 @@ def test_evaluation_compares_true_and_predicted_bpe_on_the_pre_grid(tmp_path):
     assert out["degree_category"]["n"] == 1 and out["settings"] == bd.default_settings()
     json.dumps(out)
     with pytest.raises(InputError, match="converted"):
-        evaluate_degree(_resolved({}), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
+        evaluate_degree(EvaluationSettings.from_params(_resolved({})), data, pred, tmp_path / "nowhere", [dict(r) for r in rows])
 
 
 def test_edge_counts_equal_numpy_histogram_on_and_beside_every_edge():

@@ -10,6 +10,7 @@ import torch
 from breastseg.data.split import fold_assignment, fold_split, read_split, subset_patients
 from breastseg.errors import InputError
 from tiny_setup import NAME
+from breastseg.config import EvaluationSettings
 
 
 def _split_file(tmp_path, n=11):
@@ -60,7 +61,7 @@ def test_the_ensemble_averages_its_members_probabilities(tmp_path):
     with torch.no_grad():
         expected = torch.stack([m(x).softmax(1) for m in members]).mean(0)
         np.testing.assert_allclose(ens(x).softmax(1).numpy(), expected.numpy(), atol=1e-6)
-        config = bundle_config(params, exp, {}, "run")
+        config = bundle_config(EvaluationSettings.from_params(params), exp, {}, "run")
         config["folds"] = {"k": 3, "assignment": {"P1": 0, "P2": 1, "P3": 2}}
         write_bundle(ens, config, tmp_path / "b")
         loaded = load_bundle(tmp_path / "b")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from breastseg.config import Experiment, experiment
+from breastseg.config import EvaluationSettings, Experiment, RegisterSettings, experiment
 from breastseg.models.factory import build_model
 from breastseg.training.loss import MaskedDiceCELoss, deep_supervision_loss, deep_supervision_weights
 
@@ -69,7 +69,7 @@ def test_deep_supervision_loss_is_the_weighted_sum_of_the_heads_and_ignores_unan
 
 def _module(params, **train):
     from breastseg.training.module import SegmentationModule
-    from breastseg.training.train import module_kwargs
+    from breastseg.training.train import module_kwargs, selection_metric
 
     p = copy.deepcopy(params)
     p["experiments"][NAME].update(image_size=32, model={"name": "dynunet", "features": [4, 8, 16],
@@ -77,7 +77,7 @@ def _module(params, **train):
     p["experiments"][NAME].pop("train", None)
     p["train"].update(threads=1, batch_size=4, **train)
     exp = experiment(p, NAME)
-    return SegmentationModule(exp, **module_kwargs(exp.train, int(exp.train.max_epochs), p, exp)), exp
+    return SegmentationModule(exp, **module_kwargs(exp.train, int(exp.train.max_epochs), selection_metric(RegisterSettings.from_params(p), exp))), exp
 
 
 def test_sgd_with_nesterov_momentum_and_poly_schedule(params):
@@ -140,7 +140,7 @@ def test_bundle_round_trip_of_a_dynunet(params, tmp_path):
     net.train()
     net(torch.randn(2, 1, 32, 32)).sum().backward()  # a training pass first: what a trained network has been through
     net.eval()
-    write_bundle(net, bundle_config(params, exp, {}, "run"), tmp_path / "bundle")
+    write_bundle(net, bundle_config(EvaluationSettings.from_params(params), exp, {}, "run"), tmp_path / "bundle")
     loaded = load_bundle(tmp_path / "bundle")
     assert loaded.experiment.model == exp.model and not loaded.net.training
     images = np.random.default_rng(1).normal(size=(5, 1, 32, 32)).astype(np.float32)

@@ -7,18 +7,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..config import EvaluationSettings
 from ..mri.bpe_degree import DEFINITION, _finite_or_none, category, combined, patient_degrees, settings
 from . import statistics as st
 
 
-def evaluate_degree(params: Mapping[str, Any], data: Mapping[str, np.ndarray], pred: np.ndarray, interim_dir: Path,
+def evaluate_degree(evaluation: EvaluationSettings, data: Mapping[str, np.ndarray], pred: np.ndarray, interim_dir: Path,
                     patient_rows: list[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
     """The ``bpe_degree`` block of ``evaluation.json``: degree over the true vs the predicted BPE per patient.
 
     Adds ``bpe_re_mean_true``, ``bpe_re_mean_pred``, ``bpe_degree_category_true/_pred`` and
     ``bpe_combined_category_true/_pred`` to each row of ``patient_rows`` (which carry the area categories)."""
-    area_cutoffs = list(params["evaluation"]["bpe_cutoffs"])
-    cfg = settings(params)
+    area_cutoffs = list(evaluation.bpe_cutoffs)
+    cfg = settings(evaluation)
     k_degree = len(cfg["cutoffs"]) + 1
     k_combined = k_degree if cfg["combine"] == "degree" else len(area_cutoffs) + 1
     per_patient = []

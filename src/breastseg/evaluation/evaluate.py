@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import tracking
-from ..config import Experiment, TrackingSettings, experiment
+from ..config import EvaluationSettings, Experiment, TrackingSettings, experiment
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
@@ -58,7 +58,7 @@ def pooled_overlap(pred: np.ndarray, label: np.ndarray, c: int) -> dict[str, flo
 IMAGE_UNITS = {"busi-png": 1, "oasbud-mat": 2}
 
 
-def split_check(params: dict[str, Any], dataset: str, split_file: Path, interim_dir: Path) -> dict[str, Any]:
+def split_check(patient_map: str | None, dataset: str, split_file: Path, interim_dir: Path) -> dict[str, Any]:
     """Could the split tell women apart? ``by_image`` True when ``cohort.patient_map`` is not set and some patient
     of ``split_file`` is one BUSI image or one OASBUD record (lesion), as its converted scans say
     (``<interim_dir>/<patient>/*/meta.json``: ``source_format`` and the number of scans).
@@ -68,7 +68,7 @@ def split_check(params: dict[str, Any], dataset: str, split_file: Path, interim_
     whose converted scans are missing are not judged (``checked`` counts those that were).
     """
     out: dict[str, Any] = {"by_image": False, "patients": 0, "checked": 0, "warning": None, "reason": None}
-    if dataset != "us" or params["cohort"]["patient_map"]:
+    if dataset != "us" or patient_map:
         return out
     from ..data.split import read_split
 
@@ -407,13 +407,13 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     pred = object_array(seg.native)  # each image's labels on its native grid
     env = environment(precision=exp.train.precision)
     interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
-    split = split_check(params, exp.dataset, split_file, interim_dir)
+    split = split_check(params["cohort"]["patient_map"], exp.dataset, split_file, interim_dir)
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     if exp.dataset == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
         from .degree import evaluate_degree
 
-        summary["bpe_degree"] = evaluate_degree(params, data, pred, interim_dir, patients,
+        summary["bpe_degree"] = evaluate_degree(EvaluationSettings.from_params(params), data, pred, interim_dir, patients,
                                                 seed=int(params["evaluation"]["seed"]))
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
                     "seed": model.get("seed"), "split": split, "environment": env})

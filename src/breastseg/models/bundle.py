@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import Experiment, InferenceSettings
+from ..config import EvaluationSettings, Experiment, InferenceSettings
 from ..errors import InputError
 from ..labels import BPE_CUTOFFS
 from ..mri.bpe_degree import check_settings
@@ -59,10 +59,10 @@ class LoadedModel:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def bundle_config(params: dict[str, Any], exp: Experiment, tags: dict[str, str], run_id: str, *,
+def bundle_config(evaluation: EvaluationSettings, exp: Experiment, tags: dict[str, str], run_id: str, *,
                   training_ranges: dict[str, Any] | None = None,
                   inference: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``config.json`` of a model trained for ``exp`` under ``params`` in run ``run_id`` with lineage ``tags``;
+    """``config.json`` of a model trained for ``exp`` (BPE categories and degree: ``evaluation``) in run ``run_id`` with lineage ``tags``;
     ``training_ranges``: the geometry of its training data (:func:`breastseg.data.ranges.training_ranges`);
     ``inference``: the inference settings in force (test-time mirroring axes, post-processing chosen on
     validation: :func:`breastseg.models.segment.choose_postprocessing`)."""
@@ -71,8 +71,8 @@ def bundle_config(params: dict[str, Any], exp: Experiment, tags: dict[str, str],
         "experiment": exp.settings(),
         "inference": inference if inference is not None else InferenceSettings.legacy().as_dict(),
         "us_maps": exp.maps.as_dict() if exp.maps is not None else None,
-        "bpe_cutoffs": [float(c) for c in params["evaluation"]["bpe_cutoffs"]],
-        "bpe_degree": degree_settings(params),
+        "bpe_cutoffs": [float(c) for c in evaluation.bpe_cutoffs],
+        "bpe_degree": degree_settings(evaluation),
         "lineage": {k.removeprefix("breastseg."): str(v) for k, v in sorted(tags.items())},
         "run_id": run_id,
         "training_ranges": training_ranges,

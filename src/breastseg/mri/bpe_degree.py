@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import EvaluationSettings, schema_defaults
 from ..errors import InputError
 from ..labels import BPE, FGT, NOT_ANNOTATED, category_name
 
@@ -45,19 +46,17 @@ QUANTILES = (10, 25, 75, 90)
 # ------------------------------------------------------------------------------------------ settings
 
 
-def settings(params: Mapping[str, Any], *, source: str | Path = "params.yaml") -> dict[str, Any]:
-    """``evaluation.bpe_degree`` of resolved ``params`` (:func:`breastseg.config.resolve_params` filled a partial
-    block from the schema's defaults), checked: ascending cut-offs and bin edges; with ``combine: max``, as many
-    degree as area cut-offs (the categories are compared level by level)."""
-    evaluation = params["evaluation"]
-    return check_settings(evaluation["bpe_degree"], evaluation["bpe_cutoffs"], source)
+def settings(evaluation: EvaluationSettings, *, source: str | Path = "params.yaml") -> dict[str, Any]:
+    """``evaluation.bpe_degree`` (:func:`breastseg.config.resolve_params` filled a partial block from the schema's
+    defaults), checked: ascending cut-offs and bin edges; with ``combine: max``, as many degree as area cut-offs
+    (the categories are compared level by level)."""
+    block = evaluation.as_dict()
+    return check_settings(block["bpe_degree"], block["bpe_cutoffs"], source)
 
 
 def default_settings(area_cutoffs: Sequence[float] | None = None, *, source: str | Path = "params.yaml") -> dict[str, Any]:
     """The schema's ``evaluation.bpe_degree`` defaults, checked (for a model bundle from before the degree was
     recorded)."""
-    from ..config import schema_defaults
-
     evaluation = schema_defaults("evaluation")
     return check_settings(evaluation["bpe_degree"], area_cutoffs if area_cutoffs is not None
                           else evaluation["bpe_cutoffs"], source)

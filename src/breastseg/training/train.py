@@ -7,7 +7,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from .. import tracking
-from ..config import Experiment, TrackingSettings, TrainSettings, experiment, params_hash
+from ..config import CohortSettings, Experiment, RegisterSettings, Settings, TrainSettings, params_hash
 from ..data.cohort import dvc_hash
 from ..data.datamodule import SliceDataModule
 from ..data.split import split_data_files
@@ -113,25 +113,23 @@ def make_trainer(hp: TrainSettings, max_epochs: int, logger: Any, callbacks: lis
     )
 
 
-def module_kwargs(hp: TrainSettings, max_epochs: int, params: dict[str, Any] | None = None,
-                  exp: Experiment | None = None) -> dict[str, Any]:
-    """SegmentationModule arguments from merged hyperparameters; with ``params`` and ``exp``, validation selects
-    models on ``register.metric`` (the quantity the champion gate compares), when it is a Dice figure."""
+def module_kwargs(hp: TrainSettings, max_epochs: int, metric: str | None = None) -> dict[str, Any]:
+    """SegmentationModule arguments from merged hyperparameters; ``metric``: the validation figure models are
+    selected on (:func:`selection_metric`)."""
     kwargs = {"lr": float(hp.lr), "weight_decay": float(hp.weight_decay), "max_epochs": max_epochs,
               "class_weights": None if hp.class_weights is None else list(hp.class_weights),
               "optimizer": str(hp.optimizer), "schedule": str(hp.schedule), "momentum": float(hp.momentum)}
-    if params is not None and exp is not None:
-        kwargs["metric"] = selection_metric(params, exp)
+    if metric is not None:
+        kwargs["metric"] = metric
     return kwargs
 
 
-def selection_metric(params: dict[str, Any], exp: Experiment) -> str:
+def selection_metric(register: RegisterSettings, exp: Experiment) -> str:
     """The validation figure checkpoints, early stopping and Optuna select on: ``register.metric`` when it is a
     Dice figure of ``exp`` (what the champion gate compares), else ``dice_mean``."""
     from .module import selection_metrics
 
-    metric = params["register"]["metric"]
-    return metric if metric in selection_metrics(exp) else "dice_mean"
+    return register.metric if register.metric in selection_metrics(exp) else "dice_mean"
 
 
 def is_rank_zero() -> bool:
@@ -195,18 +193,18 @@ def inference_settings(exp: Experiment, hp: TrainSettings, scored: list[tuple[to
             **{k: chosen[k] for k in ("keep_largest", "min_component", "empty_below")}}
 
 
-def training_tags(params: dict[str, Any], exp: Experiment, split_file: Path, processed_dir: Path,
+def training_tags(cohort: CohortSettings, exp: Experiment, split_file: Path, processed_dir: Path,
                   best_params: Path | None) -> dict[str, str]:
     """The lineage tags of a training run (and of its model version): commit, data, split and params hashes,
     whether the split could tell women apart, the DVC data hash and version, the best trial."""
     data_files = split_data_files(processed_dir, split_file)
-    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, data_files)
+    tags = tracking.lineage_tags(cohort.name, exp, split_file, data_files)
     interim = interim_beside(processed_dir, exp.dataset)
-    split = split_check(params, exp.dataset, split_file, interim)
+    split = split_check(cohort.patient_map, exp.dataset, split_file, interim)
     if split["by_image"] and is_rank_zero():
         log.warning("%s: %s (%s)", exp.name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     tags.update(split_tags(split))
-    cohort_dvc = dvc_hash(params["cohort"]["root"])
+    cohort_dvc = dvc_hash(cohort.root)
     if cohort_dvc:
         tags["breastseg.data_hash"] = cohort_dvc
         tags["breastseg.data_hash_source"] = "dvc"
@@ -234,16 +232,17 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     from ..models.ensemble import FoldEnsemble
     from ..data.ranges import training_ranges
 
-    exp = experiment(params, name)
+    s = Settings.from_params(params)
+    exp = s.experiments[name]
     hp = hyperparameters(exp, best_params)
     if seed is not None:
         hp = hp.with_values({"seed": int(seed)})
-    k = int(params["run"]["folds"])
-    assignment = fold_assignment(split_file, k, int(params["split"]["seed"]))
-    tracking.configure(TrackingSettings.from_params(params))
-    tags = training_tags(params, exp, split_file, processed_dir, best_params)
+    k = int(s.run.folds)
+    assignment = fold_assignment(split_file, k, int(s.split.seed))
+    tracking.configure(s.tracking)
+    tags = training_tags(s.cohort, exp, split_file, processed_dir, best_params)
     registered = tracking.model_name(name)
-    run = mlflow.MlflowClient().create_run(tracking.experiment_id(TrackingSettings.from_params(params), name), run_name=f"train-{name}-folds",
+    run = mlflow.MlflowClient().create_run(tracking.experiment_id(s.tracking, name), run_name=f"train-{name}-folds",
                                            tags={**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed),
                                                  "breastseg.folds": str(k)})
     run_id = run.info.run_id
@@ -261,7 +260,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     ensemble = FoldEnsemble([net for _, net in members]).eval()
     interim = interim_beside(processed_dir, exp.dataset)
     ranges = training_ranges(exp.dataset, interim, list(assignment), processed_dir)
-    config = bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference)
+    config = bundle_config(s.evaluation, exp, tags, run_id, training_ranges=ranges, inference=inference)
     config["folds"] = {"k": k, "assignment": dict(sorted(assignment.items()))}
     bundle = write_bundle(ensemble, config, Path(out_dir) / "inference")
     sample = load_subset(processed_dir, split_file, "val")["image"][:2].astype(np.float32)
@@ -270,12 +269,12 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
         from ..environment import environment, mlflow_tags
 
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
-        mlflow.log_params({**tracking.run_params(exp, hp, selection_metric(params, exp)), "run.folds": k})
+        mlflow.log_params({**tracking.run_params(exp, hp, selection_metric(s.register, exp)), "run.folds": k})
         mlflow.set_tags(tracking.flat_params({key: v for key, v in inference.items() if key != "tta"},
                                              "breastseg.chosen."))
         mlflow.log_metric("oof_dice_per_image", oof_score)
         mlflow.log_artifact(str(Path(out_dir) / "postprocessing.json"))
-        tracking.log_split(run_id, *tracking.split_input(params["cohort"]["name"], exp, split_file), context="training")
+        tracking.log_split(run_id, *tracking.split_input(s.cohort.name, exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         if not register:
             for f in bundle:
@@ -323,12 +322,7 @@ def log_and_register(net: torch.nn.Module, sample: np.ndarray, bundle: list[Path
     return version, info.model_id
 
 
-def seeds_of(params: dict[str, Any]) -> list[int]:
-    """``run.seeds``, else ``[train.seed]``: the first is the registered model's seed."""
-    return [int(x) for x in params["run"]["seeds"]]
-
-
-def seeds_parent_run(params: dict[str, Any], name: str, exp_id: str, out_dir: Path, *, fingerprint: str,
+def seeds_parent_run(seeds: Sequence[int], name: str, exp_id: str, out_dir: Path, *, fingerprint: str,
                      tags: dict[str, str]) -> str:
     """The MLflow parent run of this experiment's trainings over ``run.seeds`` (one per training set-up): created
     by whichever seed's job comes first, under a file lock beside the models, reused by the others."""
@@ -345,7 +339,7 @@ def seeds_parent_run(params: dict[str, Any], name: str, exp_id: str, out_dir: Pa
         if known.get("fingerprint") == fingerprint:
             return known["run_id"]
         run = mlflow.MlflowClient().create_run(exp_id, run_name=f"train-{name}-seeds", tags={
-            **tags, "breastseg.stage": "train-seeds", "breastseg.seeds": ",".join(map(str, seeds_of(params)))})
+            **tags, "breastseg.stage": "train-seeds", "breastseg.seeds": ",".join(map(str, seeds))})
         mlflow.MlflowClient().set_terminated(run.info.run_id)
         write_json(record, {"run_id": run.info.run_id, "fingerprint": fingerprint})
         return run.info.run_id
@@ -375,22 +369,23 @@ def train_experiment(
     """
     import mlflow
 
-    if fold is None and int(params["run"]["folds"]) >= 2:
+    s = Settings.from_params(params)
+    if fold is None and int(s.run.folds) >= 2:
         return train_folds(params, name, split_file=split_file, processed_dir=processed_dir, best_params=best_params,
                            out_dir=out_dir, curve_csv=curve_csv, seed=seed, register=register)
-    exp = experiment(params, name)
+    exp = s.experiments[name]
     hp = hyperparameters(exp, best_params)
     if seed is not None:
         hp = hp.with_values({"seed": int(seed)})
     pl.seed_everything(int(hp.seed), workers=True)
-    tracking.configure(TrackingSettings.from_params(params))
-    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
+    tracking.configure(s.tracking)
+    exp_id = tracking.experiment_id(s.tracking, name)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     interim = interim_beside(processed_dir, exp.dataset)
-    tags = training_tags(params, exp, split_file, processed_dir, best_params)
+    tags = training_tags(s.cohort, exp, split_file, processed_dir, best_params)
     # A checkpoint is resumed only by the same training: same settings, hyperparameters, split and data.
     fingerprint = params_hash({"exp": exp.as_dict(), "hp": hp.as_dict(), "split": tags["breastseg.split_hash"],
                                "data": tags["breastseg.data_hash"]})
@@ -406,14 +401,14 @@ def train_experiment(
         if rank_zero:
             log.info("resuming %s from %s (MLflow run %s)", name, last, run_id)
     else:
-        seeds = seeds_of(params)
+        seeds = [int(x) for x in s.run.seeds]
         run_tags = {**tags, "breastseg.stage": "train", "breastseg.seed": str(hp.seed)}
         run_name = f"train-{name}"
         if parent_run is not None:  # a fold of train_folds
             run_tags.update({"mlflow.parentRunId": parent_run, "breastseg.fold": str(fold)})
             run_name = f"train-{name}-fold{fold}"
         elif len(seeds) > 1:
-            parent = seeds_parent_run(params, name, exp_id, Path(out_dir), fingerprint=params_hash(
+            parent = seeds_parent_run(seeds, name, exp_id, Path(out_dir), fingerprint=params_hash(
                 {"exp": exp.as_dict(), "hp": {k: v for k, v in hp.as_dict().items() if k != "seed"}, "seeds": seeds,
                  "split": tags["breastseg.split_hash"], "data": tags["breastseg.data_hash"]}), tags=tags)
             run_tags["mlflow.parentRunId"] = parent
@@ -423,12 +418,12 @@ def train_experiment(
         write_json(resume_file, {"run_id": run_id, "fingerprint": fingerprint})
 
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
-    module = SegmentationModule(exp, **module_kwargs(hp, int(hp.max_epochs), params, exp))
+    module = SegmentationModule(exp, **module_kwargs(hp, int(hp.max_epochs), selection_metric(s.register, exp)))
     if not resume:
         warm = warm_start(module, tracking.model_name(name), str(hp.init_from))
         if warm and rank_zero:
             mlflow.MlflowClient().set_tag(run_id, "breastseg.init_from", warm)
-    logger = MLFlowLogger(experiment_name=name, tracking_uri=TrackingSettings.from_params(params).mlflow_uri, run_id=run_id)
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=s.tracking.mlflow_uri, run_id=run_id)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_last=True)
     callbacks: list[Callback] = [
         checkpoint,
@@ -457,18 +452,18 @@ def train_experiment(
 
     ranges = training_ranges(exp.dataset, interim, subset_patients(split_file, "train"), processed_dir)
     inference = inference_settings(exp, hp, [(net, dm.data["val"])], out_dir / "postprocessing.json")
-    bundle = write_bundle(net, bundle_config(params, exp, tags, run_id, training_ranges=ranges, inference=inference),
+    bundle = write_bundle(net, bundle_config(s.evaluation, exp, tags, run_id, training_ranges=ranges, inference=inference),
                           out_dir / "inference")
     with mlflow.start_run(run_id=run_id):
         from ..environment import environment, mlflow_tags
 
         # torch version and CPU instruction sets: same fingerprint, bit-identical results on CPU
         mlflow.set_tags(mlflow_tags(environment(precision=str(hp.precision))))
-        mlflow.log_params(tracking.run_params(exp, hp, selection_metric(params, exp)))
+        mlflow.log_params(tracking.run_params(exp, hp, selection_metric(s.register, exp)))
         # chosen after training on the validation images (the params stay those trials share): tags
         mlflow.set_tags(tracking.flat_params({k: v for k, v in inference.items() if k != "tta"}, "breastseg.chosen."))
         mlflow.log_artifact(str(out_dir / "postprocessing.json"))
-        tracking.log_split(run_id, *tracking.split_input(params["cohort"]["name"], exp, split_file), context="training")
+        tracking.log_split(run_id, *tracking.split_input(s.cohort.name, exp, split_file), context="training")
         mlflow.log_artifact(str(split_file), artifact_path="split")
         mlflow.log_artifact(best_path, artifact_path="checkpoints")
         if not register:  # a further seed: its bundle in out_dir serves evaluation; no registry entry

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import Experiment, TrackingSettings, experiment, trial_epochs
+from ..config import Experiment, RegisterSettings, TrackingSettings, experiment, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -172,10 +172,10 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
                                       "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
                                       "breastseg.worker": str(worker), "breastseg.stage": "trial"}).info.run_id
         trial.set_user_attr("breastseg.mlflow_run", rid)
-        for k, v in tracking.run_params(exp, hp, selection_metric(params, exp)).items():  # named as in the final training
+        for k, v in tracking.run_params(exp, hp, selection_metric(RegisterSettings.from_params(params), exp)).items():  # named as in the final training
             client.log_param(rid, k, v)
         tracking.log_split(rid, *split_input, context="training")
-        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, params, exp))
+        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, selection_metric(RegisterSettings.from_params(params), exp)))
         logger = MLFlowLogger(experiment_name=name, tracking_uri=TrackingSettings.from_params(params).mlflow_uri, run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
         # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.

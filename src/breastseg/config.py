@@ -151,9 +151,9 @@ def experiment(params: dict[str, Any], name: str) -> Experiment:
     return Experiment.from_dict({**block, "name": name, "train": train}, maps=maps)
 
 
-def trial_epochs(params: dict[str, Any], exp: Experiment) -> int:
+def trial_epochs(tune: TuneSettings, exp: Experiment) -> int:
     """Epochs per Optuna trial: ``tune.max_epochs``, else the experiment's own ``train.max_epochs``."""
-    return int(params["tune"]["max_epochs"] if "max_epochs" in params["tune"] else exp.train.max_epochs)
+    return int(tune.max_epochs if tune.max_epochs is not None else exp.train.max_epochs)
 
 
 def tracking_only(path: str | Path) -> TrackingSettings | None:

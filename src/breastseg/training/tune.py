@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import Experiment, RegisterSettings, TrackingSettings, experiment, trial_epochs
+from ..config import Experiment, Settings, TrackingSettings, TuneSettings, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -53,11 +53,11 @@ def study_name(name: str, exp: Experiment, tune: dict[str, Any], data_hash: str)
     return f"breastseg-{name}-{params_hash({'experiment': exp.as_dict(), 'tune': tune, 'data': data_hash})[:8]}"
 
 
-def load_study(params: dict[str, Any], study: str, seed: int) -> optuna.Study:
-    storage = tracking.optuna_storage(TrackingSettings.from_params(params), heartbeat_interval=30, grace_period=120)
+def load_study(stores: TrackingSettings, pruner: str, study: str, seed: int) -> optuna.Study:
+    storage = tracking.optuna_storage(stores, heartbeat_interval=30, grace_period=120)
     return optuna.create_study(
         study_name=study, storage=storage, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(params["tune"]["pruner"]),
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner),
         load_if_exists=True,
     )
 
@@ -66,12 +66,14 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     """Create (or reopen) the study and its MLflow parent run; write their ids to ``out_json``."""
     import mlflow
 
-    exp = experiment(params, name)
-    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, split_data_files(processed_dir, split_file))
-    tune = {k: v for k, v in params["tune"].items() if k != "workers"}
-    study = load_study(params, study_name(name, exp, tune, tags["breastseg.data_hash"]), int(exp.train.seed))
-    tracking.configure(TrackingSettings.from_params(params))
-    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
+    s = Settings.from_params(params)
+    exp = s.experiments[name]
+    tags = tracking.lineage_tags(s.cohort.name, exp, split_file, split_data_files(processed_dir, split_file))
+    tune = {k: v for k, v in s.tune.as_dict().items() if k != "workers" and not (k == "max_epochs" and v is None)}
+    study = load_study(s.tracking, s.tune.pruner, study_name(name, exp, tune, tags["breastseg.data_hash"]),
+                       int(exp.train.seed))
+    tracking.configure(s.tracking)
+    exp_id = tracking.experiment_id(s.tracking, name)
     client = mlflow.MlflowClient()
     found = client.search_runs([exp_id], filter_string=f"tags.`breastseg.study` = '{study.study_name}' and "
                                "tags.`breastseg.stage` = 'tune'", max_results=1)
@@ -81,8 +83,8 @@ def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed
     else:
         parent = client.create_run(exp_id, run_name=f"study-{study.study_name}",
                                    tags={**tags, "breastseg.study": study.study_name, "breastseg.stage": "tune"}).info.run_id
-        client.log_param(parent, "tune.n_trials", params["tune"]["n_trials"])
-        client.log_param(parent, "tune.pruner", params["tune"]["pruner"])
+        client.log_param(parent, "tune.n_trials", s.tune.n_trials)
+        client.log_param(parent, "tune.pruner", s.tune.pruner)
     result = {"experiment": name, "study": study.study_name, "parent_run_id": parent, "experiment_id": exp_id}
     write_json(out_json, result)
     return result
@@ -138,19 +140,20 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     from .module import SegmentationModule
     from .train import make_trainer, module_kwargs, selection_metric
 
-    exp = experiment(params, name)
-    cfg = params["tune"]
-    n_trials = int(cfg["n_trials"])
+    s = Settings.from_params(params)
+    exp = s.experiments[name]
+    cfg = s.tune
+    n_trials = int(cfg.n_trials)
     hp0 = exp.train
     info = json.loads(study_json.read_text())
-    study = load_study(params, info["study"], int(hp0.seed) + worker)
-    tracking.configure(TrackingSettings.from_params(params))
+    study = load_study(s.tracking, cfg.pruner, info["study"], int(hp0.seed) + worker)
+    tracking.configure(s.tracking)
     client = mlflow.MlflowClient()
-    tags = tracking.lineage_tags(params["cohort"]["name"], exp, split_file, split_data_files(processed_dir, split_file))
+    tags = tracking.lineage_tags(s.cohort.name, exp, split_file, split_data_files(processed_dir, split_file))
     dm = SliceDataModule.from_params(exp, processed_dir, split_file)
     dm.setup()
-    max_epochs = trial_epochs(params, exp)
-    split_input = tracking.split_input(params["cohort"]["name"], exp, split_file)
+    max_epochs = trial_epochs(cfg, exp)
+    split_input = tracking.split_input(s.cohort.name, exp, split_file)
     mine: list[int] = []
     optuna.storages.fail_stale_trials(study)
     fail_orphans(study, worker, client)
@@ -165,18 +168,18 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
         if not _claim(study, trial, n_trials):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # another worker took the last slot
             break
-        hp = hp0.with_values(suggest(trial, cfg["space"]))
+        hp = hp0.with_values(suggest(trial, cfg.as_dict()["space"]))
         pl.seed_everything(int(hp.seed) + slot, workers=True)
         rid = client.create_run(info["experiment_id"], run_name=f"trial-{trial.number}",
                                 tags={**tags, "mlflow.parentRunId": info["parent_run_id"],
                                       "breastseg.study": info["study"], "breastseg.trial": str(trial.number),
                                       "breastseg.worker": str(worker), "breastseg.stage": "trial"}).info.run_id
         trial.set_user_attr("breastseg.mlflow_run", rid)
-        for k, v in tracking.run_params(exp, hp, selection_metric(RegisterSettings.from_params(params), exp)).items():  # named as in the final training
+        for k, v in tracking.run_params(exp, hp, selection_metric(s.register, exp)).items():  # named as in the final training
             client.log_param(rid, k, v)
         tracking.log_split(rid, *split_input, context="training")
-        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, selection_metric(RegisterSettings.from_params(params), exp)))
-        logger = MLFlowLogger(experiment_name=name, tracking_uri=TrackingSettings.from_params(params).mlflow_uri, run_id=rid)
+        module = SegmentationModule(exp, **module_kwargs(hp, max_epochs, selection_metric(s.register, exp)))
+        logger = MLFlowLogger(experiment_name=name, tracking_uri=s.tracking.mlflow_uri, run_id=rid)
         callbacks = [PyTorchLightningPruningCallback(trial, monitor="val_dice"), *(extra_callbacks or [])]
         # Trials run one process each (the search scales by adding workers); DDP settings apply to `train`.
         trainer = make_trainer(hp.with_values({"strategy": "auto", "devices": 1, "num_nodes": 1}), max_epochs, logger, callbacks,
@@ -214,13 +217,14 @@ def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json
     import mlflow
 
     info = json.loads(study_json.read_text())
-    study = load_study(params, info["study"], 0)
+    stores = TrackingSettings.from_params(params)
+    study = load_study(stores, TuneSettings.from_params(params).pruner, info["study"], 0)
     finished = [t for t in study.trials if t.state in FINISHED]
     completed = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"study {study.study_name}: no completed trial (all {len(finished)} pruned or failed)")
     best = study.best_trial
-    tracking.configure(TrackingSettings.from_params(params))
+    tracking.configure(stores)
     client = mlflow.MlflowClient()
     client.log_metric(info["parent_run_id"], "best_val_dice", float(best.value))
     client.set_tag(info["parent_run_id"], "breastseg.best_trial", str(best.number))

@@ -55,7 +55,7 @@ def results(tmp_path, params):
         "comparison": "entropy_vs_bmode", "a": "mass_us_entropy", "b": "mass_us_bmode",
         "model_versions": {"mass_us_entropy": "2", "mass_us_bmode": "1"},
         "wilcoxon": {"n": 3, "mean_x": 0.61, "median_x": 0.71, "mean_y": 0.53, "median_y": 0.59, "p_value": 0.0123}}))
-    out = write_summary(params, metrics, tmp_path / "summary.html", results_dir=res)
+    out = write_summary(params["cohort"]["name"], metrics, tmp_path / "summary.html", results_dir=res)
     return out
 
 
@@ -88,7 +88,7 @@ def test_summary_reads_the_evaluation_beside_a_flat_metrics_file(results, tmp_pa
     flat.mkdir()
     for name in ("bpe_mri", "mass_us_entropy", "mass_us_bmode"):
         (flat / f"{name}.json").write_text(json.dumps({"dice_mean": 0.8, "n_patients": 3}))
-    out = write_summary(params, sorted(flat.glob("*.json")), tmp_path / "again.html", results_dir=tmp_path / "results")
+    out = write_summary(params["cohort"]["name"], sorted(flat.glob("*.json")), tmp_path / "again.html", results_dir=tmp_path / "results")
     assert out.read_text() == results.read_text()
 
 
@@ -150,7 +150,7 @@ def test_summary_draws_the_learning_curves_dvc_plots_draws(results, params, tmp_
         curves.append(f)
     res = results.parent / "results"
     evaluations = sorted(res.glob("*/evaluation.json"))
-    page = write_summary(params, evaluations, tmp_path / "with.html", results_dir=res, curves=curves).read_text()
+    page = write_summary(params["cohort"]["name"], evaluations, tmp_path / "with.html", results_dir=res, curves=curves).read_text()
     assert page.count("<img") == results.read_text().count("<img") + 1
     png = re.search(r"<img alt='learning curves' src='data:image/png;base64,([^']+)'", page).group(1)
     assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -221,7 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_summary
 
-    write_summary(_params(args), [Path(p) for p in args.metrics], Path(args.out),
+    write_summary(_params(args)["cohort"]["name"], [Path(p) for p in args.metrics], Path(args.out),
                   curves=[Path(p) for p in args.curves or []])
 
 

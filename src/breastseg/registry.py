@@ -14,7 +14,7 @@ from typing import Any
 
 from . import tracking
 from .io import write_json
-from .config import TrackingSettings
+from .config import Settings
 from .paths import interim_beside
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,17 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     """
     import mlflow
 
-    from .config import experiment
     from .data.split import subset_patients
     from .evaluation.gate import SUBSET, gate_score
 
-    cfg = params["register"]
-    metric = cfg["metric"]
-    margin = float(cfg["margin"])
-    exp = experiment(params, name)
+    s = Settings.from_params(params)
+    metric = s.register.metric
+    margin = float(s.register.margin)
+    exp = s.experiments[name]
     processed_dir = Path(processed_dir)
     interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
     model = json.loads(Path(model_json).read_text())
-    tracking.configure(TrackingSettings.from_params(params))
+    tracking.configure(s.tracking)
     client = mlflow.MlflowClient()
     registered = model["model_name"]
     try:
@@ -74,13 +73,13 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
         champion = None
     champion_version = str(champion.version) if champion else None
     kw = dict(split_file=Path(split_file), processed_dir=processed_dir, interim_dir=interim_dir, metric=metric)
-    challenger = gate_score(params, name, model["model_uri"], role="challenger", version=model["version"], **kw)
+    challenger = gate_score(exp, s.evaluation, model["model_uri"], role="challenger", version=model["version"], **kw)
     if champion is None:
         before: dict[str, Any] = {"version": None, "score": None, "comparable": True, "reason": None}
     elif champion_version == str(model["version"]):  # already champion (a rerun of this rule)
         before = dict(challenger)
     else:
-        before = gate_score(params, name, f"models:/{registered}/{champion_version}", role="champion",
+        before = gate_score(exp, s.evaluation, f"models:/{registered}/{champion_version}", role="champion",
                             version=champion_version, folds=challenger["folds"], **kw)
     comparable = bool(challenger["comparable"] and before["comparable"])
     reason = challenger["reason"] or before["reason"]

@@ -224,9 +224,9 @@ def _evaluation(path: Path, results_dir: Path) -> dict[str, Any]:
     return doc
 
 
-def write_summary(params: dict[str, Any], evaluation_files: list[Path], out: Path,
+def write_summary(cohort: str, evaluation_files: list[Path], out: Path,
                   results_dir: Path = Path("results"), curves: list[Path] | None = None) -> Path:
-    """Write ``out`` (self-contained HTML, figures inline: it opens offline) from ``results/<experiment>/
+    """Write ``out`` (self-contained HTML, figures inline: it opens offline) for ``cohort`` from ``results/<experiment>/
     evaluation.json`` files; ``curves``: the final trainings' ``learning_curve.csv`` files, drawn as one figure."""
     metrics = sorted((_evaluation(Path(f), results_dir) for f in evaluation_files), key=lambda m: m["experiment"])
     rows, bpe, figures = [], [], []
@@ -257,7 +257,7 @@ def write_summary(params: dict[str, Any], evaluation_files: list[Path], out: Pat
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:left}} figure{{display:inline-block;margin:0.5em;
 vertical-align:top}} figcaption{{font-size:0.85em;max-width:36em}}</style></head><body>
 <h1>breastseg: experiment summary</h1>
-<p>Cohort <b>{html.escape(params['cohort']['name'])}</b>. Test patients only. Dice per patient (pixels of all its
+<p>Cohort <b>{html.escape(cohort)}</b>. Test patients only. Dice per patient (pixels of all its
 annotated slices pooled; ultrasound: of its images with a mass): mean [95 % bootstrap CI], median, std over patients; HD95 and ASD as the median over
 patients, in millimetres (mm) where the images store their pixel spacing, in pixels of the source image (px)
 where they do not. Champion gate: challenger and champion scored on the same validation patients, each

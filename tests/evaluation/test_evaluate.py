@@ -45,7 +45,7 @@ def test_summary_page_says_when_distances_are_pixels(params, tmp_path):
     summary.update(experiment="mass_us_bmode", model_version="1")
     f = tmp_path / "mass_us_bmode.json"
     f.write_text(json.dumps(summary))
-    page = write_summary(params, [f], tmp_path / "summary.html", results_dir=tmp_path / "results").read_text()
+    page = write_summary(params["cohort"]["name"], [f], tmp_path / "summary.html", results_dir=tmp_path / "results").read_text()
     assert "4.00 px" in page and "Pixel spacing unknown" in page and "4.00 mm" not in page
 
 

@@ -26,6 +26,7 @@ def mri_model(tmp_path_factory):
     from breastseg.data.slices import prepare_patient
     from breastseg.data.split import split_dataset
     from breastseg.dicom.dce import convert_dce_patient
+    from breastseg.config import Settings
     from breastseg.evaluation.evaluate import evaluate_model
     from breastseg.training.train import train_experiment
 
@@ -56,7 +57,9 @@ def mri_model(tmp_path_factory):
         model = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
                                  out_dir=tmp / "models" / name)
         mlflow.MlflowClient().set_registered_model_alias(model["model_name"], "champion", model["version"])
-        _, patients, _, _, _ = evaluate_model(params, name, model["model_uri"], split, processed)
+        s = Settings.from_params(params)
+        _, patients, _, _, _ = evaluate_model(s.experiments[name], s.evaluation, s.tracking, model["model_uri"], split,
+                                              processed)
     finally:
         os.chdir(cwd)
     return {"tmp": tmp, "params": params, "model": model, "patients": patients, "study_of": study_of,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import tracking
-from ..config import EvaluationSettings, Experiment, TrackingSettings, experiment
+from ..config import EvaluationSettings, Experiment, Settings, TrackingSettings
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import BPE_CUTOFFS, NOT_ANNOTATED, bpe_category
@@ -333,23 +333,23 @@ def headline(summary: dict[str, Any] | None = None, *, full: dict[str, Any] | No
 
 
 
-def evaluate_model(params: dict[str, Any], name: str, model_uri: str, split_file: Path, processed_dir: Path,
-                   subset: str = "test"):
-    """Score ``model_uri`` on the ``subset`` patients of ``split_file`` (the test patients unless told otherwise):
-    (slice rows, patient rows, summary, data, pred)."""
+def evaluate_model(exp: Experiment, evaluation: EvaluationSettings, stores: TrackingSettings, model_uri: str,
+                   split_file: Path, processed_dir: Path, subset: str = "test"):
+    """Score ``model_uri`` on the ``subset`` patients of ``split_file`` (the test patients unless told otherwise)
+    with evaluation's conventions; a ``models:/`` URI resolves in ``stores``: (slice rows, patient rows, summary,
+    data, pred)."""
     from ..data.slices import load_subset
 
-    exp = experiment(params, name)
     data = load_subset(processed_dir, split_file, subset)
     if not data:
         raise InputError(split_file, f"no {subset} patients")
     # models this pipeline registered: the inference bundle, else (older versions) the pickled MLflow model, from
     # the store the params name (a models:/ URI is never resolved against a default store)
-    tracking.configure(TrackingSettings.from_params(params))
+    tracking.configure(stores)
     seg = segment_subset(load_model(model_uri, allow_pickle=True), exp, data)
-    cfg = params["evaluation"]
     native = native_view(data)
-    rows, patients, summary = score(exp, native, seg.native, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
+    rows, patients, summary = score(exp, native, seg.native, cutoffs=tuple(evaluation.bpe_cutoffs),
+                                    seed=int(evaluation.seed))
     summary["network_grid"] = network_grid_figures(exp, data, seg.grid)
     return rows, patients, summary, data, seg
 
@@ -399,22 +399,24 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     from ..environment import environment, mlflow_tags
     from . import figures
 
-    exp = experiment(params, name)
+    s = Settings.from_params(params)
+    exp = s.experiments[name]
     model = json.loads(model_json.read_text())
-    rows, patients, summary, data, seg = evaluate_model(params, name, model["model_uri"], split_file, processed_dir)
+    rows, patients, summary, data, seg = evaluate_model(exp, s.evaluation, s.tracking, model["model_uri"], split_file,
+                                                        processed_dir)
     from ..data.slices import object_array
 
     pred = object_array(seg.native)  # each image's labels on its native grid
     env = environment(precision=exp.train.precision)
     interim_dir = Path(interim_dir) if interim_dir else interim_beside(processed_dir, exp.dataset)
-    split = split_check(params["cohort"]["patient_map"], exp.dataset, split_file, interim_dir)
+    split = split_check(s.cohort.patient_map, exp.dataset, split_file, interim_dir)
     if split["by_image"]:
         log.warning("%s: %s (%s)", name, SPLIT_BY_IMAGE_WARNING, split["reason"])
     if exp.dataset == "mri":  # degree of BPE beside its area, from the converted phases (adds per-patient columns)
         from .degree import evaluate_degree
 
-        summary["bpe_degree"] = evaluate_degree(EvaluationSettings.from_params(params), data, pred, interim_dir, patients,
-                                                seed=int(params["evaluation"]["seed"]))
+        summary["bpe_degree"] = evaluate_degree(s.evaluation, data, pred, interim_dir, patients,
+                                                seed=int(s.evaluation.seed))
     summary.update({"experiment": name, "model_version": model["version"], "model_uri": model["model_uri"],
                     "seed": model.get("seed"), "split": split, "environment": env})
     evaluation_json = Path(evaluation_json) if evaluation_json else out_dir / "evaluation.json"
@@ -448,8 +450,8 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         summary["seeds"] = seeds_summary(model.get("seed"), figures_of(summary), seed_evaluations)
         flat_metrics = headline(full=summary["seeds"]["mean"])
     write_json(evaluation_json, summary)
-    tracking.configure(TrackingSettings.from_params(params))
-    exp_id = tracking.experiment_id(TrackingSettings.from_params(params), name)
+    tracking.configure(s.tracking)
+    exp_id = tracking.experiment_id(s.tracking, name)
     further_seed = model.get("version") is None
     run_tags = {"breastseg.stage": "evaluate", "breastseg.experiment": name,
                 "breastseg.model_version": str(model["version"]), "breastseg.train_run": model["run_id"],
@@ -467,9 +469,9 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
         if "no_mass_images" in summary:
             flat["test_no_mass_fp_rate"] = summary["no_mass_images"]["fp_rate"]
         for cls, stats in summary["per_patient"].items():
-            for metric, s in stats.items():
-                flat[f"test_{metric}_{cls}"] = s["mean"]
-                flat[f"test_{metric}_{cls}_median"] = s["median"]
+            for metric, st in stats.items():
+                flat[f"test_{metric}_{cls}"] = st["mean"]
+                flat[f"test_{metric}_{cls}_median"] = st["median"]
         if "bpe" in summary:
             flat["test_bpe_kappa_linear"] = summary["bpe"]["kappa_linear"]
             flat["test_bpe_fraction_mae"] = summary["bpe"]["fraction_mae"]
@@ -477,7 +479,7 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
             flat["test_bpe_degree_mae"] = summary["bpe_degree"]["mae"]
         # the split it was scored on (the runs table's Dataset column) and the model version it scored: the run page
         # links the model, and the model's page lists these metrics
-        dataset, input_tags = tracking.split_input(params["cohort"]["name"], exp, split_file)
+        dataset, input_tags = tracking.split_input(s.cohort.name, exp, split_file)
         tracking.log_split(mlflow.active_run().info.run_id, dataset, input_tags, context="test")
         model_id = None if further_seed else model.get("model_id")  # absent from models trained before it
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Experiment, MapSettings, Preprocess, experiment
+from ..config import EvaluationSettings, Experiment, MapSettings, Preprocess
 from ..errors import InputError
 from ..us.maps import EARLIER_BINNING, ENTROPY_BINNING, MAP_SETTINGS
 
@@ -43,12 +43,12 @@ def model_settings(config: dict[str, Any], exp: Experiment) -> dict[str, Any]:
     }
 
 
-def converted_maps_settings(params: dict[str, Any], interim_dir: Path, patients: list[str]) -> dict[str, Any]:
+def converted_maps_settings(maps: MapSettings, interim_dir: Path, patients: list[str]) -> dict[str, Any]:
     """The ``us_maps`` settings of the maps the current experiment was prepared from: the configuration in force
-    (params over the schema's defaults) where the converted data is the decoded cache (maps are made at
+    (``maps``) where the converted data is the decoded cache (maps are made at
     preparation), else what a scan's ``meta.json`` records (a folder of ready maps: the first found among
     ``patients``)."""
-    settings = MapSettings.from_params(params).as_dict()
+    settings = maps.as_dict()
     for pid in patients:
         metas = sorted(Path(interim_dir, pid).glob("*/meta.json"))
         if metas:
@@ -118,10 +118,11 @@ def prepare_subset(exp: Experiment, interim_dir: Path, patients: list[str],
     return {**{k: np.concatenate(v) for k, v in parts.items()}, "native_label": object_array(natives)}
 
 
-def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, version: str | None,
+def gate_score(exp: Experiment, evaluation: EvaluationSettings, model_uri: str, *, role: str, version: str | None,
                split_file: Path, processed_dir: Path, interim_dir: Path, metric: str,
                folds: dict[str, int] | None = None) -> dict[str, Any]:
-    """Score one model on the val patients through its own preprocessing; a fold ensemble (``run.folds``) on the
+    """Score one model on the val patients of experiment ``exp`` (its maps: ``exp.maps``) through its own
+    preprocessing, with evaluation's conventions (``evaluation``: the BPE categories and the bootstrap seed); a fold ensemble (``run.folds``) on the
     train and val patients of its folds, each predicted by the member that held it out (out of fold), and the
     champion on those same patients (``folds``: the challenger's assignment; a champion that is an ensemble of
     the same folds out of fold too, any other as it is).
@@ -136,7 +137,6 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
     from ..models.bundle import load_model
     from .evaluate import figures_of, native_view, score, segment_subset
 
-    exp = experiment(params, name)
     model = load_model(model_uri, allow_pickle=True)
     own_folds = ((model.config or {}).get("folds") or {}).get("assignment")
     if role == "challenger":  # the champion is scored on the challenger's patients (folds=None: the val ones)
@@ -160,7 +160,7 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
                       f"{exp.classes} of {exp.dataset}: not compared, not promoted")
     remake = None  # the model's own us_maps settings, when its maps are made again from the decoded cache
     if exp.dataset == "us":
-        today = converted_maps_settings(params, interim_dir, patients)
+        today = converted_maps_settings(exp.maps, interim_dir, patients)
         diff = maps_differences(s["us_maps"], today, s["channels"])
         binning = (s["us_maps"] or {}).get("entropy_binning") or EARLIER_BINNING.get(
             str((s["us_maps"] or {}).get("entropy_on")), "unknown")
@@ -187,8 +187,8 @@ def gate_score(params: dict[str, Any], name: str, model_uri: str, *, role: str, 
         native = out_of_fold(model, own, data, folds)
     else:
         native = segment_subset(model, own, data).native
-    cfg = params["evaluation"]
-    _, _, summary = score(exp, native_view(data), native, cutoffs=tuple(cfg["bpe_cutoffs"]), seed=int(cfg["seed"]))
+    _, _, summary = score(exp, native_view(data), native, cutoffs=tuple(evaluation.bpe_cutoffs),
+                          seed=int(evaluation.seed))
     flat = figures_of(summary)
     value = flat[metric] if metric in flat else summary.get(metric)
     out["score"] = None if value is None else float(value)

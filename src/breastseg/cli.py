@@ -350,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("synth", cmd_synth, "write a synthetic cohort (DCE-MRI DICOM + ultrasound RF) in the real input formats")
     s.add_argument("out_dir", metavar="OUT_DIR")
-    s.add_argument("--patients", type=int, help="number of patients (default: synth.patients of --params, 30)")
-    s.add_argument("--seed", type=int, help="random seed, same seed, same bytes (default: synth.seed of --params, 7)")
+    s.add_argument("--patients", type=int, help="number of patients (default: synth.patients of --params)")
+    s.add_argument("--seed", type=int, help="random seed, same seed, same bytes (default: synth.seed of --params)")
     s.add_argument("--from-params", action="store_true",
                    help="(the default) every other setting, e.g. image sizes, from the synth block of --params, "
                         "else from the schema's defaults, which params.yaml repeats")
@@ -359,16 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write every MRI slice's labels, the unannotated ones included, to DIR (outside "
                         "OUT_DIR): the annotations the cohort withholds, for benchmarks of annotation worklists")
 
+    from .config import schema_defaults
+
     s = add("convert", cmd_convert, "convert DICOM series to NIfTI volumes with JSON sidecars")
     s.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files")
     s.add_argument("out_dir", metavar="OUT_DIR")
-    s.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+    s.add_argument("--on-error", choices=["fail", "skip"], default=schema_defaults("convert")["on_error"],
                    help="stop at the first bad file, or skip it and list it in quarantine.json")
     s.add_argument("--dce", action="store_true", help="DCE breast MRI patient folder: phases, subtraction, labels")
     s.add_argument("--patient-id", help="pseudonym to write the patient under (with --dce)")
     _prepare_options(s)
-
-    from .config import schema_defaults
 
     us = schema_defaults("us_maps")  # the defaults of params.yaml's us_maps block (one source: the schema)
     s = add("us-maps", cmd_us_maps, "ultrasound RF (or B-mode) to B-mode and Shannon-entropy maps with masks")

@@ -86,6 +86,13 @@ def scan(root: str | Path, quarantine: Quarantine) -> ScanResult:
             slices.append(ref)
             continue
         named_dicom = path.suffix.lower() in DICOM_SUFFIXES or path.name.upper() == "DICOMDIR"
+        sniffed = _sniff(path)
+        if sniffed.startswith(("gzip", "a ZIP")):  # never handed to pydicom, which would guess at it aloud
+            if named_dicom or path == root:
+                quarantine.report(path, sniffed)
+            else:
+                ignored.append({"path": quarantine.rel(path), "reason": "not DICOM"})
+            continue
         try:
             ds, hinfo = read_header(path)
         except Exception as exc:  # noqa: BLE001 - any parser failure is a reason to refuse the file

@@ -12,6 +12,7 @@ import pytest
 
 from scaleout_services import mlflow_server
 from tiny_setup import make_tiny
+from breastseg.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -94,8 +95,8 @@ def test_authenticated_pipeline_logs_and_registers_anonymous_is_refused(tmp_path
         p, _ = make_tiny(root, params)
         p["experiments"][NAME].pop("train", None)
         p["train"]["max_epochs"] = 1
-        init_stores(p)
-        model = train_experiment(p, NAME, split_file=root / f"data/splits/{NAME}.json",
+        init_stores(Settings.from_params(p))
+        model = train_experiment(Settings.from_params(p), NAME, split_file=root / f"data/splits/{NAME}.json",
                                  processed_dir=root / f"data/processed/{NAME}", best_params=None, out_dir=root / "m")
         client = mlflow.MlflowClient(tracking_uri=srv.url, registry_uri=srv.url)
         version = client.get_model_version_by_alias(f"breastseg-{NAME}", "challenger")

@@ -62,7 +62,7 @@ def triggers(params: dict) -> dict[tuple[str, str], object]:
     for dataset in ("mri", "us"):
         out["convert", dataset] = stages.convert(s, dataset)
     for name in params["experiments"]:
-        out["prepare", name] = stages.prepare(params, name)
+        out["prepare", name] = stages.prepare(s, name)
         for stage in ("tune", "train", "evaluate", "register", "suggest"):
             out[stage, name] = getattr(stages, stage)(s, name)
     for pair in params["evaluation"]["comparisons"]:
@@ -139,7 +139,7 @@ def _expected(params: dict, path: tuple[str, ...]) -> set[tuple[str, str]]:
             continue
         if path[0] == "us_maps" and stage == "prepare":
             exp = params["experiments"][job]
-            if exp["dataset"] != "us" or stages.prepare(params, job)["us_maps"].get(path[1], "absent") == "absent":
+            if exp["dataset"] != "us" or stages.prepare(Settings.from_params(params), job)["us_maps"].get(path[1], "absent") == "absent":
                 continue
         if path[:2] == ("cohort", "patient_map") and params["experiments"][job]["dataset"] != "us":
             continue
@@ -201,17 +201,20 @@ PROVENANCE = {"cohort", "cohort.root", "cohort.name", "tracking", "experiments"}
 
 def _params_reads(path: Path) -> set[str]:
     """Dotted paths of the settings a module reads: ``params["a"]["b"]`` (or ``params["a"]``), and ``s.a.b`` of a
-    name ``s`` bound to ``Settings.from_params(...)``."""
+    name ``s`` bound to ``Settings.from_params(...)`` or a parameter annotated ``Settings``."""
     out = set()
     tree = ast.parse(path.read_text())
     typed = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
              and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
              and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == "Settings"
              for t in node.targets if isinstance(t, ast.Name)}
+    typed |= {a.arg for node in ast.walk(tree) if isinstance(node, ast.arg)  # parameters annotated Settings
+              for a in [node] if isinstance(a.annotation, ast.Name) and a.annotation.id == "Settings"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
                 and isinstance(node.value.value, ast.Name) and node.value.value.id in typed:
-            out.add(f"{node.value.attr}.{node.attr}")
+            whole = node.attr in ("as_dict", "items", "keys", "values", "get")  # the section as a whole
+            out.add(node.value.attr if whole else f"{node.value.attr}.{node.attr}")
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in typed:
             out.add(node.attr)
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):

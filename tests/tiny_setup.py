@@ -10,6 +10,7 @@ import numpy as np
 from breastseg.config import experiment
 from breastseg.data.slices import prepare_patient
 from breastseg.data.split import split_dataset, subset_patients
+from breastseg.config import Settings
 
 #: The converted cohort's experiment and the map settings its scans record.
 NAME = "mass_us_bmode"
@@ -53,7 +54,7 @@ def make_tiny(tmp_path, params, n_patients=6, slices=3):
                      spacing_mm=np.ones((slices, 2), np.float32), patient=np.asarray(f"P{i:012x}"),
                      stratum=np.asarray("mass"))
             files.append(f)
-    split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=tmp_path / "data/processed")
+    split_dataset(Settings.from_params(p), "us", files, splits_dir=tmp_path / "data/splits", processed_dir=tmp_path / "data/processed")
     return p, tmp_path
 
 
@@ -88,7 +89,7 @@ def make_converted(tmp_path, params):
         for exp in ("mass_us_bmode", "mass_us_entropy"):
             e = experiment(p, exp)
             files.append(prepare_patient(e, interim / pid, processed / exp / f"{pid}.npz", patient_id=pid))
-    split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
+    split_dataset(Settings.from_params(p), "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
     split = tmp_path / f"data/splits/{NAME}.json"
     assert subset_patients(split, "val") and subset_patients(split, "test")
     return p, tmp_path

@@ -24,6 +24,13 @@ def _params(args: argparse.Namespace) -> dict:
     return load_params(args.params)
 
 
+def _settings(args: argparse.Namespace):
+    """The configuration file's settings, validated, every default filled, as typed frozen objects."""
+    from .config import Settings
+
+    return Settings.from_params(_params(args))
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from .synth.cohort import write_cohort
 
@@ -31,7 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     # the synth block of the params file in force (every key filled from the schema), else the schema's defaults:
     # `breastseg synth OUT` writes the demo's cohort; flags override one setting each
-    options = dict(_params(args)["synth"]) if Path(args.params).exists() else schema_defaults("synth")
+    options = _settings(args).synth.as_dict() if Path(args.params).exists() else schema_defaults("synth")
     patients = args.patients if args.patients is not None else options.pop("patients")
     seed = args.seed if args.seed is not None else options.pop("seed")
     options = {k: v for k, v in options.items() if k not in ("patients", "seed")}
@@ -78,19 +85,17 @@ def _prepare_after(args: argparse.Namespace) -> None:
         return
     if not args.patient_id:
         raise InputError(None, "--prepare needs --patient-id")
-    from .config import experiment
     from .data.slices import prepare_experiments
 
-    params = _params(args)
-    exps = [experiment(params, name) for name in args.prepare.split(",") if name]
+    s = _settings(args)
+    exps = [s.experiments[name] for name in args.prepare.split(",") if name]
     prepare_experiments(exps, Path(args.out_dir), Path(args.processed_dir), patient_id=args.patient_id)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from .config import experiment
     from .data.slices import prepare_patient
 
-    exp = experiment(_params(args), args.experiment)
+    exp = _settings(args).experiments[args.experiment]
     prepare_patient(exp, Path(args.interim_dir), Path(args.out), patient_id=args.patient_id)
 
 
@@ -98,19 +103,18 @@ def cmd_convert_shard(args: argparse.Namespace) -> None:
     from .data.shards import convert_shard
 
     dataset = args.dataset
-    convert_shard(_params(args), dataset, Path(args.fingerprints), Path(args.marker),
+    convert_shard(_settings(args), dataset, Path(args.fingerprints), Path(args.marker),
                   interim_dir=Path(args.interim_dir or PATHS.interim(dataset)),
                   log_dir=Path(args.log_dir or f"logs/convert/{dataset}"), on_error=args.on_error,
                   progress=not args.quiet)
 
 
 def cmd_prepare_shard(args: argparse.Namespace) -> None:
-    from .config import experiment
     from .data.shards import prepare_shard
 
-    params = _params(args)
-    dataset = experiment(params, args.experiment).dataset
-    prepare_shard(params, args.experiment, Path(args.converted), Path(args.marker),
+    s = _settings(args)
+    dataset = s.experiments[args.experiment].dataset
+    prepare_shard(s, args.experiment, Path(args.converted), Path(args.marker),
                   interim_dir=Path(args.interim_dir or PATHS.interim(dataset)),
                   processed_dir=Path(args.processed_dir or PATHS.processed(args.experiment)),
                   progress=not args.quiet)
@@ -120,10 +124,9 @@ def cmd_split(args: argparse.Namespace) -> None:
     from .data.shards import prepared_files
     from .data.split import split_dataset
 
-    params = _params(args)
     markers = [p for p in args.prepared if p.endswith(".json")]
     split_dataset(
-        params,
+        _settings(args),
         args.dataset,
         [*prepared_files(markers), *(Path(p) for p in args.prepared if not p.endswith(".json"))],
         splits_dir=Path(args.splits_dir),
@@ -135,7 +138,7 @@ def cmd_split(args: argparse.Namespace) -> None:
 def cmd_rekey(args: argparse.Namespace) -> None:
     from .data.ledger import rekey
 
-    renamed = rekey(_params(args), args.old_key, args.new_key, splits_dir=Path(args.splits_dir),
+    renamed = rekey(_settings(args), args.old_key, args.new_key, splits_dir=Path(args.splits_dir),
                     interim_dir=Path(args.interim_dir), processed_dir=Path(args.processed_dir))
     for dataset, mapping in renamed.items():
         print(f"{dataset}: {len(mapping)} patients re-keyed; their converted data is rebuilt by the next run")
@@ -145,7 +148,7 @@ def cmd_rekey(args: argparse.Namespace) -> None:
 def cmd_withdraw(args: argparse.Namespace) -> None:
     from .data.ledger import withdraw
 
-    report = withdraw(_params(args), args.patient, splits_dir=Path(args.splits_dir),
+    report = withdraw(_settings(args), args.patient, splits_dir=Path(args.splits_dir),
                       interim_dir=Path(args.interim_dir), processed_dir=Path(args.processed_dir),
                       tag_models=not args.no_tag)
     for dataset, done in report["datasets"].items():
@@ -159,7 +162,7 @@ def cmd_withdraw(args: argparse.Namespace) -> None:
 def cmd_study(args: argparse.Namespace) -> None:
     from .training.tune import open_study
 
-    open_study(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+    open_study(_settings(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
                out_json=Path(args.out))
 
 
@@ -168,23 +171,23 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     kw = dict(split_file=Path(args.split), processed_dir=Path(args.processed_dir), work_dir=Path(args.work_dir))
     if args.best_params:  # the only worker: open the study first (writing --study), close it at the end
-        tune_experiment(_params(args), args.experiment, out_json=Path(args.best_params), study_json=Path(args.study),
+        tune_experiment(_settings(args), args.experiment, out_json=Path(args.best_params), study_json=Path(args.study),
                         worker_json=Path(args.out), **kw)
     else:
-        run_worker(_params(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out),
+        run_worker(_settings(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out),
                    worker=args.worker, **kw)
 
 
 def cmd_best_params(args: argparse.Namespace) -> None:
     from .training.tune import close_study
 
-    close_study(_params(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out))
+    close_study(_settings(args), args.experiment, study_json=Path(args.study), out_json=Path(args.out))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .training.train import train_experiment
 
-    train_experiment(_params(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
+    train_experiment(_settings(args), args.experiment, split_file=Path(args.split), processed_dir=Path(args.processed_dir),
                      best_params=Path(args.best_params) if args.best_params else None, out_dir=Path(args.out_dir),
                      curve_csv=Path(args.curve) if args.curve else None, seed=args.seed,
                      register=not args.no_register)
@@ -193,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation.evaluate import evaluate_experiment
 
-    evaluate_experiment(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
+    evaluate_experiment(_settings(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
                         processed_dir=Path(args.processed_dir), metrics_json=Path(args.metrics), out_dir=Path(args.out_dir),
                         dice_plot_csv=Path(args.dice_plot) if args.dice_plot else None,
                         evaluation_json=Path(args.evaluation) if args.evaluation else None,
@@ -204,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_register(args: argparse.Namespace) -> None:
     from .registry import promote_if_better
 
-    promote_if_better(_params(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
+    promote_if_better(_settings(args), args.experiment, model_json=Path(args.model), split_file=Path(args.split),
                       processed_dir=Path(args.processed_dir), decision_json=Path(args.out),
                       interim_dir=Path(args.interim_dir) if args.interim_dir else None,
                       evaluation_json=Path(args.evaluation) if args.evaluation else None)
@@ -213,15 +216,14 @@ def cmd_register(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from .evaluation.compare import compare
 
-    params = _params(args)
     compare(args.name, args.a, args.b, Path(args.results_dir), Path(args.out_dir), seeds=args.seeds,
-            bootstrap_seed=int(params["evaluation"]["seed"]))
+            bootstrap_seed=int(_settings(args).evaluation.seed))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_summary
 
-    write_summary(_params(args)["cohort"]["name"], [Path(p) for p in args.metrics], Path(args.out),
+    write_summary(_settings(args).cohort.name, [Path(p) for p in args.metrics], Path(args.out),
                   curves=[Path(p) for p in args.curves or []])
 
 
@@ -249,26 +251,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_tracking_init(args: argparse.Namespace) -> None:
     from .tracking import init_stores
 
-    init_stores(_params(args))
+    init_stores(_settings(args))
 
 
 def cmd_suggest(args: argparse.Namespace) -> None:
-    from .config import experiment
     from .suggest import suggest
     from .tracking import configure
 
-    from .config import TrackingSettings
-
-    params = _params(args)
-    cfg = params["suggest"]
-    configure(TrackingSettings.from_params(params))
-    augment = experiment(params, args.experiment).train.augment if args.experiment in params["experiments"] else None
+    s = _settings(args)
+    cfg = s.suggest
+    configure(s.tracking)
+    augment = s.experiments[args.experiment].train.augment if args.experiment in s.experiments else None
     out = Path(args.out) if args.out else None
     rows = suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,
-                   budget=args.budget or cfg["budget"], strategy=args.strategy or cfg["strategy"],
-                   min_gap=cfg["min_slice_gap"], seed=cfg["seed"], mc_passes=cfg["mc_passes"], tta_augment=augment,
+                   budget=args.budget or cfg.budget, strategy=args.strategy or cfg.strategy,
+                   min_gap=cfg.min_slice_gap, seed=cfg.seed, mc_passes=cfg.mc_passes, tta_augment=augment,
                    montage=Path(args.montage) if args.montage else True,
-                   montage_tiles=cfg["montage"], origin=f"the params file {args.params}",
+                   montage_tiles=cfg.montage, origin=f"the params file {args.params}",
                    log_to_mlflow=not args.no_mlflow)
     print(f"breastseg: {len(rows)} to annotate next in {out or 'results/<experiment>/worklist.csv'}", flush=True)
 
@@ -278,16 +277,16 @@ def cmd_locate(args: argparse.Namespace) -> None:
     from .pseudonym import cohort_key
     from .suggest import worklist_patients
 
-    params = _params(args)
+    cohort = _settings(args).cohort
     wanted = list(dict.fromkeys(p for item in args.items
                                 for p in (worklist_patients(Path(item)) if item.endswith(".csv") else [item])))
-    found = raw_sources(params["cohort"], cohort_key(params["cohort"], create=False).key)
+    found = raw_sources(cohort.as_dict(), cohort_key(cohort.as_dict(), create=False).key)
     for pid in wanted:
         if pid in found:
             print(f"{pid}\t{' '.join(found[pid])}")
     missing = [pid for pid in wanted if pid not in found]
     if missing:
-        raise InputError(params["cohort"]["root"], f"no raw data for {', '.join(missing[:5])}"
+        raise InputError(cohort.root, f"no raw data for {', '.join(missing[:5])}"
                                                    f"{' ...' if len(missing) > 5 else ''} with the key in force")
 
 

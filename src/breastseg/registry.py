@@ -43,7 +43,7 @@ def _reported_test(evaluation_json: Path | None, metric: str) -> dict[str, Any] 
             "test_patients": summary.get("test_patients", []), "model_version": summary.get("model_version")}
 
 
-def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
+def promote_if_better(s: Settings, name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
                       decision_json: Path, interim_dir: Path | None = None, evaluation_json: Path | None = None,
                       metrics_json: Path | None = None) -> dict[str, Any]:
     """Score challenger and champion on this split's val patients; move alias ``champion`` if warranted.
@@ -57,7 +57,6 @@ def promote_if_better(params: dict[str, Any], name: str, *, model_json: Path, sp
     from .data.split import subset_patients
     from .evaluation.gate import SUBSET, gate_score
 
-    s = Settings.from_params(params)
     metric = s.register.metric
     margin = float(s.register.margin)
     exp = s.experiments[name]

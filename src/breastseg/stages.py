@@ -32,9 +32,9 @@ def convert(s: Settings, dataset: str) -> dict[str, Any]:
     return out
 
 
-def prepare(params: dict[str, Any], name: str) -> dict[str, Any]:
+def prepare(s: Settings, name: str) -> dict[str, Any]:
     """Preparation of one experiment's slices from the conversion cache (:func:`breastseg.data.shards.preparation`)."""
-    return _preparation(params, name)
+    return _preparation(s, name)
 
 
 def split(s: Settings) -> dict[str, Any]:

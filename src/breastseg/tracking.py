@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment, TrackingSettings, TrainSettings, params_hash
+from .config import Experiment, Settings, TrackingSettings, TrainSettings, params_hash
 from .paths import MODEL_PREFIX, PATHS, model_name  # noqa: F401 - the names models are registered under
 #: MLflow 3's UI opens an experiment by its kind: a model-training experiment opens on its runs (without the tag it
 #: opens the GenAI view: traces, token usage).
@@ -92,12 +92,12 @@ def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def init_stores(params: dict[str, Any]) -> None:
+def init_stores(s: Settings) -> None:
     """Create the MLflow database (schema migrations), one experiment per task, and the Optuna schema (the
     workflow's ``tracking-init``: the stores and the experiments' names are what it reads)."""
-    stores = TrackingSettings.from_params(params)
+    stores = s.tracking
     configure(stores)
-    for name in params["experiments"]:
+    for name in s.experiments:
         experiment_id(stores, name)
     optuna_storage(stores)
 

@@ -12,6 +12,7 @@ from us_cohorts import oasbud_records, write_busi_cohort, write_oasbud_mat
 from breastseg.data.cohort import check_cohort, discover
 from breastseg.errors import InputError
 from breastseg.pseudonym import load_key, pseudonym
+from breastseg.config import Settings
 
 
 def test_pseudonyms_are_keyed_stable_and_hide_the_name(tmp_path):
@@ -90,15 +91,15 @@ def test_cohort_checks_name_the_cohort_and_the_reason(tmp_path, params):
     cfg = {**params, "cohort": {"name": "busi", "root": str(tmp_path)}}
     write_busi_cohort(tmp_path, n=2)
     found = {"us": discover(tmp_path, "us")}
-    check_cohort(cfg, ["mass_us_bmode"], found)  # B-mode-only data, B-mode experiment: fine
+    check_cohort(Settings.from_params(cfg), ["mass_us_bmode"], found)  # B-mode-only data, B-mode experiment: fine
     with pytest.raises(InputError, match=r"experiment mass_us_entropy needs raw RF .* 2 of 2 ultrasound patients "
                                          r"have B-mode images only \(busi\); choose run.experiments: \[mass_us_bmode\]"):
-        check_cohort(cfg, ["mass_us_entropy", "mass_us_bmode"], found)
+        check_cohort(Settings.from_params(cfg), ["mass_us_entropy", "mass_us_bmode"], found)
     with pytest.raises(InputError, match=r"no MRI patient found for bpe_mri; expected <root>/mri/<patient>"):
-        check_cohort(cfg, ["bpe_mri"], {"mri": discover(tmp_path, "mri")})
+        check_cohort(Settings.from_params(cfg), ["bpe_mri"], {"mri": discover(tmp_path, "mri")})
     missing = {**cfg, "cohort": {"name": "x", "root": str(tmp_path / "nope")}}
     with pytest.raises(InputError, match="nope: cohort 'x': the cohort folder does not exist"):
-        check_cohort(missing, ["mass_us_bmode"], {"us": {}})
+        check_cohort(Settings.from_params(missing), ["mass_us_bmode"], {"us": {}})
 
 
 def test_cli_help_imports_nothing_heavy():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastseg.config import load_params
+from breastseg.config import Settings, load_params
 from breastseg.data import shards
 from breastseg.data.cohort import discover, shard_of, write_fingerprints
 from breastseg.errors import InputError
@@ -40,14 +40,14 @@ def cohort(tmp_path):
 def _convert(tmp_path, params, n_shards=1, **kw):
     found = discover(tmp_path / "raw", "us", DEMO_KEY)
     files = write_fingerprints(found, tmp_path / "fp", n_shards)
-    docs = {s: shards.convert_shard(params, "us", f, tmp_path / "interim" / f"shard-{s}.json",
+    docs = {s: shards.convert_shard(Settings.from_params(params), "us", f, tmp_path / "interim" / f"shard-{s}.json",
                                     interim_dir=tmp_path / "interim", log_dir=tmp_path / "logs", **kw)
             for s, f in files.items()}
     return found, docs
 
 
 def _prepare(tmp_path, params, name, shard="00"):
-    return shards.prepare_shard(params, name, tmp_path / "interim" / f"shard-{shard}.json",
+    return shards.prepare_shard(Settings.from_params(params), name, tmp_path / "interim" / f"shard-{shard}.json",
                                 tmp_path / "processed" / name / f"shard-{shard}.json",
                                 interim_dir=tmp_path / "interim", processed_dir=tmp_path / "processed" / name)
 
@@ -89,8 +89,8 @@ def test_a_new_image_size_or_map_setting_prepares_again_and_decodes_nothing(coho
     assert len(_prepare(tmp_path, wider, "mass_us_entropy")["prepared"]) == 5
     assert _prepare(tmp_path, wider, "mass_us_bmode")["prepared"] == []  # B-mode does not read the window
     # the workflow's rerun trigger sees the same
-    assert shards.preparation(wider, "mass_us_bmode") == shards.preparation(bigger, "mass_us_bmode")
-    assert shards.preparation(wider, "mass_us_entropy") != shards.preparation(bigger, "mass_us_entropy")
+    assert shards.preparation(Settings.from_params(wider), "mass_us_bmode") == shards.preparation(Settings.from_params(bigger), "mass_us_bmode")
+    assert shards.preparation(Settings.from_params(wider), "mass_us_entropy") != shards.preparation(Settings.from_params(bigger), "mass_us_entropy")
 
 
 def test_maps_made_from_the_cache_equal_those_made_from_the_rf(cohort):

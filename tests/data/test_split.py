@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from breastseg.data.split import patient_split, read_split, split_dataset, subset_patients
+from breastseg.config import Settings
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -67,7 +68,7 @@ def _prepared(tmp_path, exp, pid, stratum, n=2):
 def test_split_dataset_shares_assignment_and_writes_manifests(tmp_path, params):
     files = [_prepared(tmp_path, e, f"P{i:012x}", "benign" if i % 2 else "malignant")
              for e in ("mass_us_entropy", "mass_us_bmode") for i in range(10)]
-    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    split_dataset(Settings.from_params(params), "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     a = read_split(tmp_path / "splits" / "mass_us_entropy.json")
     b = read_split(tmp_path / "splits" / "mass_us_bmode.json")
     assert a == b and len(a) == 10
@@ -78,7 +79,7 @@ def test_split_dataset_shares_assignment_and_writes_manifests(tmp_path, params):
     assert test and all(a[p]["subset"] == "test" for p in test)
     # a new patient arrives: nobody else moves
     files += [_prepared(tmp_path, e, "Pffffffffffff", "benign") for e in ("mass_us_entropy", "mass_us_bmode")]
-    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    split_dataset(Settings.from_params(params), "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     grown = read_split(tmp_path / "splits" / "mass_us_entropy.json")
     assert len(grown) == 11 and all(grown[p]["subset"] == v["subset"] for p, v in a.items())
 
@@ -86,14 +87,14 @@ def test_split_dataset_shares_assignment_and_writes_manifests(tmp_path, params):
 def test_split_files_follow_the_ledger_not_the_other_way(tmp_path, params):
     """A split file is an output: edited or stale, it is rewritten from the ledger, which alone decides."""
     files = [_prepared(tmp_path, e, f"P{i:012x}", "x") for e in ("mass_us_entropy", "mass_us_bmode") for i in range(4)]
-    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    split_dataset(Settings.from_params(params), "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     f = tmp_path / "splits" / "mass_us_bmode.json"
     before = read_split(f)
     doc = json.loads(f.read_text())
     pid = next(iter(doc["patients"]))
     doc["patients"][pid]["subset"] = {"train": "test", "test": "val", "val": "train"}[doc["patients"][pid]["subset"]]
     f.write_text(json.dumps(doc))
-    split_dataset(params, "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
+    split_dataset(Settings.from_params(params), "us", files, splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     assert read_split(f) == before
 
 
@@ -111,7 +112,7 @@ def test_any_subset_of_experiments_gets_the_same_split(tmp_path, params, order):
     for e in ("mass_us_entropy", "mass_us_bmode"):
         if e not in order:
             (tmp_path / "splits" / f"{e}.json").write_text("left as it was")
-    assignment = split_dataset(params, "us", [f for e in order for f in files[e]], **kw)
+    assignment = split_dataset(Settings.from_params(params), "us", [f for e in order for f in files[e]], **kw)
     assert assignment == reference
     for e in ("mass_us_entropy", "mass_us_bmode"):
         written = (tmp_path / "splits" / f"{e}.json").read_text()
@@ -126,12 +127,12 @@ def test_ledger_keeps_assignments_when_the_split_files_are_deleted(tmp_path, par
     exps = ("mass_us_entropy", "mass_us_bmode")
     kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     files = [_prepared(tmp_path, e, f"P{i:012x}", "benign" if i % 2 else "malignant") for e in exps for i in range(8)]
-    split_dataset(params, "us", files, data_version="v1", **kw)
+    split_dataset(Settings.from_params(params), "us", files, data_version="v1", **kw)
     first = read_split(tmp_path / "splits" / "mass_us_bmode.json")
     for e in exps:
         (tmp_path / "splits" / f"{e}.json").unlink()
     files += [_prepared(tmp_path, e, f"P{i:012x}", "benign") for e in exps for i in range(8, 11)]
-    split_dataset(params, "us", files, data_version="v2", **kw)
+    split_dataset(Settings.from_params(params), "us", files, data_version="v2", **kw)
     doc = json.loads((tmp_path / "splits" / "mass_us_bmode.json").read_text())
     assert doc["data_versions"] == ["v1", "v2"]
     assert all(doc["patients"][p]["subset"] == v["subset"] and doc["patients"][p]["joined"] == "v1"
@@ -139,7 +140,7 @@ def test_ledger_keeps_assignments_when_the_split_files_are_deleted(tmp_path, par
     assert sorted(p for p, v in doc["patients"].items() if v["joined"] == "v2") == [f"P{i:012x}" for i in range(8, 11)]
     # An older data version checked out again: the split lists the patients present, with their old subsets.
     older = [f for f in files if int(f.stem[1:], 16) < 8]
-    split_dataset(params, "us", older, data_version="v1", **kw)
+    split_dataset(Settings.from_params(params), "us", older, data_version="v1", **kw)
     again = read_split(tmp_path / "splits" / "mass_us_bmode.json")
     assert again == {p: {**v, "joined": "v1"} for p, v in first.items()}
     ledger = json.loads((tmp_path / "splits" / "demo" / "us-ledger.json").read_text())
@@ -156,11 +157,11 @@ def test_ledger_records_the_key_fingerprint_and_refuses_another_key(tmp_path, pa
 
     kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     files = [_prepared(tmp_path, "mass_us_bmode", f"P{i:012x}", "x") for i in range(5)]
-    split_dataset(params, "us", files, **kw)
+    split_dataset(Settings.from_params(params), "us", files, **kw)
     assert json.loads((tmp_path / "splits" / "demo" / "us-ledger.json").read_text())["key_fingerprint"] == \
         DEMO_FINGERPRINT
     own = _mycohort(params)
-    split_dataset(own, "us", files, **kw)
+    split_dataset(Settings.from_params(own), "us", files, **kw)
     ledger = json.loads((tmp_path / "splits" / "mycohort" / "us-ledger.json").read_text())
     fingerprint = cohort_key(own["cohort"]).fingerprint
     assert ledger["key_fingerprint"] == fingerprint != DEMO_FINGERPRINT
@@ -169,7 +170,7 @@ def test_ledger_records_the_key_fingerprint_and_refuses_another_key(tmp_path, pa
     other.write_text("f" * 64)
     monkeypatch.setenv("BREASTSEG_PSEUDONYM_KEY_FILE", str(other))
     with pytest.raises(InputError, match=f"made with pseudonym key {fingerprint}.*{other}"):
-        split_dataset(own, "us", files, **kw)
+        split_dataset(Settings.from_params(own), "us", files, **kw)
 
 
 def test_withdrawn_patients_are_never_split_again(tmp_path, params):
@@ -179,19 +180,19 @@ def test_withdrawn_patients_are_never_split_again(tmp_path, params):
     own = _mycohort(params)
     kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     files = [_prepared(tmp_path, "mass_us_bmode", f"P{i:012x}", "x") for i in range(6)]
-    first = split_dataset(own, "us", files, **kw)
+    first = split_dataset(Settings.from_params(own), "us", files, **kw)
     gone = "P000000000002"
-    report = withdraw(own, gone, interim_dir=tmp_path / "interim", tag_models=False, **kw)
+    report = withdraw(Settings.from_params(own), gone, interim_dir=tmp_path / "interim", tag_models=False, **kw)
     assert report["datasets"]["us"]["subset"] == first[gone]
     assert not (tmp_path / "processed" / "mass_us_bmode" / f"{gone}.npz").exists()
     ledger = json.loads((tmp_path / "splits" / "mycohort" / "us-ledger.json").read_text())
     assert gone not in ledger["patients"] and ledger["withdrawn"] == [gone]
     assert gone not in read_split(tmp_path / "splits" / "mass_us_bmode.json")
     rest = [f for f in files if f.exists()]
-    assert split_dataset(own, "us", rest, **kw) == {p: s for p, s in first.items() if p != gone}
+    assert split_dataset(Settings.from_params(own), "us", rest, **kw) == {p: s for p, s in first.items() if p != gone}
     back = _prepared(tmp_path, "mass_us_bmode", gone, "x")  # its raw files were left: refused, never re-added
     with pytest.raises(InputError, match="withdrawn"):
-        split_dataset(own, "us", [*rest, back], **kw)
+        split_dataset(Settings.from_params(own), "us", [*rest, back], **kw)
 
 
 def test_rekey_keeps_every_patient_in_its_subset_under_its_new_name(tmp_path, params, monkeypatch):
@@ -211,8 +212,8 @@ def test_rekey_keeps_every_patient_in_its_subset_under_its_new_name(tmp_path, pa
     kw = dict(splits_dir=tmp_path / "splits", processed_dir=tmp_path / "processed")
     before = discover(root, "mri", load_key(old))
     files = [_prepared(tmp_path, "bpe_mri", pid, "x") for pid in before]
-    first = split_dataset(own, "mri", files, **kw)
-    renamed = rekey(own, old, new, interim_dir=tmp_path / "interim", **kw)["mri"]
+    first = split_dataset(Settings.from_params(own), "mri", files, **kw)
+    renamed = rekey(Settings.from_params(own), old, new, interim_dir=tmp_path / "interim", **kw)["mri"]
     after = discover(root, "mri", load_key(new))
     assert set(renamed) == set(before) and set(renamed.values()) == set(after)
     assert all(before[o].sources == after[n].sources for o, n in renamed.items())
@@ -221,4 +222,4 @@ def test_rekey_keeps_every_patient_in_its_subset_under_its_new_name(tmp_path, pa
     assert {p: v["subset"] for p, v in ledger["patients"].items()} == {renamed[p]: s for p, s in first.items()}
     assert not any((tmp_path / "processed" / "bpe_mri" / f"{p}.npz").exists() for p in before)  # rebuilt next run
     with pytest.raises(InputError, match="made with pseudonym key"):  # the old key is no longer the ledger's
-        rekey(own, old, tmp_path / "third.key", interim_dir=tmp_path / "interim", **kw)
+        rekey(Settings.from_params(own), old, tmp_path / "third.key", interim_dir=tmp_path / "interim", **kw)

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from breastseg.config import Settings
 from breastseg.dicom.dce import convert_dce_patient
 from breastseg.dicom.labelfiles import is_label_file_name
 from breastseg.errors import InputError
@@ -252,7 +253,7 @@ def test_the_workflows_conversion_step_maps_labels_with_cohort_label_map(study, 
     params["cohort"]["label_map"] = {"Dense tissue": 1, "Enhancing": 2}
     found = discover(root, "mri", DEMO_KEY)
     [fp] = write_fingerprints(found, tmp_path / "fp", 1).values()
-    shards.convert_shard(params, "mri", fp, tmp_path / "interim" / "shard-00.json", interim_dir=tmp_path / "interim",
+    shards.convert_shard(Settings.from_params(params), "mri", fp, tmp_path / "interim" / "shard-00.json", interim_dir=tmp_path / "interim",
                          log_dir=tmp_path / "logs")
     [pid] = found
     [lab] = (tmp_path / "interim" / pid).glob("*/labels.nii.gz")

@@ -17,6 +17,7 @@ from breastseg.data.split import split_dataset, subset_patients
 
 from tiny_setup import MAPS, NAME  # noqa: F401 - the cohort fixture (conftest) is made with them
 from breastseg.config import TrackingSettings
+from breastseg.config import Settings
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -48,7 +49,7 @@ def _gate(params, root: Path, name: str = NAME, out: str = "decision.json", **kw
     from breastseg.registry import promote_if_better
 
     mlflow.MlflowClient().set_registered_model_alias(f"breastseg-{name}", "champion", "1")  # same start each time
-    return promote_if_better(params, name, model_json=root / "model.json",
+    return promote_if_better(Settings.from_params(params), name, model_json=root / "model.json",
                              split_file=root / f"data/splits/{name}.json",
                              processed_dir=root / f"data/processed/{name}", decision_json=root / out, **kw)
 
@@ -218,13 +219,13 @@ def test_training_ignores_the_test_labels(tmp_path, monkeypatch, params):
     p, root = make_tiny(tmp_path, params)
     name = "mass_us_bmode"
     split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
-    init_stores(p)
+    init_stores(Settings.from_params(p))
     runs = []
     for k in (0, 1):
         if k:
             assert _spoil_test_patients(root, name)
         out = root / f"run{k}"
-        model = train_experiment(p, name, split_file=split, processed_dir=processed, best_params=None, out_dir=out,
+        model = train_experiment(Settings.from_params(p), name, split_file=split, processed_dir=processed, best_params=None, out_dir=out,
                                  curve_csv=out / "curve.csv")
         runs.append((model["best_val_dice"], (out / "curve.csv").read_text(),
                      torch.load(out / "inference" / "weights.pt", weights_only=True)))
@@ -278,7 +279,7 @@ def test_champion_on_other_map_settings_is_scored_on_its_own_maps_made_from_the_
         write_decoded_patient([tmp_path / f"{pid}.npz"], interim / pid, patient_id=pid)
         files.append(prepare_patient(experiment(p, name), interim / pid,
                                      processed / name / f"{pid}.npz", patient_id=pid, maps_settings=MAPS))
-    split_dataset(p, "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
+    split_dataset(Settings.from_params(p), "us", files, splits_dir=tmp_path / "data/splits", processed_dir=processed)
     champion = us_bundle(tmp_path / "b1", channels=("entropy",), seed=7)
     cfg = json.loads((champion / "config.json").read_text())
     cfg["us_maps"]["window_pulses"] = 2.0  # trained on maps with a smaller entropy window

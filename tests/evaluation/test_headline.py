@@ -9,6 +9,7 @@ from breastseg.environment import environment, isa_fingerprint, mlflow_tags
 from breastseg.evaluation.evaluate import figures_of, headline, score
 from breastseg.config import TrackingSettings
 from breastseg.config import EvaluationSettings
+from breastseg.config import Settings
 
 
 def _data(classes: int, n_patients: int = 3, known: bool = True, size: int = 32):
@@ -105,7 +106,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     name = "mass_us_bmode"
     p, root = make_tiny(tmp_path, params)
-    init_stores(p)
+    init_stores(Settings.from_params(p))
     configure(TrackingSettings.from_params(p))
     exp = experiment(p, name)
     bundle = root / "bundle"
@@ -115,7 +116,7 @@ def test_evaluate_writes_flat_metrics_and_the_full_summary(tmp_path, monkeypatch
     v = client.create_model_version(f"breastseg-{name}", source=str(bundle), run_id=None).version
     (root / "model.json").write_text(json.dumps({"model_uri": f"models:/breastseg-{name}/{v}", "version": str(v),
                                                  "model_name": f"breastseg-{name}", "run_id": "none"}))
-    summary = evaluate_experiment(p, name, model_json=root / "model.json", split_file=root / f"data/splits/{name}.json",
+    summary = evaluate_experiment(Settings.from_params(p), name, model_json=root / "model.json", split_file=root / f"data/splits/{name}.json",
                                   processed_dir=root / f"data/processed/{name}", metrics_json=root / "metrics" /
                                   f"{name}.json", out_dir=root / "results" / name)
     flat = json.loads((root / "metrics" / f"{name}.json").read_text())

@@ -9,6 +9,7 @@ import pytest
 from breastseg.errors import InputError
 from breastseg.evaluation.evaluate import split_check
 from breastseg.evaluation.metrics import SPLIT_BY_IMAGE_WARNING
+from breastseg.config import Settings
 
 
 def _interim(root, layout):
@@ -75,11 +76,11 @@ def test_split_by_image_reaches_metrics_log_and_mlflow(tmp_path, monkeypatch, pa
     p["train"]["max_epochs"] = 1
     split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
     _interim(root / "data/interim/us", {pid: ["busi-png"] for pid in read_split(split)})  # a BUSI cohort, no map
-    init_stores(p)
+    init_stores(Settings.from_params(p))
     with caplog.at_level(logging.WARNING):
-        model = train_experiment(p, name, split_file=split, processed_dir=processed, best_params=None,
+        model = train_experiment(Settings.from_params(p), name, split_file=split, processed_dir=processed, best_params=None,
                                  out_dir=root / "models" / name)
-        summary = evaluate_experiment(p, name, model_json=root / "models" / name / "model.json", split_file=split,
+        summary = evaluate_experiment(Settings.from_params(p), name, model_json=root / "models" / name / "model.json", split_file=split,
                                       processed_dir=processed, metrics_json=root / "metrics.json", out_dir=root / "res")
     assert sum(SPLIT_BY_IMAGE_WARNING in r.getMessage() for r in caplog.records) == 2  # train and evaluate logs
     assert json.loads((root / "metrics.json").read_text())["split_by_image"] == 1

@@ -52,9 +52,9 @@ def mri_model(tmp_path_factory):
             convert_dce_patient(study.parent, tmp / "interim" / "mri" / pid, patient_id=pid)
             files.append(prepare_patient(exp, tmp / "interim" / "mri" / pid, processed / f"{pid}.npz", patient_id=pid))
             study_of[pid] = study
-        split_dataset(params, "mri", files, splits_dir=tmp / "splits", processed_dir=tmp / "processed")
+        split_dataset(Settings.from_params(params), "mri", files, splits_dir=tmp / "splits", processed_dir=tmp / "processed")
         split = tmp / "splits" / f"{name}.json"
-        model = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+        model = train_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed, best_params=None,
                                  out_dir=tmp / "models" / name)
         mlflow.MlflowClient().set_registered_model_alias(model["model_name"], "champion", model["version"])
         s = Settings.from_params(params)

@@ -10,6 +10,7 @@ import pytest
 from scaleout_services import mlflow_server
 from tiny_setup import make_tiny
 from breastseg.config import TrackingSettings
+from breastseg.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "mass_us_bmode"
@@ -44,12 +45,12 @@ def pipeline(server, tmp_path_factory):
         p["tune"].update(n_trials=2, max_epochs=1)
         split, processed = root / f"data/splits/{NAME}.json", root / f"data/processed/{NAME}"
         kw = dict(split_file=split, processed_dir=processed)
-        init_stores(p)
-        best = tune_experiment(p, NAME, out_json=root / "best.json", work_dir=root / "work", **kw)
-        model = train_experiment(p, NAME, best_params=root / "best.json", out_dir=root / "models", **kw)
-        evaluate_experiment(p, NAME, model_json=root / "models/model.json", metrics_json=root / "metrics.json",
+        init_stores(Settings.from_params(p))
+        best = tune_experiment(Settings.from_params(p), NAME, out_json=root / "best.json", work_dir=root / "work", **kw)
+        model = train_experiment(Settings.from_params(p), NAME, best_params=root / "best.json", out_dir=root / "models", **kw)
+        evaluate_experiment(Settings.from_params(p), NAME, model_json=root / "models/model.json", metrics_json=root / "metrics.json",
                             out_dir=root / "res", **kw)
-        decision = promote_if_better(p, NAME, model_json=root / "models/model.json", metrics_json=root / "metrics.json",
+        decision = promote_if_better(Settings.from_params(p), NAME, model_json=root / "models/model.json", metrics_json=root / "metrics.json",
                                      decision_json=root / "decision.json", **kw)
         yield {"params": p, "best": best, "model": model, "decision": decision}
 
@@ -186,7 +187,7 @@ def test_server_on_a_postgresql_backend(tmp_path, params):
     with postgres_server("mlflow") as db, mlflow_server(tmp_path / "server", backend_store_uri=db) as srv, \
             pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", srv.url)
-        init_stores({**params, "tracking": {**params["tracking"], "optuna_storage": f"sqlite:///{tmp_path}/o.db"}})
+        init_stores(Settings.from_params({**params, "tracking": {**params["tracking"], "optuna_storage": f"sqlite:///{tmp_path}/o.db"}}))
         client = _client(srv)
         exp = experiment_id(TrackingSettings.from_params(params), NAME)
         parent = client.create_run(exp, run_name="study-x", tags={"breastseg.stage": "tune"}).info.run_id

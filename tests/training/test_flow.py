@@ -2,6 +2,7 @@
 import json
 
 from breastseg.config import TrackingSettings
+from breastseg.config import Settings
 
 
 def test_tune_train_evaluate_register(tiny):
@@ -17,25 +18,25 @@ def test_tune_train_evaluate_register(tiny):
     name = "mass_us_bmode"
     split = root / f"data/splits/{name}.json"
     processed = root / f"data/processed/{name}"
-    init_stores(params)
-    best = tune_experiment(params, name, split_file=split, processed_dir=processed,
+    init_stores(Settings.from_params(params))
+    best = tune_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed,
                            out_json=root / "best.json", work_dir=root / "work")
     assert json.loads((root / "work" / "worker-0.json").read_text())["trials"] == [0, 1]
     assert best["n_finished"] == 2 and set(best["params"]) == {"lr", "weight_decay"}
     # a rerun completes the study instead of restarting it: nothing more to do
-    again = tune_experiment(params, name, split_file=split, processed_dir=processed,
+    again = tune_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed,
                             out_json=root / "best.json", work_dir=root / "work")
     assert again["n_finished"] == 2
 
-    model = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=root / "best.json",
+    model = train_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed, best_params=root / "best.json",
                              out_dir=root / "models" / name, curve_csv=root / "curve.csv")
     curve = (root / "curve.csv").read_text().splitlines()
     assert curve[0] == "epoch,train_loss,val_loss,val_dice" and len(curve) == 3
-    metrics = evaluate_experiment(params, name, model_json=root / "models" / name / "model.json", split_file=split,
+    metrics = evaluate_experiment(Settings.from_params(params), name, model_json=root / "models" / name / "model.json", split_file=split,
                                   processed_dir=processed, metrics_json=root / "metrics.json", out_dir=root / "res")
     assert 0.0 <= metrics["dice_mean"] <= 1.0 and metrics["n_patients"] >= 1
     assert (root / "res" / "overlays.png").read_bytes()[:4] == b"\x89PNG"
-    decision = promote_if_better(params, name, model_json=root / "models" / name / "model.json",
+    decision = promote_if_better(Settings.from_params(params), name, model_json=root / "models" / name / "model.json",
                                  metrics_json=root / "metrics.json", split_file=split, processed_dir=processed,
                                  decision_json=root / "decision.json")
     assert decision["promoted"] and decision["champion_before"]["version"] is None
@@ -92,13 +93,13 @@ def test_gate_does_not_promote_a_worse_model(tiny):
     params, root = tiny
     name = "mass_us_bmode"
     split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
-    init_stores(params)
-    good = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+    init_stores(Settings.from_params(params))
+    good = train_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed, best_params=None,
                             out_dir=root / "good")
     kw = dict(split_file=split, processed_dir=processed)
-    evaluate_experiment(params, name, model_json=root / "good/model.json", metrics_json=root / "good.json",
+    evaluate_experiment(Settings.from_params(params), name, model_json=root / "good/model.json", metrics_json=root / "good.json",
                         out_dir=root / "res-good", **kw)
-    assert promote_if_better(params, name, model_json=root / "good/model.json", metrics_json=root / "good.json",
+    assert promote_if_better(Settings.from_params(params), name, model_json=root / "good/model.json", metrics_json=root / "good.json",
                              decision_json=root / "d1.json", **kw)["promoted"]
 
     # A challenger that always predicts background: strictly worse on the same test patients.
@@ -113,9 +114,9 @@ def test_gate_does_not_promote_a_worse_model(tiny):
     bad = {"model_uri": f"models:/breastseg-{name}/{info.registered_model_version}", "run_id": run.info.run_id,
            "version": str(info.registered_model_version), "model_name": f"breastseg-{name}"}
     (root / "bad.json").write_text(json.dumps(bad))
-    evaluate_experiment(params, name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
+    evaluate_experiment(Settings.from_params(params), name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
                         out_dir=root / "res-bad", **kw)
-    decision = promote_if_better(params, name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
+    decision = promote_if_better(Settings.from_params(params), name, model_json=root / "bad.json", metrics_json=root / "bad-metrics.json",
                                  decision_json=root / "d2.json", **kw)
     assert not decision["promoted"]
     assert decision["champion_before"]["version"] == good["version"] == decision["champion_after"]
@@ -139,14 +140,14 @@ def test_warm_start_from_the_champion(tiny):
     params, root = tiny
     name = "mass_us_bmode"
     split, processed = root / f"data/splits/{name}.json", root / f"data/processed/{name}"
-    init_stores(params)
+    init_stores(Settings.from_params(params))
     configure(TrackingSettings.from_params(params))
     from breastseg.config import experiment
 
     exp = experiment(params, name)
     fresh = SegmentationModule(exp, **module_kwargs(exp.train, 1))
     assert warm_start(fresh, f"breastseg-{name}", "champion") is None  # no champion yet
-    first = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+    first = train_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed, best_params=None,
                              out_dir=root / "m1")
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(f"breastseg-{name}", "champion", first["version"])
@@ -156,6 +157,6 @@ def test_warm_start_from_the_champion(tiny):
     state = fresh.net.state_dict()
     assert champion and all(torch.equal(state[k], champion[k]) for k in champion)
     params["train"]["init_from"] = "champion"
-    second = train_experiment(params, name, split_file=split, processed_dir=processed, best_params=None,
+    second = train_experiment(Settings.from_params(params), name, split_file=split, processed_dir=processed, best_params=None,
                               out_dir=root / "m2")
     assert client.get_run(second["run_id"]).data.tags["breastseg.init_from"] == f"champion v{first['version']}"

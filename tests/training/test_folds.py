@@ -11,6 +11,7 @@ from breastseg.data.split import fold_assignment, fold_split, read_split, subset
 from breastseg.errors import InputError
 from tiny_setup import NAME
 from breastseg.config import EvaluationSettings
+from breastseg.config import Settings
 
 
 def _split_file(tmp_path, n=11):
@@ -80,7 +81,7 @@ def test_fold_training_registers_the_ensemble_and_decides_out_of_fold(cohort):
     params["experiments"][NAME]["train"] = {"max_epochs": 1}
     split = root / f"data/splits/{NAME}.json"
     out = root / "models" / NAME
-    model = train_experiment(params, NAME, split_file=split, processed_dir=root / f"data/processed/{NAME}",
+    model = train_experiment(Settings.from_params(params), NAME, split_file=split, processed_dir=root / f"data/processed/{NAME}",
                              best_params=None, out_dir=out)
     assert model["version"] == "1" and model["folds"] == 2 and len(model["members"]) == 2
     (root / "model.json").write_text(json.dumps(model))
@@ -96,17 +97,17 @@ def test_fold_training_registers_the_ensemble_and_decides_out_of_fold(cohort):
     assert chosen["validation"]["n_images"] == 2 * len(pool)  # two scans per patient, every one out of fold
     from breastseg.registry import promote_if_better
 
-    d = promote_if_better(params, NAME, model_json=root / "model.json", split_file=split,
+    d = promote_if_better(Settings.from_params(params), NAME, model_json=root / "model.json", split_file=split,
                           processed_dir=root / f"data/processed/{NAME}", decision_json=root / "decision.json")
     assert d["decided_on"] == "out of fold" and d["val_patients"] == pool and d["promoted"]
     assert d["challenger"]["scored_out_of_fold"] is True and d["challenger"]["slices"] == "prepared"
     assert not set(d["val_patients"]) & set(subset_patients(split, "test"))
     # a plain challenger next: decided on the val patients, the fold champion scored there as it is
     params["run"]["folds"] = 0
-    plain = train_experiment(params, NAME, split_file=split, processed_dir=root / f"data/processed/{NAME}",
+    plain = train_experiment(Settings.from_params(params), NAME, split_file=split, processed_dir=root / f"data/processed/{NAME}",
                              best_params=None, out_dir=root / "models" / "plain")
     (root / "model.json").write_text(json.dumps(plain))
-    d2 = promote_if_better(params, NAME, model_json=root / "model.json", split_file=split,
+    d2 = promote_if_better(Settings.from_params(params), NAME, model_json=root / "model.json", split_file=split,
                            processed_dir=root / f"data/processed/{NAME}", decision_json=root / "decision2.json")
     assert d2["decided_on"] == "val" and d2["val_patients"] == subset_patients(split, "val")
     assert d2["champion_before"]["version"] == "1" and d2["champion_before"]["scored_out_of_fold"] is False

@@ -12,6 +12,7 @@ import yaml
 from breastseg.tracking import init_stores
 
 from tiny_setup import make_tiny
+from breastseg.config import Settings
 
 NAME = "mass_us_bmode"
 
@@ -28,16 +29,16 @@ def test_bad_trial_is_pruned(tmp_path, monkeypatch, params):
     p["tune"].update(n_trials=3, max_epochs=4, pruner="median",
                      space={"lr": {"type": "categorical", "choices": [0.01, 1e-9]}})
     split, processed = _paths(root)
-    init_stores(p)
-    info = open_study(p, NAME, split_file=split, processed_dir=processed, out_json=root / "study.json")
+    init_stores(Settings.from_params(p))
+    info = open_study(Settings.from_params(p), NAME, split_file=split, processed_dir=processed, out_json=root / "study.json")
     study = optuna.load_study(study_name=info["study"], storage=p["tracking"]["optuna_storage"])
     for lr in (0.01, 0.01, 1e-9):  # two sensible trials, then one that cannot learn
         study.enqueue_trial({"lr": lr})
-    run_worker(p, NAME, study_json=root / "study.json", split_file=split, processed_dir=processed,
+    run_worker(Settings.from_params(p), NAME, study_json=root / "study.json", split_file=split, processed_dir=processed,
                out_json=root / "w.json", work_dir=root / "work")
     states = [t.state for t in optuna.load_study(study_name=info["study"], storage=p["tracking"]["optuna_storage"]).trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
-    best = close_study(p, NAME, study_json=root / "study.json", out_json=root / "best.json")
+    best = close_study(Settings.from_params(p), NAME, study_json=root / "study.json", out_json=root / "best.json")
     assert best["params"]["lr"] == 0.01 and best["n_finished"] == 3
 
     import mlflow
@@ -73,15 +74,15 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, params):
     p, root = make_tiny(tmp_path, params)
     p["train"]["max_epochs"] = 4
     split, processed = _paths(root)
-    init_stores(p)
+    init_stores(Settings.from_params(p))
     out = root / "models" / NAME
     kwargs = dict(split_file=split, processed_dir=processed, best_params=None, out_dir=out, curve_csv=root / "c.csv")
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train_experiment(p, NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
+        train_experiment(Settings.from_params(p), NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "model.json").exists()
     first_run = json.loads((out / "resume.json").read_text())["run_id"]
     seen = FirstEpoch()
-    result = train_experiment(p, NAME, extra_callbacks=[seen], **kwargs)
+    result = train_experiment(Settings.from_params(p), NAME, extra_callbacks=[seen], **kwargs)
     assert seen.first == 2                       # continued where it stopped, not from scratch
     assert result["run_id"] == first_run          # and in the same MLflow run
     assert [l.split(",")[0] for l in (root / "c.csv").read_text().splitlines()[1:]] == ["0", "1", "2", "3"]
@@ -94,19 +95,19 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, params):
     monkeypatch.chdir(other)
     q, other_root = make_tiny(other, params)
     q["train"]["max_epochs"] = 4
-    init_stores(q)
+    init_stores(Settings.from_params(q))
     o_split, o_processed = _paths(other_root)
-    train_experiment(q, NAME, split_file=o_split, processed_dir=o_processed, best_params=None,
+    train_experiment(Settings.from_params(q), NAME, split_file=o_split, processed_dir=o_processed, best_params=None,
                      out_dir=other / "models", curve_csv=other / "c.csv")
     assert (root / "c.csv").read_text() == (other / "c.csv").read_text()
     monkeypatch.chdir(tmp_path)
 
     # A checkpoint left by a different configuration is never resumed: the rerun starts from scratch.
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train_experiment(p, NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
+        train_experiment(Settings.from_params(p), NAME, extra_callbacks=[Crash(at_epoch=2)], **kwargs)
     p["train"]["lr"] = 0.001
     seen = FirstEpoch()
-    changed = train_experiment(p, NAME, extra_callbacks=[seen], **kwargs)
+    changed = train_experiment(Settings.from_params(p), NAME, extra_callbacks=[seen], **kwargs)
     assert seen.first == 0 and changed["run_id"] != first_run
 
 
@@ -147,10 +148,10 @@ def test_same_seed_same_metrics(tmp_path, monkeypatch, params):
         monkeypatch.chdir(root)
         p, _ = make_tiny(root, params)
         split, processed = _paths(root)
-        init_stores(p)
-        train_experiment(p, NAME, split_file=split, processed_dir=processed, best_params=None,
+        init_stores(Settings.from_params(p))
+        train_experiment(Settings.from_params(p), NAME, split_file=split, processed_dir=processed, best_params=None,
                          out_dir=root / "models", curve_csv=root / "curve.csv")
-        evaluate_experiment(p, NAME, model_json=root / "models" / "model.json", split_file=split,
+        evaluate_experiment(Settings.from_params(p), NAME, model_json=root / "models" / "model.json", split_file=split,
                             processed_dir=processed, metrics_json=root / "metrics.json", out_dir=root / "res")
         outputs.append(((root / "metrics.json").read_bytes(), (root / "curve.csv").read_bytes()))
     assert outputs[0] == outputs[1]
@@ -175,19 +176,19 @@ def test_trial_left_running_by_a_killed_worker_is_failed_and_its_slot_rerun(tmp_
         p, _ = make_tiny(root, params)
         p["tune"].update(n_trials=2, max_epochs=1, pruner="none")
         split, processed = _paths(root)
-        init_stores(p)
-        open_study(p, NAME, split_file=split, processed_dir=processed, out_json=root / "study.json")
+        init_stores(Settings.from_params(p))
+        open_study(Settings.from_params(p), NAME, split_file=split, processed_dir=processed, out_json=root / "study.json")
         kwargs = dict(study_json=root / "study.json", split_file=split, processed_dir=processed,
                       out_json=root / "w.json", work_dir=root / "work")
         if case == "killed":
             with pytest.raises(SimulatedKill):  # dies in its second trial, as under SIGKILL: no cleanup at all
-                run_worker(p, NAME, extra_callbacks=[KillInTrial(after_trials=1)], **kwargs)
+                run_worker(Settings.from_params(p), NAME, extra_callbacks=[KillInTrial(after_trials=1)], **kwargs)
             info, study = study_of(root, p)
             orphan = study.trials[-1]
             assert orphan.state == optuna.trial.TrialState.RUNNING
             # Lightning's logger closes its run as FAILED on the way out; a killed process leaves it RUNNING
             mlflow.MlflowClient().update_run(orphan.user_attrs["breastseg.mlflow_run"], status="RUNNING")
-        run_worker(p, NAME, **kwargs)
+        run_worker(Settings.from_params(p), NAME, **kwargs)
         info, study = study_of(root, p)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         assert len(done) == 2

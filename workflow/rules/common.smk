@@ -99,7 +99,7 @@ def discover_patients(dataset):
 if COHORT["name"] != "demo":
     try:
         FOUND = {dataset: discover_patients(dataset) for dataset in DATASETS}
-        check_cohort(config, EXPERIMENTS, FOUND)
+        check_cohort(SETTINGS, EXPERIMENTS, FOUND)
         for _dataset in DATASETS:
             migrate_legacy(COHORT, _dataset, KEY, FOUND[_dataset])
     except InputError as exc:

@@ -34,7 +34,7 @@ for _dataset in DATASETS:
 # The network's slices of one experiment for one shard (data/processed/<experiment>/<patient>.npz), made from the
 # cache; `params.prepared` holds only what preparation reads (breastseg.stages.prepare) (channels, image_size and, for ultrasound, the us_maps
 # settings of its channels), so changing one experiment's settings prepares that experiment alone.
-PREPARATION = {e: stages.prepare(config, e) for e in EXPERIMENTS}
+PREPARATION = {e: stages.prepare(SETTINGS, e) for e in EXPERIMENTS}
 
 
 rule prepare:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..config import Settings
 from ..errors import InputError
 from ..pseudonym import load_key, pseudonym
 
@@ -210,16 +211,14 @@ def discover(root: str | Path, dataset: str, key: bytes | str | Path | None = No
     return dict(sorted(out.items()))
 
 
-def check_cohort(params: dict[str, Any], experiments: list[str],
-                 patients: dict[str, dict[str, RawPatient]]) -> None:
+def check_cohort(s: Settings, experiments: list[str], patients: dict[str, dict[str, RawPatient]]) -> None:
     """Refuse, with one line, a cohort that cannot feed the chosen experiments (before any job runs)."""
-    cohort = params["cohort"]
-    root = Path(cohort["root"])
-    label = f"cohort '{cohort['name']}'"
+    root = Path(s.cohort.root)
+    label = f"cohort '{s.cohort.name}'"
     if not root.is_dir():
         raise InputError(root, f"{label}: the cohort folder does not exist")
     for dataset, found in patients.items():
-        users = [e for e in experiments if params["experiments"][e]["dataset"] == dataset]
+        users = [e for e in experiments if s.experiments[e].dataset == dataset]
         if not found:
             raise InputError(root / dataset, f"{label}: no {dataset.upper()} patient found for "
                                              f"{', '.join(users)}; expected {LAYOUTS[dataset]}")
@@ -227,8 +226,8 @@ def check_cohort(params: dict[str, Any], experiments: list[str],
             continue
         bmode_only = [p for p in found.values() if not p.has_rf]
         for e in users:
-            if "entropy" in params["experiments"][e]["channels"] and bmode_only:
-                others = [x for x in experiments if "entropy" not in params["experiments"][x]["channels"]]
+            if "entropy" in s.experiments[e].channels and bmode_only:
+                others = [x for x in experiments if "entropy" not in s.experiments[x].channels]
                 hint = f"run.experiments: [{', '.join(others)}]" if others else "run.experiments"
                 raise InputError(root / dataset, (
                     f"{label}: experiment {e} needs raw RF for its entropy map, but {len(bmode_only)} of "

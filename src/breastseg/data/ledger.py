@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from ..errors import InputError
 from ..io import write_json
 from ..paths import PATHS
-from ..config import TrackingSettings
+from ..config import Settings, TrackingSettings
 from ..pseudonym import DEMO_COHORT, DEMO_FINGERPRINT, CohortKey, cohort_key, key_fingerprint, load_key, pseudonym
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,13 @@ def _remove(paths: Iterable[Path]) -> list[str]:
     return gone
 
 
-def _experiments_of(params: dict[str, Any], dataset: str) -> list[str]:
-    return sorted(n for n, e in params["experiments"].items() if e["dataset"] == dataset)
+def _experiments_of(settings: Settings, dataset: str) -> list[str]:
+    return sorted(n for n, e in settings.experiments.items() if e.dataset == dataset)
 
 
-def _rewrite_split_files(params: dict[str, Any], dataset: str, splits_dir: Path, rename: dict[str, str | None]) -> None:
+def _rewrite_split_files(experiments: list[str], splits_dir: Path, rename: dict[str, str | None]) -> None:
     """Apply ``rename`` (old pseudonym -> new, or None to drop) to the experiments' split files, if present."""
-    for e in _experiments_of(params, dataset):
+    for e in experiments:
         p = splits_dir / f"{e}.json"
         if not p.exists():
             continue
@@ -157,7 +157,7 @@ def _rewrite_split_files(params: dict[str, Any], dataset: str, splits_dir: Path,
         write_json(p, split)
 
 
-def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | Path, *,
+def rekey(settings: Settings, old_key_file: str | Path, new_key_file: str | Path, *,
           splits_dir: Path = SPLITS_DIR, interim_dir: Path = Path(PATHS.interim()),
           processed_dir: Path = Path(PATHS.processed())) -> dict[str, dict[str, str]]:
     """Rotate the pseudonym key: every ledger patient keeps its subset under its new name.
@@ -168,7 +168,7 @@ def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | 
     """
     from .cohort import discover
 
-    cohort = params["cohort"]
+    cohort = settings.cohort.as_dict()
     if cohort["name"] == DEMO_COHORT or cohort.get("public"):
         raise InputError("params.yaml", f"cohort '{cohort['name']}' has a fixed, public key (the demo, or "
                                         "cohort.public): there is nothing to rotate")
@@ -203,15 +203,15 @@ def rekey(params: dict[str, Any], old_key_file: str | Path, new_key_file: str | 
         ledger["withdrawn"] = sorted({rename.get(p, p) for p in ledger.get("withdrawn", [])})
         ledger["key_fingerprint"] = new_fp
         write_json(path, ledger)
-        _rewrite_split_files(params, dataset, splits_dir, rename)
+        _rewrite_split_files(_experiments_of(settings, dataset), splits_dir, rename)
         for pid in rename:
-            _remove(_patient_outputs(pid, dataset, _experiments_of(params, dataset), interim_dir=interim_dir,
+            _remove(_patient_outputs(pid, dataset, _experiments_of(settings, dataset), interim_dir=interim_dir,
                                      processed_dir=processed_dir))
         log.info("%s: %d patients re-keyed (%s -> %s)", path, len(rename), old_fp, new_fp)
     return {d: plan[2] for d, plan in plans.items()}
 
 
-def withdraw(params: dict[str, Any], patient: str, *, splits_dir: Path = SPLITS_DIR,
+def withdraw(settings: Settings, patient: str, *, splits_dir: Path = SPLITS_DIR,
              interim_dir: Path = Path(PATHS.interim()), processed_dir: Path = Path(PATHS.processed()),
              tag_models: bool = True) -> dict[str, Any]:
     """Withdraw one patient (a raw identifier, or its pseudonym) from the cohort, on request.
@@ -221,7 +221,7 @@ def withdraw(params: dict[str, Any], patient: str, *, splits_dir: Path = SPLITS_
     of the dataset's experiments that was trained on a data version holding the patient in train or val gets
     the tag ``breastseg.withdrawn_patients``. The raw files are the user's to delete (then ``dvc add`` again).
     """
-    cohort = params["cohort"]
+    cohort = settings.cohort.as_dict()
     key = cohort_key(cohort, create=False)
     pid = patient if re.fullmatch(r"P[0-9a-f]{12}", patient) else pseudonym(patient, key.key)
     report: dict[str, Any] = {"patient": pid, "datasets": {}, "model_versions": []}
@@ -234,27 +234,27 @@ def withdraw(params: dict[str, Any], patient: str, *, splits_dir: Path = SPLITS_
         entry = ledger["patients"].pop(pid)
         ledger["withdrawn"] = sorted({*ledger.get("withdrawn", []), pid})
         write_json(path, ledger)
-        _rewrite_split_files(params, dataset, splits_dir, {pid: None})
-        removed = _remove(_patient_outputs(pid, dataset, _experiments_of(params, dataset), interim_dir=interim_dir,
+        _rewrite_split_files(_experiments_of(settings, dataset), splits_dir, {pid: None})
+        removed = _remove(_patient_outputs(pid, dataset, _experiments_of(settings, dataset), interim_dir=interim_dir,
                                            processed_dir=processed_dir))
         report["datasets"][dataset] = {"subset": entry["subset"], "removed": removed}
         if tag_models and entry["subset"] in ("train", "val"):
             versions = ledger.get("data_versions", [])
             since = versions[versions.index(entry["joined"]):] if entry.get("joined") in versions else None
-            report["model_versions"] += _tag_model_versions(params, _experiments_of(params, dataset), pid, since)
+            report["model_versions"] += _tag_model_versions(settings.tracking, _experiments_of(settings, dataset), pid, since)
     if not report["datasets"]:
         raise InputError(splits_dir / cohort["name"], f"patient {pid} is in no ledger of cohort '{cohort['name']}'")
     return report
 
 
-def _tag_model_versions(params: dict[str, Any], experiments: list[str], pid: str,
+def _tag_model_versions(stores: TrackingSettings, experiments: list[str], pid: str,
                         data_versions: list[str] | None) -> list[str]:
     """Tag the model versions trained with ``pid`` (those of a data version in ``data_versions``; all if None)."""
     import mlflow
 
     from .. import tracking
 
-    tracking.configure(TrackingSettings.from_params(params))
+    tracking.configure(stores)
     client = mlflow.MlflowClient()
     tagged = []
     for e in experiments:

@@ -25,9 +25,9 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
-from ..config import experiment
+from ..config import Settings
 from ..errors import InputError
 from ..io import write_json
 from .cohort import entry_digest, read_fingerprints
@@ -54,11 +54,12 @@ def _stamp_of(folder: Path) -> str | None:
         return None
 
 
-def _converter(params: dict[str, Any], dataset: str, on_error: str) -> Callable[[dict[str, Any], Path, str], None]:
+def _converter(label_map: Mapping[str, int] | None, dataset: str, on_error: str
+               ) -> Callable[[dict[str, Any], Path, str], None]:
     if dataset == "mri":
         from ..dicom.dce import convert_dce_patient
 
-        label_map = params["cohort"]["label_map"] if "label_map" in params["cohort"] else None
+        label_map = dict(label_map) if label_map is not None else None
 
         def convert(entry: dict[str, Any], out: Path, pid: str) -> None:
             kwargs = {"label_map": label_map} if label_map else {}
@@ -72,16 +73,16 @@ def _converter(params: dict[str, Any], dataset: str, on_error: str) -> Callable[
     return decode
 
 
-def convert_shard(params: dict[str, Any], dataset: str, fingerprints: Path, marker: Path, *, interim_dir: Path,
+def convert_shard(s: Settings, dataset: str, fingerprints: Path, marker: Path, *, interim_dir: Path,
                   log_dir: Path, on_error: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Convert the new or changed patients of one shard (see the module doc); write ``marker``.
 
     Returns the marker's content: ``patients`` (pseudonym -> digest of what it was converted from), ``converted``
     (the patients decoded by this call), ``failed`` (pseudonym -> the one-line reason).
     """
-    on_error = on_error or params["convert"]["on_error"]
+    on_error = on_error or s.convert.on_error
     entries = read_fingerprints(fingerprints)
-    convert = _converter(params, dataset, on_error)
+    convert = _converter(s.cohort.label_map, dataset, on_error)
     done: dict[str, str] = {}
     converted: list[str] = []
     failed: dict[str, str] = {}
@@ -118,13 +119,13 @@ def convert_shard(params: dict[str, Any], dataset: str, fingerprints: Path, mark
     return doc
 
 
-def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
+def preparation(s: Settings, name: str) -> dict[str, Any]:
     """What preparing a patient for experiment ``name`` reads besides the cache: the experiment's ``channels`` and
     ``image_size`` and, for ultrasound, the ``us_maps`` settings its channels depend on (a rerun trigger)."""
     from ..us.maps import settings_used
     from .slices import PREPARED_FROM
 
-    exp = experiment(params, name)
+    exp = s.experiments[name]
     settings = exp.settings()
     out: dict[str, Any] = {k: settings[k] for k in PREPARED_FROM}
     if exp.maps is not None:
@@ -132,7 +133,7 @@ def preparation(params: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Path, *, interim_dir: Path,
+def prepare_shard(s: Settings, name: str, converted: Path, marker: Path, *, interim_dir: Path,
                   processed_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Prepare for experiment ``name`` the patients of one converted shard whose cache or settings changed.
 
@@ -143,8 +144,8 @@ def prepare_shard(params: dict[str, Any], name: str, converted: Path, marker: Pa
 
     from .slices import prepare_patient
 
-    exp = experiment(params, name)
-    settings = json.dumps({"v": PREPARE_VERSION, **preparation(params, name)}, sort_keys=True)
+    exp = s.experiments[name]
+    settings = json.dumps({"v": PREPARE_VERSION, **preparation(s, name)}, sort_keys=True)
     try:
         shard = json.loads(Path(converted).read_text())["patients"]
     except (OSError, ValueError, KeyError) as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SplitSettings
+from ..config import Settings
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from ..labels import NOT_ANNOTATED
@@ -83,7 +83,7 @@ def split_data_files(processed_dir: Path, split_file: Path) -> list[Path]:
 
 
 def split_dataset(
-    params: dict[str, Any], dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path,
+    s: Settings, dataset: str, prepared: list[Path], *, splits_dir: Path, processed_dir: Path,
     data_version: str | None = None, key_fingerprint: str | None = None,
 ) -> dict[str, str]:
     """Update the ledger, and the split files and manifests of the experiments whose prepared files are given.
@@ -98,12 +98,12 @@ def split_dataset(
     from ..pseudonym import cohort_key
     from .ledger import check_key, ledger_path, read_ledger
 
-    cohort = params["cohort"]
+    cohort = s.cohort.as_dict()
     ledger_file = ledger_path(splits_dir, cohort["name"], dataset)
     key = cohort_key(cohort, create=not ledger_file.exists())  # never a new key where a ledger exists
     if key_fingerprint is not None and key_fingerprint != key.fingerprint:
         raise InputError(key.origin, f"pseudonym key {key.fingerprint} is not the run's key {key_fingerprint}")
-    of_dataset = {n for n, e in params["experiments"].items() if e["dataset"] == dataset}
+    of_dataset = {n for n, e in s.experiments.items() if e.dataset == dataset}
     if not of_dataset:
         raise InputError("params.yaml", f"no experiment uses dataset '{dataset}'")
     by_exp: dict[str, list[Path]] = {}
@@ -133,7 +133,7 @@ def split_dataset(
                                       "remove its raw files (withdrawn patients are never split again)")
     existing = {p: v["subset"] for p, v in entries.items()}
     versions: list[str] = list(ledger.get("data_versions", []))
-    cfg = SplitSettings.from_params(params)
+    cfg = s.split
     fractions = cfg.fractions.as_dict()
     assignment = patient_split(strata, fractions, cfg.seed, existing)
     newcomers = [p for p in assignment if p not in existing]

@@ -380,7 +380,7 @@ def seeds_summary(first_seed: int | None, first: dict[str, Any], others: list[Pa
             "n_seeds": len(per_seed)}
 
 
-def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
+def evaluate_experiment(s: Settings, name: str, *, model_json: Path, split_file: Path, processed_dir: Path,
                         metrics_json: Path, out_dir: Path, dice_plot_csv: Path | None = None,
                         evaluation_json: Path | None = None, interim_dir: Path | None = None,
                         seed_evaluations: list[Path] | None = None, with_figures: bool = True) -> dict[str, Any]:
@@ -399,7 +399,6 @@ def evaluate_experiment(params: dict[str, Any], name: str, *, model_json: Path, 
     from ..environment import environment, mlflow_tags
     from . import figures
 
-    s = Settings.from_params(params)
     exp = s.experiments[name]
     model = json.loads(model_json.read_text())
     rows, patients, summary, data, seg = evaluate_model(exp, s.evaluation, s.tracking, model["model_uri"], split_file,

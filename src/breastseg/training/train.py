@@ -216,7 +216,7 @@ def training_tags(cohort: CohortSettings, exp: Experiment, split_file: Path, pro
     return tags
 
 
-def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path,
+def train_folds(s: Settings, name: str, *, split_file: Path, processed_dir: Path,
                 best_params: Path | None, out_dir: Path, curve_csv: Path | None = None, seed: int | None = None,
                 register: bool = True) -> dict[str, Any]:
     """``run.folds`` k >= 2: k networks, fold i holding out the i-th fold of the train and val patients
@@ -232,7 +232,6 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     from ..models.ensemble import FoldEnsemble
     from ..data.ranges import training_ranges
 
-    s = Settings.from_params(params)
     exp = s.experiments[name]
     hp = hyperparameters(exp, best_params)
     if seed is not None:
@@ -250,7 +249,7 @@ def train_folds(params: dict[str, Any], name: str, *, split_file: Path, processe
     for i in range(k):
         folder = Path(out_dir) / "folds" / str(i)
         fsplit = fold_split(split_file, assignment, i, folder / "split.json")
-        member = train_experiment(params, name, split_file=fsplit, processed_dir=processed_dir,
+        member = train_experiment(s, name, split_file=fsplit, processed_dir=processed_dir,
                                   best_params=best_params, out_dir=folder, curve_csv=curve_csv if i == 0 else None,
                                   seed=hp.seed, register=False, fold=i, parent_run=run_id)
         net = load_bundle(Path(member["model_uri"])).net
@@ -346,7 +345,7 @@ def seeds_parent_run(seeds: Sequence[int], name: str, exp_id: str, out_dir: Path
 
 
 def train_experiment(
-    params: dict[str, Any],
+    s: Settings,
     name: str,
     *,
     split_file: Path,
@@ -369,9 +368,8 @@ def train_experiment(
     """
     import mlflow
 
-    s = Settings.from_params(params)
     if fold is None and int(s.run.folds) >= 2:
-        return train_folds(params, name, split_file=split_file, processed_dir=processed_dir, best_params=best_params,
+        return train_folds(s, name, split_file=split_file, processed_dir=processed_dir, best_params=best_params,
                            out_dir=out_dir, curve_csv=curve_csv, seed=seed, register=register)
     exp = s.experiments[name]
     hp = hyperparameters(exp, best_params)

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from .. import tracking
-from ..config import Experiment, Settings, TrackingSettings, TuneSettings, trial_epochs
+from ..config import Experiment, Settings, TrackingSettings, trial_epochs
 from ..data.split import split_data_files
 from ..io import write_json
 
@@ -62,11 +62,10 @@ def load_study(stores: TrackingSettings, pruner: str, study: str, seed: int) -> 
     )
 
 
-def open_study(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path) -> dict:
+def open_study(s: Settings, name: str, *, split_file: Path, processed_dir: Path, out_json: Path) -> dict:
     """Create (or reopen) the study and its MLflow parent run; write their ids to ``out_json``."""
     import mlflow
 
-    s = Settings.from_params(params)
     exp = s.experiments[name]
     tags = tracking.lineage_tags(s.cohort.name, exp, split_file, split_data_files(processed_dir, split_file))
     tune = {k: v for k, v in s.tune.as_dict().items() if k != "workers" and not (k == "max_epochs" and v is None)}
@@ -128,7 +127,7 @@ def fail_orphans(study: optuna.Study, worker: int, client: Any = None) -> list[i
     return [t.number for t in orphans]
 
 
-def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_file: Path, processed_dir: Path,
+def run_worker(s: Settings, name: str, *, study_json: Path, split_file: Path, processed_dir: Path,
                out_json: Path, work_dir: Path, worker: int = 0, extra_callbacks: list | None = None) -> dict:
     """Run trials until the study holds ``tune.n_trials`` finished ones; write this worker's summary."""
     import lightning.pytorch as pl
@@ -140,7 +139,6 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     from .module import SegmentationModule
     from .train import make_trainer, module_kwargs, selection_metric
 
-    s = Settings.from_params(params)
     exp = s.experiments[name]
     cfg = s.tune
     n_trials = int(cfg.n_trials)
@@ -212,13 +210,13 @@ def run_worker(params: dict[str, Any], name: str, *, study_json: Path, split_fil
     return result
 
 
-def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json: Path) -> dict:
+def close_study(s: Settings, name: str, *, study_json: Path, out_json: Path) -> dict:
     """Write the best trial's parameters (read by ``train``) and close the parent run."""
     import mlflow
 
     info = json.loads(study_json.read_text())
-    stores = TrackingSettings.from_params(params)
-    study = load_study(stores, TuneSettings.from_params(params).pruner, info["study"], 0)
+    stores = s.tracking
+    study = load_study(stores, s.tune.pruner, info["study"], 0)
     finished = [t for t in study.trials if t.state in FINISHED]
     completed = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
@@ -237,12 +235,12 @@ def close_study(params: dict[str, Any], name: str, *, study_json: Path, out_json
     return result
 
 
-def tune_experiment(params: dict[str, Any], name: str, *, split_file: Path, processed_dir: Path, out_json: Path,
+def tune_experiment(s: Settings, name: str, *, split_file: Path, processed_dir: Path, out_json: Path,
                     work_dir: Path, study_json: Path | None = None, worker_json: Path | None = None) -> dict:
     """All three steps in one process (the study's only worker): open, run the trials, write the best
     parameters to ``out_json``. ``study_json`` / ``worker_json`` default to ``work_dir``/study.json, worker-0.json."""
     study_json = study_json or work_dir / "study.json"
-    open_study(params, name, split_file=split_file, processed_dir=processed_dir, out_json=study_json)
-    run_worker(params, name, study_json=study_json, split_file=split_file, processed_dir=processed_dir,
+    open_study(s, name, split_file=split_file, processed_dir=processed_dir, out_json=study_json)
+    run_worker(s, name, study_json=study_json, split_file=split_file, processed_dir=processed_dir,
                out_json=worker_json or work_dir / "worker-0.json", work_dir=work_dir)
-    return close_study(params, name, study_json=study_json, out_json=out_json)
+    return close_study(s, name, study_json=study_json, out_json=out_json)

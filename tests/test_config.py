@@ -81,3 +81,31 @@ def test_recipe_settings_that_cannot_hold_are_refused_in_one_line():
     assert ok["experiments"]["bpe_mri"]["preprocess"] == {"aspect": "keep", "normalization": "fixed"}
     assert ok["experiments"]["mass_us_bmode"]["preprocess"]["normalization"] == "zscore"
     assert ok["experiments"]["bpe_mri"]["inference"]["keep_largest"] == "auto"
+
+
+def test_a_typo_names_the_file_and_line_and_the_nearest_key(tmp_path):
+    from breastseg.config import load_params
+
+    text = (ROOT / "params.yaml").read_text().replace("train:\n", "train:\n  lrr: 0.1\n", 1)
+    (tmp_path / "p.yaml").write_text(text)
+    line = text.splitlines().index("  lrr: 0.1") + 1
+    with pytest.raises(InputError) as exc:
+        load_params(tmp_path / "p.yaml")
+    assert str(exc.value) == f"{tmp_path / 'p.yaml'}:{line}: unknown key 'train.lrr' (did you mean 'train.lr'?)"
+
+
+def test_the_workflow_names_the_configfile_that_holds_a_typo(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from workspace import _copy_repo
+
+    repo = _copy_repo(tmp_path / "repo")
+    (repo / "mine.yaml").write_text("split:\n  seed: 42\n  fractons: {train: 0.6, val: 0.2, test: 0.2}\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "mine.yaml"], cwd=repo,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    assert ("breastseg: error: mine.yaml:3: unknown key 'split.fractons' (did you mean 'split.fractions'?)"
+            in r.stderr), r.stderr[-2000:]

@@ -79,3 +79,21 @@ def test_tracking_servers_listen_on_loopback_unless_told_otherwise():
         else:
             assert value in ("127.0.0.1", "localhost"), line
     assert "0.0.0.0" not in make
+
+
+GENERATED = ["dag.svg", "dag.mmd", "dvc_plots/index.html", "out/study1/seg.dcm", "out/batch/readout.json",
+             "report.html", "results/summary.html", "results/bpe_mri/worklist.csv", "mlflow.db", "optuna.db",
+             "mlartifacts/1/x", "logs/train/bpe_mri.log", "models/bpe_mri/model.json", "plots/bpe_mri/x.csv",
+             "data/interim/mri/P1/patient.json", "data/processed/bpe_mri/P1.npz", "data/splits/bpe_mri.json",
+             ".snakemake/log/x", "data/raw/demo/mri/BRS-00000/x.dcm"]
+VERSIONED = ["metrics/bpe_mri.json", "data/splits/demo/mri-ledger.json", "dvc.lock", "params.yaml"]
+
+
+def test_what_a_run_makes_is_ignored_and_what_the_readme_says_to_commit_is_not():
+    """`git add -A` after a run, `make dag`, `make report`, `dvc plots show` and the README's predict examples
+    adds only the metrics, the ledgers and dvc.lock (README, "To version the run")."""
+    import subprocess
+
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *GENERATED, *VERSIONED], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert sorted(ignored) == sorted(GENERATED)

@@ -1,4 +1,5 @@
 """`breastseg suggest`: the unannotated slices (MRI) and scans (ultrasound) ranked by a model's uncertainty."""
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -198,3 +199,47 @@ def test_synth_withholds_labels_outside_the_cohort_and_leaves_the_cohort_unchang
         np.testing.assert_array_equal(part[:, :, annotated], whole[:, :, annotated])
     with pytest.raises(InputError, match="outside the cohort"):
         write_cohort(tmp_path / "c2", 1, 5, withheld_labels_dir=tmp_path / "c2" / "truth", **small)
+
+
+def test_the_suggest_command_names_its_files_counts_what_the_montage_shows_and_keeps_libraries_quiet(
+        tmp_path, capsys, monkeypatch):
+    import breastseg.evaluation.figures as figures
+    from breastseg.cli import build_parser, main
+    from breastseg.us.maps import write_decoded_patient
+
+    rng = np.random.default_rng(5)
+    for i in range(3):  # three unannotated scans
+        np.savez(tmp_path / f"s{i}.npz", rf=rng.normal(size=(96, 16)), fs=40e6, f0=7e6, pitch=2e-4)
+        write_decoded_patient([tmp_path / f"s{i}.npz"], tmp_path / "interim" / f"P00000000000{i}",
+                              patient_id=f"P00000000000{i}")
+    bundle = us_bundle(tmp_path / "m", channels=("bmode",), image_size=32)
+    titles = []
+    monkeypatch.setattr(figures, "worklist_montage", lambda *a, **k: titles.append(a[6]))
+    out = tmp_path / "lists" / "w.csv"
+    argv = ["suggest", str(bundle), "--interim-dir", str(tmp_path / "interim"), "--out", str(out), "--budget", "3",
+            "--no-mlflow"]
+    params = tmp_path / "p.yaml"
+    params.write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", str(params), *argv]) == 0
+    captured = capsys.readouterr()
+    last = captured.out.strip().splitlines()[-1]
+    assert last == f"breastseg: 3 to annotate next in {out} (the first 3 in {out.with_suffix('.png')})"
+    assert " INFO " not in captured.err
+    assert titles and titles[0].startswith("mass_us_bmode: the first 3 of the 3 scans to annotate next")
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    help_lines = " ".join(commands.choices["suggest"].format_help().split())
+    assert "(default: suggest.budget)" in help_lines and "(default: None)" not in help_lines
+
+
+def test_help_lists_the_commands_people_type_and_names_the_workflow_steps_apart():
+    from breastseg.cli import WORKFLOW_STEPS, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {choice.dest for choice in commands._choices_actions}  # the rows of `breastseg --help`
+    assert {"predict", "suggest", "train", "convert", "us-maps"} <= listed
+    assert not listed & set(WORKFLOW_STEPS)
+    assert set(WORKFLOW_STEPS) <= set(commands.choices)  # still commands, each with its own --help
+    epilog = parser.format_help().split("options:")[1]
+    assert ", ".join(WORKFLOW_STEPS) in epilog and "==SUPPRESS==" not in parser.format_help()

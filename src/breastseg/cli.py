@@ -263,13 +263,12 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     configure(s.tracking)
     augment = s.experiments[args.experiment].train.augment if args.experiment in s.experiments else None
     out = Path(args.out) if args.out else None
-    rows = suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,
+    suggest(args.model_uri, Path(args.interim_dir) if args.interim_dir else None, out,
                    budget=args.budget or cfg.budget, strategy=args.strategy or cfg.strategy,
                    min_gap=cfg.min_slice_gap, seed=cfg.seed, mc_passes=cfg.mc_passes, tta_augment=augment,
                    montage=Path(args.montage) if args.montage else True,
                    montage_tiles=cfg.montage, origin=f"the params file {args.params}",
-                   log_to_mlflow=not args.no_mlflow)
-    print(f"breastseg: {len(rows)} to annotate next in {out or 'results/<experiment>/worklist.csv'}", flush=True)
+                   log_to_mlflow=not args.no_mlflow, announce=True)
 
 
 def cmd_locate(args: argparse.Namespace) -> None:
@@ -322,17 +321,34 @@ def _prepare_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--processed-dir", default=PATHS.processed(), help="where --prepare writes")
 
 
+#: The steps the workflow's rules run: left out of ``breastseg --help``'s list of commands (each has --help).
+WORKFLOW_STEPS = ("convert-shard", "prepare-shard", "study", "best-params", "tracking-init")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """A default shown once: not for an option whose help already names where its default comes from, nor for
+    one whose default is None (nothing to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="breastseg",
-        description="Segmentation pipelines for breast imaging: BPE/FGT in DCE-MRI, masses in ultrasound "
+        description="Segmentation pipelines for breast imaging: BPE/FGT in DCE-MRI, masses in ultrasound\n"
         "(entropy vs B-mode). Each command has --help.",
+        epilog=f"steps the workflow's rules run (each has --help):\n  {', '.join(WORKFLOW_STEPS)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"breastseg {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     p.add_argument("--params", default="params.yaml", help="the configuration file (default: params.yaml)")
     p.add_argument("--verbose", action="store_true",
-                   help="predict: also the INFO messages of the libraries (highdicom, mlflow, lightning), hidden by default")
+                   help="predict, suggest: also the INFO messages of the libraries (highdicom, mlflow, lightning), "
+                        "hidden by default")
     # The same options after the command name; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -343,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        listed = {} if name in WORKFLOW_STEPS else {"help": help}  # a parser without help= is not listed
+        sp = sub.add_parser(name, description=help, parents=[common], formatter_class=_HelpFormatter, **listed)
         sp.set_defaults(func=func)
         return sp
 
@@ -591,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "predict":  # a user's command: library banners hidden (pipeline jobs keep them in their logs)
+    if args.command in ("predict", "suggest"):  # a user's command: library banners hidden (jobs keep them in logs)
         quiet_libraries(getattr(args, "verbose", False))
     try:
         args.func(args)

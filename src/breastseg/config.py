@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import hashlib
 import json
@@ -32,7 +33,13 @@ def load_params(path: str | Path = "params.yaml", *, validate: bool = True) -> d
     if not isinstance(params, dict):
         raise InputError(p, "expected a mapping at the top level")
     if validate:
-        return resolve_params(params, source=p)
+        try:
+            return resolve_params(params, source=p)
+        except InputError as exc:  # name the line that holds the key
+            where = key_location([p], exc.key) if getattr(exc, "key", None) else None
+            if where is None:
+                raise
+            raise _keyed(InputError(where, exc.reason), exc.key) from None
     return params
 
 
@@ -97,12 +104,49 @@ def validate_params(params: dict[str, Any], *, source: str | Path = "params.yaml
     if not errors:
         return
     err = errors[0]
-    key = ".".join(str(k) for k in err.absolute_path) or "(top level)"
+    path = [str(k) for k in err.absolute_path]
+    key = ".".join(path) or "(top level)"
     if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        key = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
-        raise InputError(source, f"unknown key '{key}'")
-    raise InputError(source, f"key '{key}': {err.message}")
+        known = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(known))
+        if extra:
+            path = [*path, extra[0]]
+            key = ".".join(path)
+        near = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6) if extra else []
+        hint = f" (did you mean '{'.'.join([*path[:-1], near[0]])}'?)" if near else ""
+        raise _keyed(InputError(source, f"unknown key '{key}'{hint}"), path)
+    raise _keyed(InputError(source, f"key '{key}': {err.message}"), path)
+
+
+def _keyed(exc: InputError, path: list[str]) -> InputError:
+    """``exc`` with the path of the offending key (``exc.key``), for :func:`key_location`."""
+    exc.key = path
+    return exc
+
+
+def key_location(files: list[str | Path], path: list[str]) -> str | None:
+    """``file:line`` where ``path`` (a key's path) is set, in the last of ``files`` that sets it (the last file
+    wins, as for Snakemake's ``--configfile``); None when none of them does (a ``--config`` value)."""
+    import yaml
+
+    for f in reversed([Path(f) for f in files]):
+        try:
+            node = yaml.compose(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        line = None
+        for k in path:
+            if not isinstance(node, yaml.MappingNode):
+                node = None
+                break
+            match = next(((kn, vn) for kn, vn in node.value if str(kn.value) == k), None)
+            if match is None:
+                node = None
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        if node is not None and line is not None:
+            return f"{f}:{line}"
+    return None
 
 
 def schema_defaults(section: str, schema: Path = SCHEMA) -> dict[str, Any]:

@@ -240,10 +240,11 @@ def worklist_patients(path: Path) -> list[str]:
 
 def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, budget: int, strategy: str, min_gap: int,
             seed: int, mc_passes: int, tta_augment: Augment | None = None, montage: Path | bool = True,
-            montage_tiles: int = 12, origin: str | None = None, log_to_mlflow: bool = True) -> list[dict[str, Any]]:
+            montage_tiles: int = 12, origin: str | None = None, log_to_mlflow: bool = True,
+            announce: bool = False) -> list[dict[str, Any]]:
     """Rank the unannotated units of ``interim_dir`` by ``model_uri``'s uncertainty; write the worklist CSV (and
     the montage PNG of the top ones with the current prediction: ``montage``, True for beside the CSV); log both
-    on the model's MLflow run.
+    on the model's MLflow run; ``announce``: say where they went in one line on stdout.
     ``tta_augment``: the experiment's training augmentation (``train.augment``), whose mirroring axes and
     brightness range ``tta`` uses (None: left-right mirroring, factors 0.9 and 1.1)."""
     from .io import atomic_path
@@ -282,13 +283,15 @@ def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, b
         from .models.bundle import predict_slices
 
         top = chosen[:montage_tiles]
+        unit = "slices" if exp.dataset == "mri" else "scans"
         pred = predict_slices(net, images[top]) if top else np.zeros((0, exp.image_size, exp.image_size), np.uint8)
         titles = [f"#{r + 1} {found[i].patient} {found[i].study}"
                   + (f" slice {found[i].index}" if exp.dataset == "mri" else "") + f"\n{strategy} {float(scores[i]):.3g}"
                   for r, i in enumerate(top)]
         worklist_montage(images[top][:, 0] if top else np.zeros((0, 1, 1)), pred, titles, exp.dataset,
                          list(exp.class_names), Path(montage),
-                         f"{exp.name}: the {len(rows)} slices to annotate next ({strategy}, {name} v{version})")
+                         f"{exp.name}: the first {len(top)} of the {len(rows)} {unit} to annotate next ({strategy}, "
+                         f"{name} v{version})")
     run_id = model.source.get("run_id") or model.config.get("run_id")
     if log_to_mlflow and run_id and model.source.get("registered_model"):
         import mlflow
@@ -298,4 +301,7 @@ def suggest(model_uri: str, interim_dir: Path | None, out_csv: Path | None, *, b
             if f is not None and Path(f).exists():
                 client.log_artifact(run_id, str(f), artifact_path=f"worklist/{strategy}")
         client.set_tag(run_id, "breastseg.worklist", f"{len(rows)} {strategy}")
+    if announce:
+        shown = f" (the first {min(montage_tiles, len(rows))} in {montage})" if montage is not None and rows else ""
+        print(f"breastseg: {len(rows)} to annotate next in {out_csv}{shown}", flush=True)
     return rows

@@ -7,7 +7,7 @@
 # file, and the rules' `params:` carry what each job reads from it, so changing a setting reruns exactly the jobs
 # that read it. Moving the constants into `params:` would add nothing to provenance.
 from breastseg import stages
-from breastseg.config import Settings, resolve_params, selected_experiments, write_effective_params
+from breastseg.config import Settings, key_location, resolve_params, selected_experiments, write_effective_params
 from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.errors import InputError
@@ -30,6 +30,9 @@ try:
     # (breastseg.stages), so a changed setting reruns exactly the jobs that read it.
     SETTINGS = Settings.from_params(config)
 except InputError as exc:
+    if getattr(exc, "key", None):  # the file and line that set the key (--config values have none)
+        files = [os.path.relpath(f) for f in workflow.configfiles]
+        exc = InputError(key_location(files, exc.key) or "--config", exc.reason)
     stop(exc)
 
 COHORT = config["cohort"]

@@ -3,6 +3,7 @@
 # Configuration: params.yaml (also DVC's params), validated against the package's schema (workflow/schemas/ links
 # to it) and completed with its defaults when the DAG is built; rules read the result from one file (--params).
 import os
+import re
 import sys
 from pathlib import Path
 

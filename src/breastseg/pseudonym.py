@@ -86,6 +86,13 @@ class CohortKey:
     fingerprint: str
 
 
+def provisional_key() -> CohortKey:
+    """A random key held in memory only, for a dry run before any key file exists: the pseudonyms it shows are
+    provisional, and nothing is written (the first real run creates the key file)."""
+    key = secrets.token_hex(32).encode()
+    return CohortKey(key, "a provisional key (dry run: the first real run creates the key file)", key_fingerprint(key))
+
+
 def public_key(name: str) -> bytes:
     """The public pseudonym key of a published, anonymous cohort named ``name`` (``cohort.public: true``)."""
     return f"breastseg public cohort key: {name}: published anonymous images only, never a site's patients".encode()

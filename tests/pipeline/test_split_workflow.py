@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from us_cohorts import write_busi_cohort
 from workspace import _copy_repo
 
 SPLITS = ("bpe_mri", "mass_us_entropy", "mass_us_bmode")
@@ -156,3 +157,27 @@ def test_a_new_image_size_or_map_setting_prepares_again_without_a_decode_job(tin
     finally:  # back to the module's settings for the other cases
         r = _snakemake(repo, *TARGETS, home=home)
         assert r.returncode == 0, r.stderr[-4000:]
+
+
+@pytest.mark.parametrize("root", ["missing", "present"])
+def test_a_dry_run_writes_nothing_outside_the_project(tmp_path, root):
+    """No key file (nor anything of ours) appears in an empty HOME from building the DAG or a dry run, whether
+    the cohort's folder is wrong or holds patients; the first real run makes the key."""
+    repo = _copy_repo(tmp_path / "repo")
+    cohort = tmp_path / "cohort"
+    if root == "present":
+        write_busi_cohort(cohort, n=2)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "BREASTSEG_PSEUDONYM_KEY_FILE"}
+    env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config",
+                        f"cohort={{name: mine, root: {cohort}}}", "run={experiments: [mass_us_bmode]}"],
+                       cwd=repo, capture_output=True, text=True, env=env, timeout=300)
+    if root == "missing":
+        assert r.returncode != 0 and "the cohort folder does not exist" in r.stderr, r.stderr[-2000:]
+    else:
+        assert r.returncode == 0, r.stderr[-3000:]
+    # Snakemake keeps a cache of workflow sources of its own under ~/.cache/snakemake; nothing else may appear
+    written = [p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file()]
+    assert [p for p in written if not p.startswith(".cache/snakemake/")] == []

@@ -8,10 +8,17 @@
 # that read it. Moving the constants into `params:` would add nothing to provenance.
 from breastseg import stages
 from breastseg.config import Settings, key_location, resolve_params, selected_experiments, write_effective_params
-from breastseg.data.cohort import check_cohort, data_version, discover, write_fingerprints
+from breastseg.data.cohort import check_cohort, check_root, data_version, discover, write_fingerprints
 from breastseg.data.ledger import migrate_legacy, withdrawn, workspace_key
 from breastseg.errors import InputError
 from breastseg.paths import PATHS, model_name
+
+
+def builds_only(argv):
+    """True for a Snakemake command line that builds the DAG without running jobs (-n, --dag, --lint, ...)."""
+    flags = {"--dry-run", "--dryrun", "--dag", "--rulegraph", "--filegraph", "--d3dag", "--lint", "--summary",
+             "--detailed-summary", "--list", "--list-rules", "--list-target-rules", "--report", "-S", "-D", "-l"}
+    return any(a in flags or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a) for a in argv)
 
 
 def stop(exc):
@@ -84,7 +91,11 @@ def dataset_of(experiment):
 # The pseudonym key, checked against the cohort's versioned split ledgers (data/splits/<cohort>/) before any job
 # runs: another key than the ledger's, or a missing key file where a ledger exists, stops the run in one line.
 try:
-    KEY = workspace_key(COHORT, DATASETS)
+    if COHORT["name"] != "demo":
+        check_root(SETTINGS.cohort)  # before any key: a wrong folder stops here, with nothing written
+    # Only a run that executes jobs writes the key file: a dry run, the DAG drawn, a lint or a listing build the
+    # DAG with a provisional key (Snakemake tells its executor apart only after this file is read: its argv here).
+    KEY = workspace_key(COHORT, DATASETS, create=not builds_only(sys.argv[1:]))
 except InputError as exc:
     stop(exc)
 

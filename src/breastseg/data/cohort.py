@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..config import Settings
+from ..config import CohortSettings, Settings
 from ..errors import InputError
 from ..pseudonym import load_key, pseudonym
 
@@ -211,12 +211,17 @@ def discover(root: str | Path, dataset: str, key: bytes | str | Path | None = No
     return dict(sorted(out.items()))
 
 
+def check_root(cohort: CohortSettings) -> None:
+    """Refuse a cohort whose folder does not exist, in one line."""
+    if not Path(cohort.root).is_dir():
+        raise InputError(cohort.root, f"cohort '{cohort.name}': the cohort folder does not exist")
+
+
 def check_cohort(s: Settings, experiments: list[str], patients: dict[str, dict[str, RawPatient]]) -> None:
     """Refuse, with one line, a cohort that cannot feed the chosen experiments (before any job runs)."""
+    check_root(s.cohort)
     root = Path(s.cohort.root)
     label = f"cohort '{s.cohort.name}'"
-    if not root.is_dir():
-        raise InputError(root, f"{label}: the cohort folder does not exist")
     for dataset, found in patients.items():
         users = [e for e in experiments if s.experiments[e].dataset == dataset]
         if not found:

@@ -23,7 +23,8 @@ from ..errors import InputError
 from ..io import write_json
 from ..paths import PATHS
 from ..config import Settings, TrackingSettings
-from ..pseudonym import DEMO_COHORT, DEMO_FINGERPRINT, CohortKey, cohort_key, key_fingerprint, load_key, pseudonym
+from ..pseudonym import (DEMO_COHORT, DEMO_FINGERPRINT, CohortKey, cohort_key, key_file, key_fingerprint, load_key,
+                         provisional_key, pseudonym)
 
 log = logging.getLogger(__name__)
 SPLITS_DIR = Path(PATHS.splits())
@@ -66,11 +67,13 @@ def check_key(path: Path, ledger: dict[str, Any], key: CohortKey) -> None:
                                "or rotate with `breastseg rekey`")
 
 
-def workspace_key(cohort: dict[str, Any], datasets: Iterable[str], splits_dir: str | Path = SPLITS_DIR) -> CohortKey:
+def workspace_key(cohort: dict[str, Any], datasets: Iterable[str], splits_dir: str | Path = SPLITS_DIR, *,
+                  create: bool = True) -> CohortKey:
     """The cohort's key, checked against its ledgers before any job runs.
 
     Where a ledger exists the key file must exist too (never created anew) and match the ledger's fingerprint.
     A demo workspace made before the fixed demo key is refused with a line saying how to start over.
+    ``create=False`` (a dry run): a missing key file is not created; a provisional key stands in for it.
     """
     datasets = list(datasets)
     name = cohort["name"]
@@ -82,6 +85,9 @@ def workspace_key(cohort: dict[str, Any], datasets: Iterable[str], splits_dir: s
             if legacy.exists() and d not in present:
                 raise InputError(legacy, "a demo ledger made before the demo's fixed pseudonym key (its patients "
                                          "have other names): remove the demo's outputs with `make clean`, then rerun")
+    if not create and not present and name != DEMO_COHORT and not cohort.get("public") \
+            and not key_file(cohort.get("pseudonym_key_file")).exists():
+        return provisional_key()
     key = cohort_key(cohort, create=not present)
     for d, p in present.items():
         check_key(p, read_ledger(p), key)

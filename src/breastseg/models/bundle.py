@@ -196,9 +196,14 @@ def resolve_model(uri: str, dst: Path, *, origin: str | None = None) -> tuple[Pa
                 mv = client.get_model_version(name, version)
             else:
                 raise InputError(uri, "name a version or an alias (models:/<name>/<version> or models:/<name>@<alias>)")
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst))
+            location = client.get_model_version_download_uri(name, mv.version)
+            moved = relocated(location)
+            local = moved if moved is not None else mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst))
         except mlflow.exceptions.MlflowException as exc:
             raise _mlflow_error(uri, exc, store, origin) from None
+        if find_bundle(Path(local)) is None:
+            missing_artifacts(uri, location)
         return Path(local), {"uri": uri, "registered_model": name, "version": str(mv.version), "alias": alias,
                              "run_id": mv.run_id}
     if uri.startswith("runs:/"):
@@ -215,6 +220,45 @@ def resolve_model(uri: str, dst: Path, *, origin: str | None = None) -> tuple[Pa
     if not path.is_dir():
         raise InputError(path, "no such model folder (expected models:/<name>@<alias>, runs:/<run>/model or a folder)")
     return path, {"uri": str(path), "registered_model": None, "version": None, "alias": None, "run_id": None}
+
+
+#: A moved project's artifacts are looked for below the current folder by the tail of their old path, at
+#: least this many parts long (``mlartifacts/<experiment>/models/<id>/artifacts`` has five).
+RELOCATED_PARTS = 3
+
+
+def _file_path(location: str | None) -> Path | None:
+    if not location or not location.startswith("file:"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(location).path))
+
+
+def relocated(location: str | None) -> Path | None:
+    """The artifacts of a project that was moved or copied: a ``file:`` artifact location that no longer exists
+    (MLflow stores absolute paths), found again below the current folder as the longest tail of its old path
+    that exists here (``/old/project/mlartifacts/bpe_mri/...`` -> ``./mlartifacts/bpe_mri/...``); None when the
+    location exists, is not a file, or no tail is found."""
+    old = _file_path(location)
+    if old is None or old.exists():
+        return None
+    parts = old.parts[1:]
+    for i in range(len(parts) - RELOCATED_PARTS + 1):
+        candidate = Path.cwd().joinpath(*parts[i:])
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def missing_artifacts(uri: str, location: str | None) -> None:
+    """Refuse, in one line, a model whose artifacts are not where the store says, naming where they were looked
+    for and how to get them back."""
+    old = _file_path(location)
+    if old is not None and not old.exists():
+        raise InputError(uri, f"the model's files are not at {old} nor below {Path.cwd()} (a project moved or "
+                              "copied without its mlartifacts/): copy mlartifacts/ along, `dvc pull` the models, "
+                              "or point MLFLOW_TRACKING_URI at the team's server")
 
 
 def find_bundle(folder: Path) -> Path | None:

@@ -148,8 +148,9 @@ def run_params(exp: Experiment, hp: TrainSettings, metric: str) -> dict[str, Any
 
 def split_input(cohort: str, exp: Experiment, split_file: Path) -> tuple[Any, dict[str, str]]:
     """The split a run trained or was evaluated on, as an MLflow dataset (the runs table's Dataset column): one row
-    per pseudonymised patient with its subset; named ``<cohort>-<dataset>``, digest the split hash. Returns the
-    dataset and its input tags (data version, split hash, subset sizes)."""
+    per pseudonymised patient with its subset; named ``<cohort>-<dataset>``, its digest the hash of those patients
+    and subsets (one digest for the experiments of a dataset, which share their patients). Returns the dataset and
+    its input tags (data version, split file hash, patients hash, subset sizes)."""
     import json
 
     import mlflow.data
@@ -158,11 +159,13 @@ def split_input(cohort: str, exp: Experiment, split_file: Path) -> tuple[Any, di
     split = json.loads(Path(split_file).read_text())
     rows = [{"patient": pid, "subset": v["subset"]} for pid, v in sorted(split["patients"].items())]
     df = pd.DataFrame(rows, columns=["patient", "subset"])
-    digest = file_hash([Path(split_file)])
+    # one digest for one set of patients and subsets: the experiments of a dataset share it
+    digest = hashlib.sha256("\n".join(f"{r['patient']}:{r['subset']}" for r in rows).encode()).hexdigest()[:16]
     name = f"{cohort}-{exp.dataset}"
     dataset = mlflow.data.from_pandas(df, source=f"{PATHS.splits()}/{Path(split_file).name}", name=name, digest=digest)
     counts = df["subset"].value_counts().to_dict() if len(df) else {}
-    tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]), "split_hash": digest,
+    tags = {"data_version": str((split.get("data_versions") or ["unknown"])[-1]),
+            "split_hash": file_hash([Path(split_file)]), "patients_hash": digest,
             **{f"n_{subset}": str(int(counts.get(subset, 0))) for subset in ("train", "val", "test")}}
     return dataset, tags
 

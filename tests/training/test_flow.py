@@ -67,16 +67,23 @@ def test_tune_train_evaluate_register(tiny):
     assert train_run.data.params["register.metric"] == "dice_mean"
     assert {k: float(train_run.data.params[f"train.{k}"]) for k in best["params"]} == best["params"]  # used
     evaluation = next(r for r in runs if r.data.tags.get("breastseg.stage") == "evaluate")
+    assert evaluation.info.run_name == f"evaluate-{name}-v{model['version']}"  # the experiment's name in it
     split_hash = train_run.data.tags["breastseg.split_hash"]
+    from breastseg.tracking import split_input
+
+    other = split_input(params["cohort"]["name"], Settings.from_params(params).experiments["mass_us_entropy"],
+                        root / "data/splits/mass_us_entropy.json")[0]
     for run, context in ((train_run, "training"), (trials[0], "training"), (evaluation, "test")):
         [given] = run.inputs.dataset_inputs
         tags = {t.key: t.value for t in given.tags}
-        assert given.dataset.name == f"{params['cohort']['name']}-us" and given.dataset.digest == split_hash
+        assert given.dataset.name == f"{params['cohort']['name']}-us" and tags["split_hash"] == split_hash
+        assert given.dataset.digest == other.digest  # the same patients, one digest, whichever experiment
         assert tags["mlflow.data.context"] == context and int(tags["n_train"]) >= 1 and tags["data_version"]
     version = client.get_model_version("breastseg-mass_us_bmode", model["version"])
     assert model["model_id"] and version.source == f"models:/{model['model_id']}"
     linked = client.get_logged_model(model["model_id"]).metrics
     assert any(m.key == "test_dice_mean" and m.run_id == evaluation.info.run_id for m in linked)
+    assert f"runs/{evaluation.info.run_id})" in version.description
     assert client.get_model_version("breastseg-mass_us_bmode", model["version"]).tags[
         "breastseg.evaluation_run"] == evaluation.info.run_id
 

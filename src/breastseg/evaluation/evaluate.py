@@ -458,8 +458,8 @@ def evaluate_experiment(s: Settings, name: str, *, model_json: Path, split_file:
     if further_seed:
         run_tags["mlflow.parentRunId"] = model["run_id"]
     with mlflow.start_run(experiment_id=exp_id, tags=run_tags,
-                          run_name=f"evaluate-seed{model.get('seed')}" if further_seed
-                          else f"evaluate-v{model['version']}"):
+                          run_name=f"evaluate-{name}-seed{model.get('seed')}" if further_seed
+                          else f"evaluate-{name}-v{model['version']}"):
         flat = {"test_dice_mean": summary["dice_mean"]}
         for unit in ("slice", "mass"):
             if f"dice_per_{unit}" in summary:
@@ -482,9 +482,14 @@ def evaluate_experiment(s: Settings, name: str, *, model_json: Path, split_file:
         tracking.log_split(mlflow.active_run().info.run_id, dataset, input_tags, context="test")
         model_id = None if further_seed else model.get("model_id")  # absent from models trained before it
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None}, model_id=model_id)
-        if not further_seed:  # the model version names its evaluation run
-            mlflow.MlflowClient().set_model_version_tag(model["model_name"], str(model["version"]),
-                                                        "breastseg.evaluation_run", mlflow.active_run().info.run_id)
+        if not further_seed:  # the model version names its evaluation run, and links to it on its page
+            run_id = mlflow.active_run().info.run_id
+            client = mlflow.MlflowClient()
+            client.set_model_version_tag(model["model_name"], str(model["version"]), "breastseg.evaluation_run", run_id)
+            client.update_model_version(model["model_name"], str(model["version"]), description=(
+                f"Evaluated on the test patients in [{name} / evaluate-{name}-v{model['version']}]"
+                f"(#/experiments/{exp_id}/runs/{run_id}): test Dice {(summary['dice_mean'] or float('nan')):.3f} on "
+                f"{summary['n_patients']} patients."))
         for f in (out_dir / "per_case.csv", out_dir / "per_patient.csv", *paths.values(), evaluation_json):
             mlflow.log_artifact(str(f))
     write_json(metrics_json, flat_metrics)
